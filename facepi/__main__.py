@@ -1,0 +1,3 @@
+from facepi.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,273 @@
+"""MTCNN face detection on the converted P/R/O-Nets (TFLite).
+
+Follows the seed's ``detect_face.py`` step by step so that boxes and landmarks
+match it (the converter verifies this on real photos): an image pyramid from
+``minsize`` and ``factor``, PNet per pyramid level, NMS, box regression,
+square-ing, RNet on 24x24 crops, ONet on 48x48 crops with five landmarks.
+Coordinates use the seed's conventions (boxes are inclusive pixel corners; crops
+are zero-padded where a box leaves the image) because the nets were trained on
+exactly those crops.
+
+Input is an RGB uint8 array (H, W, 3). The nets need no transposing: the
+converter folded the seed's transposed-image convention into their weights.
+
+Speed: interpreters are cached per input shape. A camera's frame size is fixed,
+so after the first frame every pyramid level has its own allocated
+interpreter, and RNet/ONet crops run in batches of power-of-two sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facepi import runtime
+
+PNET_STRIDE = 2
+PNET_CELL = 12
+SCALE = 0.0078125  # 1/128: the nets take (x - 127.5) / 128
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """The seed's defaults: minsize 20, thresholds [0.6, 0.7, 0.7], factor 0.709."""
+
+    minsize: int = 20
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    factor: float = 0.709
+
+    def __post_init__(self) -> None:
+        if self.minsize < 12:
+            raise ValueError(f"minsize={self.minsize}: must be >= 12 (PNet's window)")
+        if not 0.0 < self.factor < 1.0:
+            raise ValueError(f"factor={self.factor}: must be between 0 and 1")
+        if len(self.thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in self.thresholds):
+            raise ValueError(f"thresholds={self.thresholds}: need three values in [0, 1]")
+
+
+def pyramid_scales(height: int, width: int, minsize: int, factor: float) -> list[float]:
+    """Scales at which a 12-pixel PNet window covers faces from ``minsize`` up."""
+    m = 12.0 / minsize
+    side = min(height, width) * m
+    scales = []
+    k = 0
+    while side >= 12:
+        scales.append(m * factor**k)
+        side *= factor
+        k += 1
+    return scales
+
+
+def nms(boxes: np.ndarray, threshold: float, method: str = "union") -> np.ndarray:
+    """Greedy non-maximum suppression, returning kept indices, best first.
+
+    Hand-written rather than ``cv2.dnn.NMSBoxes`` because MTCNN needs the
+    'min' overlap (intersection over the smaller box) for its last stage and the
+    seed's inclusive-pixel (+1) areas; both change which boxes survive.
+    """
+    if boxes.shape[0] == 0:
+        return np.empty(0, dtype=np.intp)
+    x1, y1, x2, y2, s = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], boxes[:, 4]
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(s)
+    keep = []
+    while order.size > 0:
+        i = order[-1]
+        keep.append(i)
+        rest = order[:-1]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        if method == "min":
+            overlap = inter / np.minimum(area[i], area[rest])
+        else:
+            overlap = inter / (area[i] + area[rest] - inter)
+        order = rest[overlap <= threshold]
+    return np.asarray(keep, dtype=np.intp)
+
+
+def regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """Apply the nets' box regression (offsets relative to inclusive width/height)."""
+    out = boxes.copy()
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    out[:, 0:4] = boxes[:, 0:4] + reg[:, 0:4] * np.stack([w, h, w, h], axis=1)
+    return out
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """Grow each box to a square around its centre (the nets see square crops)."""
+    out = boxes.copy()
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    out[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    out[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out
+
+
+def crop_padded(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray | None:
+    """The seed's crop: 1-based inclusive box, zero-padded outside the image, resized."""
+    x1, y1, x2, y2 = (int(v) - 1 for v in box[:4])  # to 0-based inclusive
+    bw, bh = x2 - x1 + 1, y2 - y1 + 1
+    if bw <= 0 or bh <= 0:
+        return None
+    h, w = image.shape[:2]
+    patch = np.zeros((bh, bw, 3), np.float32)
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w - 1), min(y2, h - 1)
+    if sx2 >= sx1 and sy2 >= sy1:
+        patch[sy1 - y1:sy2 - y1 + 1, sx1 - x1:sx2 - x1 + 1] = image[sy1:sy2 + 1, sx1:sx2 + 1]
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class _Net:
+    """One converted net: its bytes, output names by role, and interpreters per input shape."""
+
+    spec: runtime.ModelSpec
+    model: bytes
+    threads: int
+    cache: dict[tuple[int, ...], tuple[Any, int, dict[str, int]]] = field(default_factory=dict)
+
+    def interpreter(self, shape: tuple[int, ...]) -> tuple[Any, int, dict[str, int]]:
+        hit = self.cache.get(shape)
+        if hit is None:
+            it = runtime.make_interpreter(self.model, self.threads)
+            runtime.check_tensors(it, self.spec)
+            inp = it.get_input_details()[0]["index"]
+            if tuple(it.get_input_details()[0]["shape"]) != shape:
+                it.resize_tensor_input(inp, list(shape), strict=False)
+            it.allocate_tensors()
+            outs = {o["role"]: runtime.tensor_index(it.get_output_details(), o["name"])
+                    for o in self.spec.outputs}
+            hit = (it, inp, outs)
+            self.cache[shape] = hit
+        return hit
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        it, inp, outs = self.interpreter(tuple(x.shape))
+        it.set_tensor(inp, x)
+        it.invoke()
+        return {role: it.get_tensor(idx) for role, idx in outs.items()}
+
+    def run_batched(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """Run (N, s, s, 3) crops in power-of-two batches (few cached interpreters)."""
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(crops), MAX_BATCH):
+            chunk = crops[start:start + MAX_BATCH]
+            n = len(chunk)
+            bucket = 1 << (n - 1).bit_length()
+            if bucket != n:
+                chunk = np.concatenate([chunk, np.zeros((bucket - n, *chunk.shape[1:]), chunk.dtype)])
+            out = self.run(chunk)
+            parts.append({k: v[:n] for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+class Detector:
+    """MTCNN on TFLite. ``detect(rgb)`` returns (boxes (N,5), landmarks (N,5,2))."""
+
+    def __init__(self, models_dir: str | Path | None = None, params: DetectorParams | None = None,
+                 threads: int = 2) -> None:
+        self.params = params or DetectorParams()
+        self.nets: dict[str, _Net] = {}
+        for name in ("pnet", "rnet", "onet"):
+            spec = runtime.model_spec(f"mtcnn_{name}.tflite", models_dir)
+            self.nets[name] = _Net(spec, runtime.load_model_bytes(spec), threads)
+
+    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an RGB image (H, W, 3), got shape {rgb.shape}")
+        boxes = self._stage1(rgb)
+        if len(boxes):
+            boxes = self._stage2(rgb, boxes)
+        if len(boxes):
+            return self._stage3(rgb, boxes)
+        return np.empty((0, 5)), np.empty((0, 5, 2))
+
+    def _stage1(self, img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        p = self.params
+        found = []
+        for scale in pyramid_scales(h, w, p.minsize, p.factor):
+            hs, ws = int(np.ceil(h * scale)), int(np.ceil(w * scale))
+            level = cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA)
+            x = ((level.astype(np.float32) - 127.5) * SCALE)[None]
+            out = self.nets["pnet"].run(x)
+            boxes = self._candidates(out["prob"][0], out["reg"][0], scale, p.thresholds[0])
+            if len(boxes):
+                found.append(boxes[nms(boxes, 0.5)])
+        if not found:
+            return np.empty((0, 5))
+        boxes = np.concatenate(found)
+        boxes = boxes[nms(boxes, 0.7)]
+        # Stage 1 scales its offsets by x2 - x1 (not the inclusive + 1 of later stages).
+        w = boxes[:, 2] - boxes[:, 0]
+        h = boxes[:, 3] - boxes[:, 1]
+        moved = boxes[:, 0:4] + boxes[:, 5:9] * np.stack([w, h, w, h], axis=1)
+        boxes = square(np.column_stack([moved, boxes[:, 4]]))
+        boxes[:, 0:4] = np.fix(boxes[:, 0:4])
+        return boxes
+
+    @staticmethod
+    def _candidates(prob: np.ndarray, reg: np.ndarray, scale: float, threshold: float) -> np.ndarray:
+        """PNet map cells above threshold -> boxes [x1, y1, x2, y2, score, 4 offsets]."""
+        # Column-major order (x, then y) like the seed, so NMS ties break the same way.
+        xs, ys = np.nonzero(prob.T >= threshold)
+        if xs.size == 0:
+            return np.empty((0, 9))
+        score = prob[ys, xs]
+        x1 = np.fix((PNET_STRIDE * xs + 1) / scale)
+        y1 = np.fix((PNET_STRIDE * ys + 1) / scale)
+        x2 = np.fix((PNET_STRIDE * xs + PNET_CELL) / scale)
+        y2 = np.fix((PNET_STRIDE * ys + PNET_CELL) / scale)
+        return np.column_stack([x1, y1, x2, y2, score, reg[ys, xs]])
+
+    def _refine(self, img: np.ndarray, boxes: np.ndarray, net: str, size: int
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        crops, kept = [], []
+        for i, box in enumerate(boxes):
+            crop = crop_padded(img, box, size)
+            if crop is not None:
+                crops.append(crop)
+                kept.append(i)
+        if not crops:
+            return np.empty((0, 5)), {}
+        x = (np.stack(crops) - 127.5) * SCALE
+        return boxes[kept], self.nets[net].run_batched(x.astype(np.float32))
+
+    def _stage2(self, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        boxes, out = self._refine(img, boxes, "rnet", 24)
+        if not len(boxes):
+            return boxes
+        ok = out["prob"] > self.params.thresholds[1]
+        boxes = np.column_stack([boxes[ok, :4], out["prob"][ok]])
+        reg = out["reg"][ok]
+        if not len(boxes):
+            return boxes
+        pick = nms(boxes, 0.7)
+        return square(regress(boxes[pick], reg[pick]))
+
+    def _stage3(self, img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        boxes = np.fix(boxes).astype(np.int32).astype(np.float64)
+        boxes, out = self._refine(img, boxes, "onet", 48)
+        if not len(boxes):
+            return np.empty((0, 5)), np.empty((0, 5, 2))
+        ok = out["prob"] > self.params.thresholds[2]
+        boxes = np.column_stack([boxes[ok, :4], out["prob"][ok]])
+        marks = out["landmarks"][ok]
+        w = boxes[:, 2] - boxes[:, 0] + 1
+        h = boxes[:, 3] - boxes[:, 1] + 1
+        xs = marks[:, 0:5] * w[:, None] + boxes[:, 0:1] - 1
+        ys = marks[:, 5:10] * h[:, None] + boxes[:, 1:2] - 1
+        points = np.stack([xs, ys], axis=2)
+        boxes = regress(boxes, out["reg"][ok])
+        pick = nms(boxes, 0.7, "min")
+        return boxes[pick], points[pick]

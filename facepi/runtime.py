@@ -1,0 +1,126 @@
+"""The one place that loads a TFLite interpreter, and checks model files against the manifest.
+
+Why one place: a Pi may have ``ai-edge-litert`` (current), ``tflite-runtime``
+(older images) or, on a workstation, TensorFlow. Everything else in facepi asks
+this module for an interpreter and never cares which runtime it got.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facepi.fileio import sha256_file
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class ModelError(Exception):
+    """A model file or the manifest is missing, corrupt or not what the manifest says."""
+
+
+def interpreter_class() -> type:
+    """Return the Interpreter class of the first TFLite runtime that is installed."""
+    for module in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        if importlib.util.find_spec(module.split(".")[0]) is not None:
+            return importlib.import_module(module).Interpreter
+    if importlib.util.find_spec("tensorflow") is not None:  # never required, only tolerated
+        return importlib.import_module("tensorflow").lite.Interpreter
+    raise ModelError(
+        "no TFLite runtime is installed: pip install ai-edge-litert "
+        "(or tflite-runtime on older Raspberry Pi OS images)"
+    )
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("FACEPI_MODELS", DEFAULT_MODELS_DIR))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One manifest entry: what a model file is and how to feed it."""
+
+    file: str
+    path: Path
+    entry: dict[str, Any] = field(repr=False)
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return self.entry["inputs"]
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return self.entry["outputs"]
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return self.entry.get("preprocessing", {})
+
+
+def load_manifest(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    directory = Path(directory) if directory is not None else models_dir()
+    path = directory / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no model manifest; run facepi-convert to create the models") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        raise ModelError(f"{path}: expected an object with a 'models' object")
+    return manifest
+
+
+def model_spec(file: str, directory: str | os.PathLike[str] | None = None) -> ModelSpec:
+    directory = Path(directory) if directory is not None else models_dir()
+    manifest = load_manifest(directory)
+    entry = manifest["models"].get(file)
+    if entry is None:
+        known = ", ".join(sorted(manifest["models"])) or "none"
+        raise ModelError(f"{directory / 'manifest.json'}: no model '{file}' (known: {known})")
+    return ModelSpec(file=file, path=directory / file, entry=entry)
+
+
+def load_model_bytes(spec: ModelSpec) -> bytes:
+    """Read a model file and check its size and sha256 against the manifest."""
+    path = spec.path
+    if not path.exists():
+        raise ModelError(
+            f"{path}: listed in the manifest but missing; produce it with "
+            f"'facepi-convert' (it needs the convert extra: pip install 'facepi[convert]')"
+        )
+    size = path.stat().st_size
+    if size != spec.entry["size"]:
+        raise ModelError(f"{path}: {size} bytes, the manifest expects {spec.entry['size']}")
+    digest = sha256_file(path)
+    if digest != spec.entry["sha256"]:
+        raise ModelError(f"{path}: sha256 {digest}, the manifest expects {spec.entry['sha256']}")
+    return path.read_bytes()
+
+
+def make_interpreter(model: bytes, num_threads: int = 2) -> Any:
+    cls = interpreter_class()
+    return cls(model_content=model, num_threads=num_threads)
+
+
+def check_tensors(interpreter: Any, spec: ModelSpec) -> None:
+    """Compare the interpreter's input/output names and shapes with the manifest."""
+    for kind, details in (("input", interpreter.get_input_details()),
+                          ("output", interpreter.get_output_details())):
+        expected = spec.inputs if kind == "input" else spec.outputs
+        got = [(d["name"], list(d["shape"])) for d in details]
+        want = [(t["name"], list(t["shape"])) for t in expected]
+        if sorted(got) != sorted(want):
+            raise ModelError(f"{spec.path}: {kind} tensors {got}, the manifest expects {want}")
+
+
+def tensor_index(details: list[dict[str, Any]], name: str) -> int:
+    for d in details:
+        if d["name"] == name:
+            return int(d["index"])
+    raise ModelError(f"no tensor named {name!r} (have {[d['name'] for d in details]})")
