@@ -1,13 +1,36 @@
-"""``facepi``: the on-device command line. A thin layer over the library API."""
+"""``facepi``: the on-device command line. A thin layer over the library API.
+
+Exit codes: 0 all went well; 1 the run finished but something failed (a photo
+without a face, an unreadable file); 2 the command could not run (bad
+arguments, missing or mismatched models, unreadable gallery).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from facepi import __version__, runtime
+
+DEFAULT_GALLERY = "/var/lib/facepi/gallery.npz"
+
+
+def _progress(label: str):
+    def report(done: int, total: int) -> None:
+        if done == total or done % 25 == 0:
+            print(f"  {label}: {done}/{total}", file=sys.stderr, flush=True)
+    return report
+
+
+def _pipeline(args: argparse.Namespace, mode: str | None = None, margin: int | None = None):
+    from facepi.detect import DetectorParams
+    from facepi.workflow import load_pipeline
+
+    return load_pipeline(args.models, args.embedder, args.threads, mode, margin,
+                         DetectorParams(minsize=args.minsize))
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -41,24 +64,222 @@ def _detect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _align(args: argparse.Namespace) -> int:
+    from facepi.workflow import align_dataset
+
+    pipeline = _pipeline(args, args.mode, args.margin)
+    pipeline.size = args.image_size
+    report = align_dataset(pipeline, args.input_dir, args.output_dir, args.detect_multiple_faces,
+                           _progress("aligning"))
+    for f in report.failures:
+        print(f"facepi: {f}", file=sys.stderr)
+    print(f"Total number of images: {report.total}")
+    print(f"Number of successfully aligned images: {report.aligned}")
+    return 1 if report.failures else 0
+
+
+def _print_calibration(meta: dict) -> None:
+    cal = meta.get("calibration") or {}
+    print(f"Threshold: {meta.get('threshold'):.4f} ({cal.get('note', '')})")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from facepi.workflow import train
+
+    pipeline = _pipeline(args, args.mode)
+    gallery, failures = train(pipeline, args.data_dir, args.classifier, args.target_far,
+                              _progress("embedding"))
+    gallery.save(args.classifier_file)
+    for f in failures:
+        print(f"facepi: {f}", file=sys.stderr)
+    counts = gallery.counts()
+    print(f"Trained {args.classifier} on {sum(counts.values())} photos of {len(counts)} people "
+          f"({pipeline.embedder.name}, {pipeline.mode} alignment)")
+    _print_calibration(gallery.meta)
+    print(f'Saved classifier model to file "{args.classifier_file}"')
+    return 1 if failures else 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from facepi.detect import DetectorParams
+    from facepi.workflow import Recognizer, classify_folder
+
+    rec = Recognizer(args.classifier_file, args.models, args.embedder, args.threads,
+                     DetectorParams(minsize=args.minsize))
+    results, accuracy = classify_folder(rec, args.data_dir, None if args.json else _progress("classifying"))
+    if args.json:
+        print(json.dumps({"accuracy": accuracy, "threshold": rec.classifier.threshold,
+                          "classifier": rec.classifier.kind, "model": rec.pipeline.embedder.name,
+                          "results": [r.__dict__ | {"correct": r.correct} for r in results]}, indent=1))
+    else:
+        for i, r in enumerate(results):
+            if r.error:
+                print(f"{i:4d}  {r.path}: NO FACE ({r.error})")
+            else:
+                print(f"{i:4d}  {r.path}: {r.name} {r.score:.3f} (distance {r.distance:.3f})")
+        if accuracy is not None:
+            print(f"Accuracy: {accuracy:.3f}")
+    return 1 if any(r.error for r in results) else 0
+
+
+def _gallery_path(args: argparse.Namespace) -> Path:
+    return Path(args.gallery or os.environ.get("FACEPI_GALLERY") or DEFAULT_GALLERY)
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from facepi.gallery import Gallery
+    from facepi.workflow import enroll, new_gallery
+
+    path = _gallery_path(args)
+    if path.exists():
+        meta = Gallery.load(path).meta
+        pipeline = _pipeline(args, meta.get("alignment"), meta.get("margin"))
+        gallery = Gallery.load(path, expect_model=pipeline.embedder.model_id)
+    else:
+        pipeline = _pipeline(args, args.mode)
+        gallery = new_gallery(pipeline, args.classifier, args.target_far)
+    added, problems = enroll(gallery, pipeline, args.name, args.photos, _progress("embedding"))
+    for p in problems:
+        print(f"facepi: {p}", file=sys.stderr)
+    if not added:
+        print(f"facepi: error: no usable photo of {args.name}; gallery {path} unchanged", file=sys.stderr)
+        return 2
+    gallery.save(path)
+    print(f"Enrolled {added} photo(s) of {args.name} in {path} "
+          f"({len(gallery.people)} people, {len(gallery.labels)} photos)")
+    _print_calibration(gallery.meta)
+    return 1 if problems else 0
+
+
+def _forget(args: argparse.Namespace) -> int:
+    from facepi.gallery import Gallery
+    from facepi.workflow import recalibrate
+
+    path = _gallery_path(args)
+    gallery = Gallery.load(path)
+    removed = gallery.remove(args.name)
+    if gallery.people:
+        from facepi.embed import Embedder
+
+        recalibrate(gallery, Embedder(args.models, gallery.meta.get("embedder")).default_threshold)
+    gallery.save(path)
+    print(f"Forgot {args.name} ({removed} photo(s)); {len(gallery.people)} people remain in {path}")
+    return 0
+
+
+def _people(args: argparse.Namespace) -> int:
+    from facepi.gallery import Gallery
+    from facepi.workflow import people_summary
+
+    summary = people_summary(Gallery.load(_gallery_path(args)))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    for name, n in summary["people"].items():
+        print(f"{name:<30}{n:>4} photo(s)")
+    print(f"model {summary['model']}, classifier {summary['classifier']}, "
+          f"threshold {summary['threshold'] if summary['threshold'] is None else round(summary['threshold'], 4)}")
+    return 0
+
+
+def _validate_pairs(args: argparse.Namespace) -> int:
+    from facepi import pairs
+
+    pipeline = _pipeline(args, args.mode)
+    report = pairs.validate(pipeline, args.pairs_file, args.image_dir, args.ext, _progress("embedding"))
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"Accuracy: {report['accuracy_mean']:.5f}+-{report['accuracy_std']:.5f}")
+        print(f"Validation rate: {report['val_mean']:.5f}+-{report['val_std']:.5f} @ FAR={report['far_mean']:.5f}")
+        print(f"Area Under Curve (AUC): {report['auc']:.3f}")
+        print(f"Equal Error Rate (EER): {report['eer']:.3f}")
+        if report["missing_pairs"]:
+            print(f"Pairs skipped (photo missing or no face): {report['missing_pairs']}")
+    return 1 if report["missing_pairs"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facepi", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--models", type=Path, default=None, help="models folder (default: bundled models/)")
+    common.add_argument("--embedder", default=None,
+                        help="embedding model file in the manifest, e.g. facenet_float32.tflite "
+                             "(default: the manifest's default_embedder)")
+    common.add_argument("--threads", type=int, default=2, help="TFLite threads (default: 2)")
+    common.add_argument("--minsize", type=int, default=20, help="smallest face in pixels (default: 20)")
+    gal = argparse.ArgumentParser(add_help=False)
+    gal.add_argument("--gallery", type=Path, default=None,
+                     help=f"gallery file (default: $FACEPI_GALLERY or {DEFAULT_GALLERY})")
+    fit = argparse.ArgumentParser(add_help=False)
+    fit.add_argument("--classifier", choices=("centroid", "svm"), default="centroid")
+    fit.add_argument("--target-far", type=float, default=0.01,
+                     help="strangers accepted at the calibrated threshold (default: 0.01)")
+    fit.add_argument("--mode", choices=("crop", "landmarks"), default=None,
+                     help="alignment (default: what the model's manifest entry says)")
+
+    p = argparse.ArgumentParser(prog="facepi", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"facepi {__version__}")
-    p.add_argument("--models", type=Path, default=None, help="models folder (default: the bundled models/)")
-    p.add_argument("--threads", type=int, default=2, help="TFLite threads (default: 2)")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("models", help="list the models in the manifest").set_defaults(func=_models)
-    d = sub.add_parser("detect", help="print the faces MTCNN finds in photos, as JSON lines")
+    sub.add_parser("models", parents=[common], help="list the models in the manifest").set_defaults(func=_models)
+
+    d = sub.add_parser("detect", parents=[common], help="faces MTCNN finds in photos, as JSON lines")
     d.add_argument("images", nargs="+", type=Path)
-    d.add_argument("--minsize", type=int, default=20)
     d.set_defaults(func=_detect)
+
+    a = sub.add_parser("align", parents=[common], help="align a dataset like the seed's align_dataset_mtcnn.py")
+    a.add_argument("input_dir", type=Path)
+    a.add_argument("output_dir", type=Path)
+    a.add_argument("--image-size", type=int, default=160)
+    a.add_argument("--margin", type=int, default=32)
+    a.add_argument("--mode", choices=("crop", "landmarks"), default="crop")
+    a.add_argument("--detect-multiple-faces", action="store_true")
+    a.set_defaults(func=_align)
+
+    t = sub.add_parser("train", parents=[common, fit], help="build a gallery + classifier from folders")
+    t.add_argument("data_dir", type=Path)
+    t.add_argument("classifier_file", type=Path)
+    t.set_defaults(func=_train)
+
+    c = sub.add_parser("classify", parents=[common], help="classify photos with a gallery")
+    c.add_argument("data_dir", type=Path)
+    c.add_argument("classifier_file", type=Path)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_classify)
+
+    e = sub.add_parser("enroll", parents=[common, gal, fit], help="add a person's photos to the gallery")
+    e.add_argument("name")
+    e.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
+    e.set_defaults(func=_enroll)
+
+    f = sub.add_parser("forget", parents=[common, gal], help="remove a person from the gallery")
+    f.add_argument("name")
+    f.set_defaults(func=_forget)
+
+    pe = sub.add_parser("people", parents=[common, gal], help="who is enrolled")
+    pe.add_argument("--json", action="store_true")
+    pe.set_defaults(func=_people)
+
+    v = sub.add_parser("validate-pairs", parents=[common],
+                       help="LFW-style verification (pairs.txt, 10 folds) like validate_on_lfw.py")
+    v.add_argument("pairs_file", type=Path)
+    v.add_argument("image_dir", type=Path)
+    v.add_argument("--ext", default="jpg", help="photo extension in IMAGE_DIR (default: jpg)")
+    v.add_argument("--mode", choices=("crop", "landmarks"), default=None)
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=_validate_pairs)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facepi.gallery import GalleryError
+    from facepi.images import ImageError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except runtime.ModelError as e:
+    except (runtime.ModelError, GalleryError, ImageError, ValueError) as e:
         print(f"facepi: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130

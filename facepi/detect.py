@@ -18,9 +18,8 @@ interpreter, and RNet/ONet crops run in batches of power-of-two sizes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -30,7 +29,6 @@ from facepi import runtime
 PNET_STRIDE = 2
 PNET_CELL = 12
 SCALE = 0.0078125  # 1/128: the nets take (x - 127.5) / 128
-MAX_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -127,60 +125,14 @@ def crop_padded(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray | N
     return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
 
 
-@dataclass
-class _Net:
-    """One converted net: its bytes, output names by role, and interpreters per input shape."""
-
-    spec: runtime.ModelSpec
-    model: bytes
-    threads: int
-    cache: dict[tuple[int, ...], tuple[Any, int, dict[str, int]]] = field(default_factory=dict)
-
-    def interpreter(self, shape: tuple[int, ...]) -> tuple[Any, int, dict[str, int]]:
-        hit = self.cache.get(shape)
-        if hit is None:
-            it = runtime.make_interpreter(self.model, self.threads)
-            runtime.check_tensors(it, self.spec)
-            inp = it.get_input_details()[0]["index"]
-            if tuple(it.get_input_details()[0]["shape"]) != shape:
-                it.resize_tensor_input(inp, list(shape), strict=False)
-            it.allocate_tensors()
-            outs = {o["role"]: runtime.tensor_index(it.get_output_details(), o["name"])
-                    for o in self.spec.outputs}
-            hit = (it, inp, outs)
-            self.cache[shape] = hit
-        return hit
-
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        it, inp, outs = self.interpreter(tuple(x.shape))
-        it.set_tensor(inp, x)
-        it.invoke()
-        return {role: it.get_tensor(idx) for role, idx in outs.items()}
-
-    def run_batched(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        """Run (N, s, s, 3) crops in power-of-two batches (few cached interpreters)."""
-        parts: list[dict[str, np.ndarray]] = []
-        for start in range(0, len(crops), MAX_BATCH):
-            chunk = crops[start:start + MAX_BATCH]
-            n = len(chunk)
-            bucket = 1 << (n - 1).bit_length()
-            if bucket != n:
-                chunk = np.concatenate([chunk, np.zeros((bucket - n, *chunk.shape[1:]), chunk.dtype)])
-            out = self.run(chunk)
-            parts.append({k: v[:n] for k, v in out.items()})
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 class Detector:
     """MTCNN on TFLite. ``detect(rgb)`` returns (boxes (N,5), landmarks (N,5,2))."""
 
     def __init__(self, models_dir: str | Path | None = None, params: DetectorParams | None = None,
                  threads: int = 2) -> None:
         self.params = params or DetectorParams()
-        self.nets: dict[str, _Net] = {}
-        for name in ("pnet", "rnet", "onet"):
-            spec = runtime.model_spec(f"mtcnn_{name}.tflite", models_dir)
-            self.nets[name] = _Net(spec, runtime.load_model_bytes(spec), threads)
+        self.nets = {name: runtime.Model.load(f"mtcnn_{name}.tflite", models_dir, threads)
+                     for name in ("pnet", "rnet", "onet")}
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if rgb.ndim != 3 or rgb.shape[2] != 3:

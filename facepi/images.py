@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-MAX_PIXELS = 50_000_000  # larger photos are shrunk before detection; bigger than this is refused
+MAX_PIXELS = 100_000_000  # an 8000x8000 photo (64 MP) is fine; it is shrunk before detection
 
 
 class ImageError(Exception):

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from facepi.fileio import sha256_file
 
+MAX_BATCH = 256
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -124,3 +127,57 @@ def tensor_index(details: list[dict[str, Any]], name: str) -> int:
         if d["name"] == name:
             return int(d["index"])
     raise ModelError(f"no tensor named {name!r} (have {[d['name'] for d in details]})")
+
+
+@dataclass
+class Model:
+    """A checked model file with one allocated interpreter per input shape.
+
+    Re-allocating an interpreter is costly (it dominated a PNet pyramid when done
+    per frame), so every shape seen gets its own interpreter, kept for good.
+    Outputs are returned by role where the manifest names one, else by tensor name.
+    """
+
+    spec: ModelSpec
+    model: bytes = field(repr=False)
+    threads: int = 2
+    cache: dict[tuple[int, ...], tuple[Any, int, dict[str, int]]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, file: str, directory: str | os.PathLike[str] | None = None, threads: int = 2) -> Model:
+        spec = model_spec(file, directory)
+        return cls(spec, load_model_bytes(spec), threads)
+
+    def interpreter(self, shape: tuple[int, ...]) -> tuple[Any, int, dict[str, int]]:
+        hit = self.cache.get(shape)
+        if hit is None:
+            it = make_interpreter(self.model, self.threads)
+            check_tensors(it, self.spec)
+            inp = it.get_input_details()[0]["index"]
+            if tuple(it.get_input_details()[0]["shape"]) != shape:
+                it.resize_tensor_input(inp, list(shape), strict=False)
+            it.allocate_tensors()
+            outs = {o.get("role", o["name"]): tensor_index(it.get_output_details(), o["name"])
+                    for o in self.spec.outputs}
+            hit = (it, inp, outs)
+            self.cache[shape] = hit
+        return hit
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        it, inp, outs = self.interpreter(tuple(x.shape))
+        it.set_tensor(inp, x)
+        it.invoke()
+        return {role: it.get_tensor(idx) for role, idx in outs.items()}
+
+    def run_batched(self, x: np.ndarray, max_batch: int = MAX_BATCH) -> dict[str, np.ndarray]:
+        """Run (N, ...) inputs in power-of-two batches, so few interpreters are ever made."""
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(x), max_batch):
+            chunk = x[start:start + max_batch]
+            n = len(chunk)
+            bucket = 1 << (n - 1).bit_length()
+            if bucket != n:
+                chunk = np.concatenate([chunk, np.zeros((bucket - n, *chunk.shape[1:]), chunk.dtype)])
+            out = self.run(chunk)
+            parts.append({k: v[:n].copy() for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
