@@ -18,6 +18,7 @@ interpreter, and RNet/ONet crops run in batches of power-of-two sizes.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,12 +126,32 @@ def crop_padded(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray | N
     return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def crop_batch(image: np.ndarray, boxes: np.ndarray, size: int) -> list[np.ndarray | None]:
+    """``crop_padded`` for many boxes: the image is padded and made float once, then sliced."""
+    if len(boxes) == 0:
+        return []
+    b = boxes[:, :4].astype(np.int64) - 1  # 0-based inclusive
+    h, w = image.shape[:2]
+    pad = int(max(0, -b[:, 0].min(), -b[:, 1].min(), b[:, 2].max() - (w - 1), b[:, 3].max() - (h - 1)))
+    if pad > max(h, w):  # absurd boxes: do not allocate a huge canvas
+        return [crop_padded(image, box, size) for box in boxes]
+    canvas = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0).astype(np.float32)
+    out: list[np.ndarray | None] = []
+    for x1, y1, x2, y2 in b + pad:
+        if x2 < x1 or y2 < y1:
+            out.append(None)
+        else:
+            out.append(cv2.resize(canvas[y1:y2 + 1, x1:x2 + 1], (size, size), interpolation=cv2.INTER_AREA))
+    return out
+
+
 class Detector:
     """MTCNN on TFLite. ``detect(rgb)`` returns (boxes (N,5), landmarks (N,5,2))."""
 
     def __init__(self, models_dir: str | Path | None = None, params: DetectorParams | None = None,
                  threads: int = 2) -> None:
         self.params = params or DetectorParams()
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="pyramid")
         self.nets = {name: runtime.Model.load(f"mtcnn_{name}.tflite", models_dir, threads)
                      for name in ("pnet", "rnet", "onet")}
 
@@ -147,11 +168,15 @@ class Detector:
     def _stage1(self, img: np.ndarray) -> np.ndarray:
         h, w = img.shape[:2]
         p = self.params
+        scales = pyramid_scales(h, w, p.minsize, p.factor)
+        # The seed's INTER_AREA resizes cost as much as PNet itself; OpenCV runs them
+        # on one core, so the levels are made on a small thread pool, all before PNet.
+        def level(s: float) -> np.ndarray:
+            resized = cv2.resize(img, (int(np.ceil(w * s)), int(np.ceil(h * s))), interpolation=cv2.INTER_AREA)
+            return ((resized.astype(np.float32) - 127.5) * SCALE)[None]
+
         found = []
-        for scale in pyramid_scales(h, w, p.minsize, p.factor):
-            hs, ws = int(np.ceil(h * scale)), int(np.ceil(w * scale))
-            level = cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA)
-            x = ((level.astype(np.float32) - 127.5) * SCALE)[None]
+        for scale, x in zip(scales, self._pool.map(level, scales), strict=True):
             out = self.nets["pnet"].run(x)
             boxes = self._candidates(out["prob"][0], out["reg"][0], scale, p.thresholds[0])
             if len(boxes):
@@ -184,15 +209,11 @@ class Detector:
 
     def _refine(self, img: np.ndarray, boxes: np.ndarray, net: str, size: int
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        crops, kept = [], []
-        for i, box in enumerate(boxes):
-            crop = crop_padded(img, box, size)
-            if crop is not None:
-                crops.append(crop)
-                kept.append(i)
-        if not crops:
+        crops = crop_batch(img, boxes, size)
+        kept = [i for i, c in enumerate(crops) if c is not None]
+        if not kept:
             return np.empty((0, 5)), {}
-        x = (np.stack(crops) - 127.5) * SCALE
+        x = (np.stack([crops[i] for i in kept]) - 127.5) * SCALE
         return boxes[kept], self.nets[net].run_batched(x.astype(np.float32))
 
     def _stage2(self, img: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -145,3 +145,46 @@ def plot(report: dict[str, Any], path: Path, title: str = "") -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+def train_val_report(train: Embedded, val: Embedded, kind: str, default_threshold: float | None,
+                     model: str = "", target_far: float = 0.01) -> dict[str, Any]:
+    """The 5-celebrity protocol: closed set (train -> val), then each person held out of training.
+
+    Held out, a person's val photos should come back ``unknown``; everyone else's
+    should still be named, at the threshold the gallery calibrates for itself.
+    """
+    from facepi.classify import Classifier, calibrate, calibration_dict
+    from facepi.gallery import Gallery
+
+    dim = next(e for items in train.people.values() for _, e in items if e is not None).shape[0]
+    probes = [(p, e) for p, items in sorted(val.people.items()) for _, e in items if e is not None]
+    x = np.stack([e for _, e in probes])
+
+    def gallery(exclude: str | None) -> Gallery:
+        g = Gallery(model, dim)
+        for person, items in sorted(train.people.items()):
+            embs = [e for _, e in items if e is not None]
+            if person != exclude and embs:
+                g.add(person, np.stack(embs), [])
+        return g
+
+    g = gallery(None)
+    cal = calibrate(g, default_threshold, target_far)
+    preds = Classifier(g, kind, cal.threshold).predict(x)
+    report: dict[str, Any] = {
+        "classifier": kind, "val_photos": sum(len(v) for v in val.people.values()), "val_no_face": val.no_face,
+        "closed_set_correct": sum(p.name == t for p, (t, _) in zip(preds, probes, strict=True)),
+        "calibration": calibration_dict(cal), "held_out": []}
+    for out in sorted(train.people):
+        g = gallery(out)
+        cal = calibrate(g, default_threshold, target_far)
+        preds = Classifier(g, kind, cal.threshold).predict(x)
+        pairs = list(zip(preds, probes, strict=True))
+        report["held_out"].append({
+            "person": out, "threshold": cal.threshold, "source": cal.source,
+            "unknown": sum(p.name == "unknown" for p, (t, _) in pairs if t == out),
+            "of": sum(t == out for _, (t, _) in pairs),
+            "others_named": sum(p.name == t for p, (t, _) in pairs if t != out),
+            "others": sum(t != out for _, (t, _) in pairs)})
+    return report

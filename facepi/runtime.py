@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,14 +135,19 @@ class Model:
     """A checked model file with one allocated interpreter per input shape.
 
     Re-allocating an interpreter is costly (it dominated a PNet pyramid when done
-    per frame), so every shape seen gets its own interpreter, kept for good.
+    per frame), so every shape seen gets its own interpreter. A camera's frame
+    size is fixed, so its shapes stay cached; a folder of photos of all sizes
+    would grow the cache without end, so the least recently used are dropped
+    beyond ``max_cached``.
     Outputs are returned by role where the manifest names one, else by tensor name.
     """
 
     spec: ModelSpec
     model: bytes = field(repr=False)
     threads: int = 2
-    cache: dict[tuple[int, ...], tuple[Any, int, dict[str, int]]] = field(default_factory=dict, repr=False)
+    max_cached: int = 32
+    cache: OrderedDict[tuple[int, ...], tuple[Any, int, dict[str, int]]] = field(
+        default_factory=OrderedDict, repr=False)
 
     @classmethod
     def load(cls, file: str, directory: str | os.PathLike[str] | None = None, threads: int = 2) -> Model:
@@ -150,7 +156,9 @@ class Model:
 
     def interpreter(self, shape: tuple[int, ...]) -> tuple[Any, int, dict[str, int]]:
         hit = self.cache.get(shape)
-        if hit is None:
+        if hit is not None:
+            self.cache.move_to_end(shape)
+        else:
             it = make_interpreter(self.model, self.threads)
             check_tensors(it, self.spec)
             inp = it.get_input_details()[0]["index"]
@@ -161,6 +169,8 @@ class Model:
                     for o in self.spec.outputs}
             hit = (it, inp, outs)
             self.cache[shape] = hit
+            while len(self.cache) > self.max_cached:
+                self.cache.popitem(last=False)
         return hit
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:

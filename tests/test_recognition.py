@@ -57,19 +57,16 @@ def test_closed_set_val_accuracy(pipeline, embedded, kind):
 
 
 @pytest.mark.parametrize("kind", classify.CLASSIFIERS)
-def test_open_set_each_person_held_out(pipeline, embedded, kind):
+def test_open_set_each_person_held_out(pipeline, faces_root, kind):
     """Leave one person out of training: they come back unknown, the others are still named."""
-    people = sorted({p for p, _ in embedded["train"]})
-    val = embedded["val"]
-    table = []
-    for out in people:
-        g = _gallery(pipeline, embedded, exclude=out)
-        assert g.meta["calibration"]["source"] == "gallery"
-        preds = classify.Classifier(g, kind, g.meta["threshold"]).predict(np.stack([e for _, e in val]))
-        unknown = sum(p.name == classify.UNKNOWN for p, (person, _) in zip(preds, val, strict=True) if person == out)
-        named = sum(p.name == person for p, (person, _) in zip(preds, val, strict=True) if person != out)
-        table.append((out, unknown, named))
-    assert all(u >= 4 and n >= 19 for _, u, n in table), table
+    from facepi.evaluate import embed_folder, train_val_report
+
+    train, val = (embed_folder(pipeline, faces_root / s) for s in ("train", "val"))
+    report = train_val_report(train, val, kind, pipeline.embedder.default_threshold, pipeline.embedder.model_id)
+    assert report["closed_set_correct"] >= 24 and report["val_no_face"] == 0
+    table = [(r["person"], r["unknown"], r["others_named"], r["source"]) for r in report["held_out"]]
+    assert len(table) == 5
+    assert all(u >= 4 and n >= 19 and src == "gallery" for _, u, n, src in table), table
 
 
 def test_cli_train_classify_json(tmp_path, faces_root):

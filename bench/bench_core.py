@@ -1,0 +1,163 @@
+"""Recognition-core benchmark: per-stage medians on this machine, TFLite vs the TensorFlow references.
+
+    .venv/bin/python bench/bench_core.py [--runs 15] [--threads 2]
+
+Needs the convert extra (TensorFlow, for the reference rows) and the pinned
+sources in the cache (facepi-convert fetch). Prints medians and ratios measured in
+the same run; nothing here is a pass/fail test. Precisions whose files are not in
+models/ (only the default is committed) are skipped: make them with facepi-convert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from convert import facenet, sources  # noqa: E402
+from facepi import align, runtime  # noqa: E402
+from facepi.detect import Detector, DetectorParams  # noqa: E402
+from facepi.images import read_rgb  # noqa: E402
+
+
+def median_ms(fn, runs: int) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
+    """Peak RSS of a child, read from its own /proc VmHWM while it runs.
+
+    (wait4's ru_maxrss would report this big benchmark process instead: a child
+    spawned with vfork inherits the parent's high-water mark across exec.)
+    """
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    peak_kb = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.01)
+    if proc.wait() != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with status {proc.returncode}")
+    return peak_kb / 1024, time.perf_counter() - t
+
+
+def seed_classify(gallery: str, val_dir: str) -> None:
+    """The seed's way, in one process: TF MTCNN + TF FaceNet graph + an SVM, on the val photos."""
+    from sklearn.svm import SVC
+
+    from convert.seed import SeedMTCNN
+    from facepi.gallery import Gallery
+
+    cache = sources.cache_dir()
+    seed = SeedMTCNN(sources.seed_align_dir(cache))
+    ref = facenet.Reference(facenet.load_graph_def(sources.facenet_graph(cache)))
+    g = Gallery.load(gallery)
+    svm = SVC(kernel="linear").fit(g.embeddings, g.labels)
+    for p in sorted(Path(val_dir).glob("*/*.jpg")):
+        rgb = read_rgb(p)
+        boxes, _ = seed.detect(rgb)
+        crop = align.crop(rgb, boxes[align.central_face(boxes, rgb.shape)])
+        svm.predict(ref.embed_one((crop.astype(np.float32) - 127.5) / 128.0)[None])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed-classify", nargs=2, metavar=("GALLERY", "VAL_DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.seed_classify:
+        seed_classify(*args.seed_classify)
+        return 0
+
+    from convert.seed import SeedMTCNN
+    from facepi.classify import Classifier
+    from facepi.embed import Embedder
+    from facepi.workflow import load_pipeline, train
+
+    cache = sources.cache_dir()
+    faces = sources.celebrity_faces(cache)
+    photo = sorted((faces / "val").glob("*/*.jpg"))[0]
+    frame = cv2.resize(read_rgb(photo), (640, 480), interpolation=cv2.INTER_AREA)
+    seed = SeedMTCNN(sources.seed_align_dir(cache), threads=args.threads)
+    print(f"facepi core benchmark: {os.cpu_count()} cores, {args.threads} threads, median of {args.runs} runs")
+    print(f"{'stage':<44}{'facepi ms':>11}{'TF ms':>10}{'speed-up':>10}")
+
+    for minsize in (20, 60):
+        det = Detector(params=DetectorParams(minsize=minsize), threads=args.threads)
+        seed.params = (minsize, [0.6, 0.7, 0.7], 0.709)
+        ours = median_ms(lambda det=det: det.detect(frame), args.runs)
+        theirs = median_ms(lambda: seed.detect(frame), args.runs)
+        print(f"{f'MTCNN 640x480, minsize {minsize}':<44}{ours:>11.1f}{theirs:>10.1f}{theirs / ours:>9.2f}x")
+
+    det = Detector(threads=args.threads)
+    boxes, points = det.detect(frame)
+    box, marks = boxes[0], points[0]
+    print(f"{'align crop (160x160)':<44}{median_ms(lambda: align.crop(frame, box), args.runs):>11.3f}")
+    print(f"{'align landmarks (similarity warp)':<44}"
+          f"{median_ms(lambda: align.warp(frame, marks), args.runs):>11.3f}")
+
+    crop = align.crop(frame, box)
+    ref = facenet.Reference(facenet.load_graph_def(sources.facenet_graph(cache)), args.threads)
+    x = ((crop.astype(np.float32) - 127.5) / 128.0).astype(np.float32)
+    tf_ms = median_ms(lambda: ref.embed_one(x), args.runs)
+    print(f"{'FaceNet per face, TensorFlow float32 (ref)':<44}{'':>11}{tf_ms:>10.1f}{1.0:>9.2f}x")
+    manifest = runtime.load_manifest()
+    for name, entry in manifest["models"].items():
+        if entry.get("kind") != "embedder":
+            continue
+        label = f"FaceNet per face, {entry['precision']}"
+        if not (runtime.models_dir() / name).exists():
+            print(f"{label:<44}{'(not converted here; skipped)':>31}")
+            continue
+        emb = Embedder(file=name, threads=args.threads)
+        ms = median_ms(lambda emb=emb: emb.embed(crop[None]), args.runs)
+        ms8 = median_ms(lambda emb=emb: emb.embed(np.repeat(crop[None], 8, 0)), args.runs) / 8
+        print(f"{label:<44}{ms:>11.1f}{tf_ms:>10.1f}{tf_ms / ms:>9.2f}x"
+              f"   (batch 8: {ms8:.1f} ms/face)")
+
+    pipeline = load_pipeline(threads=args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        gallery, _ = train(pipeline, faces / "train", "svm")
+        gpath = Path(tmp) / "g.npz"
+        gallery.save(gpath)
+        emb1 = pipeline.embedder.embed(crop[None])
+        for kind in ("centroid", "svm"):
+            clf = Classifier(gallery, kind, gallery.meta["threshold"])
+            print(f"{f'classify one face ({kind}, 5 people)':<44}"
+                  f"{median_ms(lambda clf=clf: clf.predict(emb1), args.runs):>11.3f}")
+
+        ours_mb, ours_s = peak_rss_mb([sys.executable, "-m", "facepi", "classify", str(faces / "val"), str(gpath)])
+        seed_mb, seed_s = peak_rss_mb([sys.executable, __file__, "--seed-classify", str(gpath), str(faces / "val")])
+    print()
+    print(f"peak RSS, classify 25 val photos: facepi {ours_mb:.0f} MB ({ours_s:.1f} s wall), "
+          f"seed-style TensorFlow {seed_mb:.0f} MB ({seed_s:.1f} s wall): {seed_mb / ours_mb:.1f}x less memory")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
