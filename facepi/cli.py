@@ -199,6 +199,50 @@ def _validate_pairs(args: argparse.Namespace) -> int:
     return 1 if report["missing_pairs"] else 0
 
 
+def _load_config(args: argparse.Namespace):
+    from facepi import config
+
+    overrides = {"source.uri": getattr(args, "source", None), "recognition.gallery": getattr(args, "classifier", None),
+                 "mqtt.host": getattr(args, "mqtt_host", None), "mqtt.port": getattr(args, "mqtt_port", None),
+                 "camera_id": getattr(args, "camera_id", None),
+                 "source.fast": True if getattr(args, "fast", False) else None,
+                 "log_level": getattr(args, "log_level", None)}
+    path = args.config or config.DEFAULT_PATH
+    return config.load(path, overrides=overrides, require_file=args.config is not None)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from facepi import config
+
+    cfg = _load_config(args)
+    print(config.describe(cfg))
+    print("configuration OK", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from facepi.daemon import Daemon
+
+    cfg = _load_config(args)
+    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    daemon = Daemon(cfg)
+    daemon.install_signals()
+    return daemon.run()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from facepi.demo import prepare
+
+    video, gallery = prepare(log=lambda m: print(m, file=sys.stderr))
+    args.source, args.classifier = str(video), str(gallery)
+    print(f"demo: facepi run --source {video} --classifier {gallery}"
+          f"{' --mqtt-host ' + args.mqtt_host if args.mqtt_host else ''}", file=sys.stderr)
+    return _run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--models", type=Path, default=None, help="models folder (default: bundled models/)")
@@ -268,17 +312,41 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--mode", choices=("crop", "landmarks"), default=None)
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_validate_pairs)
+
+    conf = argparse.ArgumentParser(add_help=False)
+    conf.add_argument("--config", type=Path, default=None,
+                      help="TOML config (default: /etc/facepi/facepi.toml if it exists)")
+    r = sub.add_parser("run", parents=[conf], help="the door-camera daemon: recognise and publish")
+    r.add_argument("--source", help="camera index, /dev/video*, 'picamera2', RTSP/HTTP URL, video file or folder")
+    r.add_argument("--classifier", help="gallery file (facepi train / enroll)")
+    r.add_argument("--mqtt-host", help="broker host (none: events as JSON lines on stdout)")
+    r.add_argument("--mqtt-port", type=int)
+    r.add_argument("--camera-id")
+    r.add_argument("--fast", action="store_true", help="process a file as fast as possible, not at its pace")
+    r.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    r.set_defaults(func=_run)
+    dm = sub.add_parser("demo", parents=[conf], help="the daemon on the bundled demo input (real photos)")
+    dm.add_argument("--mqtt-host", help="broker host (none: events as JSON lines on stdout)")
+    dm.add_argument("--mqtt-port", type=int)
+    dm.add_argument("--camera-id")
+    dm.add_argument("--fast", action="store_true", help="run the demo video as fast as possible")
+    dm.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    dm.set_defaults(func=_demo)
+    cc = sub.add_parser("check-config", parents=[conf], help="validate the configuration and print it")
+    cc.set_defaults(func=_check_config)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facepi.config import ConfigError
     from facepi.gallery import GalleryError
     from facepi.images import ImageError
+    from facepi.source import SourceError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (runtime.ModelError, GalleryError, ImageError, ValueError) as e:
+    except (runtime.ModelError, GalleryError, ImageError, ValueError, ConfigError, SourceError) as e:
         print(f"facepi: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

