@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.model_selection import StratifiedKFold
-from sklearn.svm import SVC
 
 from facepi.gallery import Gallery, GalleryError
 
@@ -124,8 +122,13 @@ class Classifier:
         self.threshold = threshold
         n = len(gallery.people)
         self.centroids = unit_centroids(gallery.embeddings, gallery.labels, n)
-        self.svm: CalibratedClassifierCV | SVC | None = None
+        self.svm: Any = None
         if kind == "svm" and n >= 2:
+            # Imported here: scikit-learn costs ~100 MB of RSS, which the centroid default never needs.
+            from sklearn.calibration import CalibratedClassifierCV
+            from sklearn.model_selection import StratifiedKFold
+            from sklearn.svm import SVC
+
             counts = np.bincount(gallery.labels, minlength=n)
             folds = int(min(5, counts.min()))
             base = SVC(kernel="linear")
@@ -145,7 +148,7 @@ class Classifier:
         if self.svm is None:
             best = d.argmin(axis=1)
             score = np.clip(1.0 - d[np.arange(len(d)), best], 0.0, 1.0)
-        elif isinstance(self.svm, CalibratedClassifierCV):
+        elif hasattr(self.svm, "predict_proba"):
             proba = self.svm.predict_proba(embeddings)
             best = self.svm.classes_[proba.argmax(axis=1)]
             score = proba.max(axis=1)

@@ -9,6 +9,7 @@ gallery without a restart. A file or folder source ends like a clean shutdown.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -63,7 +64,7 @@ class Daemon:
     def _load_recognizer(self) -> Recognizer:
         m = self.cfg.models
         rec = Recognizer(Path(self.cfg.recognition.gallery), m.dir or None, m.embedder or None, m.threads,
-                         self.params)
+                         self.params, embed_batch=m.embed_batch)
         if self.cfg.recognition.threshold > 0:
             rec.classifier.threshold = self.cfg.recognition.threshold
         log.info("gallery %s: %d people, threshold %.4f, model %s", self.cfg.recognition.gallery,
@@ -113,7 +114,9 @@ class Daemon:
             self.notifier.stopping()
             self.capture.stop()
             self.publisher.person([])
-            self.publisher.status(self.status() | {"source": "stopped"})
+            final = self.status() | {"source": "stopped"}
+            self.publisher.status(final)
+            log.info("final status: %s", json.dumps(final))
             self.publisher.stop(timeout=10.0)
         return code
 

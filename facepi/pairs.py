@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from facepi.faces import FacePipeline
 
@@ -55,6 +54,8 @@ def _fold_ids(n: int, folds: int) -> np.ndarray:
 
 def verification_report(dist: np.ndarray, same: np.ndarray, fold: np.ndarray, folds: int,
                         far_target: float = 1e-3) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     accs, vals, fars = [], [], []
     for k in range(folds):
         train, test = fold != k, fold == k

@@ -27,9 +27,9 @@ Progress = Callable[[int, int], None]
 
 def load_pipeline(models_dir: str | os.PathLike[str] | None = None, embedder: str | None = None,
                   threads: int = 2, mode: str | None = None, margin: int | None = None,
-                  detector_params: DetectorParams | None = None) -> FacePipeline:
+                  detector_params: DetectorParams | None = None, embed_batch: int = 16) -> FacePipeline:
     return FacePipeline(Detector(models_dir, detector_params, threads),
-                        Embedder(models_dir, embedder, threads), mode, margin)
+                        Embedder(models_dir, embedder, threads, embed_batch), mode, margin)
 
 
 # ---------------------------------------------------------------- align
@@ -173,12 +173,13 @@ class Recognizer:
 
     def __init__(self, gallery_path: Path, models_dir: str | os.PathLike[str] | None = None,
                  embedder: str | None = None, threads: int = 2,
-                 detector_params: DetectorParams | None = None, pipeline: FacePipeline | None = None) -> None:
+                 detector_params: DetectorParams | None = None, pipeline: FacePipeline | None = None,
+                 embed_batch: int = 16) -> None:
         header_only = Gallery.load(gallery_path)
         meta = header_only.meta
         self.pipeline = pipeline or load_pipeline(
             models_dir, embedder or meta.get("embedder"), threads, meta.get("alignment"),
-            meta.get("margin"), detector_params)
+            meta.get("margin"), detector_params, embed_batch)
         self.gallery = Gallery.load(gallery_path, expect_model=self.pipeline.embedder.model_id)
         self.classifier = classify.Classifier(self.gallery, meta.get("classifier", "centroid"),
                                               float(meta["threshold"]))
