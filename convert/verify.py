@@ -180,14 +180,16 @@ def check_targets(report: dict[str, Any]) -> list[str]:
             misses.append(f"MTCNN matched {m['matched_share']:.3f} < {TARGETS['mtcnn_matched']}")
         if m["landmark_error_px_mean"] is not None and m["landmark_error_px_mean"] >= 1.0:
             misses.append(f"MTCNN landmark error {m['landmark_error_px_mean']:.3f} px >= 1 px")
-    for precision, row in report.get("facenet", {}).items():
+    rows = [("FaceNet", p, r) for p, r in report.get("facenet", {}).items()]
+    rows += [("MobileFaceNet", p, r) for p, r in report.get("mobilefacenet", {}).items()]
+    for model, precision, row in rows:
         t = TARGETS.get(precision)
         if not isinstance(t, dict):
             continue
         if row["cosine_min"] < t["min"]:
-            misses.append(f"FaceNet {precision} cosine min {row['cosine_min']:.5f} < {t['min']}")
+            misses.append(f"{model} {precision} cosine min {row['cosine_min']:.5f} < {t['min']}")
         if "mean" in t and row["cosine_mean"] < t["mean"]:
-            misses.append(f"FaceNet {precision} cosine mean {row['cosine_mean']:.5f} < {t['mean']}")
+            misses.append(f"{model} {precision} cosine mean {row['cosine_mean']:.5f} < {t['mean']}")
     return misses
 
 
@@ -224,6 +226,67 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{row['cosine_min_val'] or float('nan'):>10.5f}{row['batch8_vs_batch1_max_abs_diff']:>10.1e}"
                 f"{row['size_bytes'] / 1e6:>8.1f}{row['ms_per_face_median']:>9.1f}"
                 f"{base / row['ms_per_face_median']:>8.2f}x")
+    mf = report.get("mobilefacenet")
+    if mf:
+        lines += ["", "MobileFaceNet (vs the shipped batch-2 file, fed in pairs, ArcFace-aligned crops)",
+                  f"  {'precision':<20}{'cos min':>10}{'cos mean':>10}{'MB':>8}{'ms/face':>9}"]
+        for name, row in mf.items():
+            if name == "shipped_batch2":
+                lines.append(f"  {'shipped (batch 2)':<20}{'ref':>10}{'ref':>10}{row['size_bytes'] / 1e6:>8.1f}"
+                             f"{row['ms_per_face_median']:>9.1f}")
+            else:
+                lines.append(f"  {name:<20}{row['cosine_min']:>10.5f}{row['cosine_mean']:>10.5f}"
+                             f"{row['size_bytes'] / 1e6:>8.1f}{row['ms_per_face_median']:>9.1f}")
     misses = check_targets(report)
     lines += ["", "targets: all met" if not misses else "targets missed:\n  " + "\n  ".join(misses)]
     return "\n".join(lines)
+
+
+def landmark_crops(detector: detect.Detector, photos: list[Path], size: int, face_fraction: float) -> np.ndarray:
+    """ArcFace-template crops (five-landmark similarity warp) of the most central face."""
+    crops = []
+    for path in photos:
+        rgb = read_rgb(path)
+        boxes, points = detector.detect(rgb)
+        if len(boxes):
+            crops.append(align.warp(rgb, points[align.central_face(boxes, rgb.shape)], size, face_fraction))
+    return np.stack(crops)
+
+
+def verify_mobilefacenet(original: Path, models: dict[str, bytes], x: np.ndarray, runs: int = 15
+                         ) -> dict[str, Any]:
+    """Each variant against the shipped batch-2 file, fed in pairs, on the same crops."""
+    it = runtime.make_interpreter(original.read_bytes(), 2)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    xs = x if len(x) % 2 == 0 else np.concatenate([x, x[-1:]])
+    ref = []
+    for i in range(0, len(xs), 2):
+        it.set_tensor(inp, xs[i:i + 2])
+        it.invoke()
+        ref.append(it.get_tensor(out).copy())
+    r = np.concatenate(ref)[:len(x)]
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+
+    def pair() -> None:
+        it.set_tensor(inp, xs[:2])
+        it.invoke()
+
+    rows: dict[str, Any] = {"shipped_batch2": {"ms_per_face_median": _median_ms(pair, runs) / 2,
+                                               "size_bytes": original.stat().st_size}}
+    for precision, model in models.items():
+        e = tflite_embed(model, x, batch=1)
+        e /= np.linalg.norm(e, axis=1, keepdims=True)
+        cos = np.sum(e * r, axis=1)
+        m = runtime.make_interpreter(model, 2)
+        m.allocate_tensors()
+        mi, mo = m.get_input_details()[0]["index"], m.get_output_details()[0]["index"]
+
+        def once(m=m, mi=mi, mo=mo) -> None:
+            m.set_tensor(mi, x[:1])
+            m.invoke()
+            m.get_tensor(mo)
+
+        rows[precision] = {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
+                           "size_bytes": len(model), "ms_per_face_median": _median_ms(once, runs)}
+    return rows

@@ -68,7 +68,7 @@ def _align(args: argparse.Namespace) -> int:
     from facepi.workflow import align_dataset
 
     pipeline = _pipeline(args, args.mode, args.margin)
-    pipeline.size = args.image_size
+    pipeline.size = args.image_size or pipeline.size  # default: what the embedding model wants
     report = align_dataset(pipeline, args.input_dir, args.output_dir, args.detect_multiple_faces,
                            _progress("aligning"))
     for f in report.failures:
@@ -122,6 +122,40 @@ def _classify(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from facepi import evaluate as ev
+
+    pipeline = _pipeline(args, args.mode)
+    known = ev.embed_folder(pipeline, args.enrolled, _progress("embedding"))
+    if args.strangers:
+        strangers = ev.embed_folder(pipeline, args.strangers, _progress("embedding strangers"))
+    else:  # split one folder of people in two halves by the seed
+        k, s = ev.split_people(list(known.people), args.seed)
+        strangers = ev.Embedded({p: known.people[p] for p in s})
+        known = ev.Embedded({p: known.people[p] for p in k})
+    report = ev.evaluate(known, strangers, args.enrol, pipeline.embedder.default_threshold)
+    report["model"] = pipeline.embedder.name
+    report["alignment"] = pipeline.mode
+    if args.plot:
+        ev.plot(report, args.plot, f"{report['model']}, {report['alignment']} alignment")
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if not k.endswith("_distances")}, indent=1))
+        return 0
+    print(f"model {report['model']}, {report['alignment']} alignment; {report['enrolled_people']} people "
+          f"enrolled with {args.enrol} photos each, {report['probe_photos']} probe photos, "
+          f"{report['stranger_photos']} stranger photos of {report['stranger_people']} people; "
+          f"{report['no_face_photos']} photos without a face")
+    print(f"closed-set top-1: {report['top1']:.3f}")
+    for far, row in report["at_far"].items():
+        print(f"TAR at FAR {far}: {row['tar']:.3f} (threshold {row['threshold']:.4f}, measured FAR {row['far']:.4f})")
+    if "default_threshold" in report:
+        d = report["default_threshold"]
+        print(f"default threshold {d['threshold']:.4f}: FAR {d['far']:.4f}, TAR {d['tar']:.3f}")
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def _gallery_path(args: argparse.Namespace) -> Path:
     return Path(args.gallery or os.environ.get("FACEPI_GALLERY") or DEFAULT_GALLERY)
 
@@ -133,6 +167,7 @@ def _enroll(args: argparse.Namespace) -> int:
     path = _gallery_path(args)
     if path.exists():
         meta = Gallery.load(path).meta
+        args.embedder = args.embedder or meta.get("embedder")  # keep the gallery's model unless told
         pipeline = _pipeline(args, meta.get("alignment"), meta.get("margin"))
         gallery = Gallery.load(path, expect_model=pipeline.embedder.model_id)
     else:
@@ -274,9 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("align", parents=[common], help="align a dataset like the seed's align_dataset_mtcnn.py")
     a.add_argument("input_dir", type=Path)
     a.add_argument("output_dir", type=Path)
-    a.add_argument("--image-size", type=int, default=160)
-    a.add_argument("--margin", type=int, default=32)
-    a.add_argument("--mode", choices=("crop", "landmarks"), default="crop")
+    a.add_argument("--image-size", type=int, default=None,
+                   help="crop size (default: the embedding model's, e.g. 160 FaceNet, 112 MobileFaceNet)")
+    a.add_argument("--margin", type=int, default=None, help="crop mode margin (default: the model's, 32 FaceNet)")
+    a.add_argument("--mode", choices=("crop", "landmarks"), default=None,
+                   help="alignment (default: the model's: crop for FaceNet, landmarks for MobileFaceNet)")
     a.add_argument("--detect-multiple-faces", action="store_true")
     a.set_defaults(func=_align)
 
@@ -303,6 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
     pe = sub.add_parser("people", parents=[common, gal], help="who is enrolled")
     pe.add_argument("--json", action="store_true")
     pe.set_defaults(func=_people)
+
+    ev = sub.add_parser("evaluate", parents=[common],
+                        help="open-set quality: enrolled people vs strangers (TAR at FAR, top-1, plot)")
+    ev.add_argument("enrolled", type=Path, help="one folder per person (the first --enrol photos are enrolled)")
+    ev.add_argument("strangers", type=Path, nargs="?", help="people never enrolled (default: half of ENROLLED, "
+                                                          "split by --seed)")
+    ev.add_argument("--enrol", type=int, default=5, help="photos enrolled per person (default: 5)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--mode", choices=("crop", "landmarks"), default=None)
+    ev.add_argument("--plot", type=Path, help="PNG: score histograms and TAR-FAR curve (needs matplotlib)")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_evaluate)
 
     v = sub.add_parser("validate-pairs", parents=[common],
                        help="LFW-style verification (pairs.txt, 10 folds) like validate_on_lfw.py")

@@ -53,6 +53,8 @@ def prepare(cache: Path | None = None, stranger: str = "mindy_kaling", log=print
     door. The video shows every val photo as one visit. Returns (video, gallery).
     """
     from convert import sources  # the pinned fetcher; needs pip, not TensorFlow
+    from facepi import runtime
+    from facepi.gallery import Gallery
     from facepi.workflow import load_pipeline, train
 
     cache = cache or sources.cache_dir()
@@ -60,6 +62,9 @@ def prepare(cache: Path | None = None, stranger: str = "mindy_kaling", log=print
     out = cache / "demo"
     out.mkdir(parents=True, exist_ok=True)
     video, gallery = out / "door.avi", out / "gallery.npz"
+    default = runtime.load_manifest().get("default_embedder")
+    if gallery.exists() and Gallery.load(gallery).meta.get("embedder") != default:
+        gallery.unlink()  # built with an older default model: enrol again
     if not gallery.exists():
         enrol = out / "enrol"
         enrol.mkdir(exist_ok=True)

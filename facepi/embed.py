@@ -30,6 +30,7 @@ class Embedder:
         self.image_size = int(pre["image_size"])
         self.alignment = str(pre.get("alignment", "crop"))
         self.margin = int(pre.get("margin", 32))
+        self.face_fraction = float(pre.get("face_fraction", 0.8))  # landmark template scale
         self.mean = np.float32(pre["mean"])
         self.scale = np.float32(pre["scale"])
         self.max_batch = max_batch

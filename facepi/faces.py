@@ -51,7 +51,7 @@ class FacePipeline:
 
     def align(self, rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         if self.mode == "landmarks":
-            return align.warp(rgb, landmarks, self.size)
+            return align.warp(rgb, landmarks, self.size, self.embedder.face_fraction)
         return align.crop(rgb, box, self.size, self.margin)
 
     def faces(self, rgb: np.ndarray, multiple: bool = False) -> list[Face]:

@@ -84,7 +84,9 @@ def test_end_to_end_one_event_per_visit(broker, gallery4, val_video):
     assert [e["name"] for e in events] == expected, err[-3000:]
     assert [e["seq"] for e in events] == list(range(1, len(people) + 1))
     e = events[0]
-    assert e["camera"] == "testcam" and e["model"].startswith("facenet-20180408-102900/")
+    from facepi.gallery import Gallery
+
+    assert e["camera"] == "testcam" and e["model"].startswith(Gallery.load(gallery4).model + "/")
     assert e["timestamp"].endswith("+00:00") and 0 <= e["score"] <= 1 and e["distance"] >= 0
     assert len(e["box"]) == 4 and all(isinstance(v, int) for v in e["box"]) and e["box"][2] > 40
     avail = sub.on(f"{base}/availability")
