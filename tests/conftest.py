@@ -83,12 +83,13 @@ def free_port() -> int:
 class Broker:
     """Debian's mosquitto on a free loopback port, with persistence so sessions survive restarts."""
 
-    def __init__(self, workdir: Path, password_file: Path | None = None) -> None:
+    def __init__(self, workdir: Path, password_file: Path | None = None, extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {workdir}/",
                  "log_type error"]
+        lines += extra or []
         if os.geteuid() == 0:  # mosquitto drops root to 'mosquitto', which cannot read pytest's tmp dirs
             lines.append("user root")
         lines += [f"password_file {password_file}", "allow_anonymous false"] if password_file else \
@@ -129,7 +130,8 @@ def broker(tmp_path: Path):
 class Subscriber:
     """A real MQTT subscriber (persistent session, QoS 1) that records everything it gets."""
 
-    def __init__(self, port: int, topics: tuple[str, ...] = ("facepi/#", "homeassistant/#")) -> None:
+    def __init__(self, port: int, topics: tuple[str, ...] = ("facepi/#", "homeassistant/#"),
+                 ca_file: Path | None = None) -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
@@ -142,7 +144,9 @@ class Subscriber:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.reconnect_delay_set(1, 1)
-        self.client.connect("127.0.0.1", port, 10)
+        if ca_file:
+            self.client.tls_set(ca_certs=str(ca_file))
+        self.client.connect("localhost" if ca_file else "127.0.0.1", port, 10)
         self.client.loop_start()
         assert self.subscribed.wait(10), "subscriber could not subscribe"
 

@@ -168,6 +168,11 @@ def test_sd_notify_and_sigterm(broker, gallery4, faces_root, tmp_path):
         except TimeoutError:
             pass
     assert sub.wait_for(lambda: sub.on("facepi/door/availability")[-1:] == [b"online"], 10)
+    # Home Assistant restarts and announces itself: discovery is published again
+    config = "homeassistant/sensor/facepi_door/last_person/config"
+    assert sub.wait_for(lambda: len(sub.on(config)) == 1, 10)
+    sub.client.publish("homeassistant/status", "online", qos=1)
+    assert sub.wait_for(lambda: len(sub.on(config)) == 2, 10), "discovery not re-published"
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err[-2000:]
@@ -315,3 +320,62 @@ def test_demo_command_runs_on_the_bundled_input(cache):
     assert len(names) >= 25
     assert {"ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "unknown"} <= set(names)
     assert STRANGER not in names  # not enrolled: announced as unknown
+
+
+def test_outage_beyond_the_queue_bound_is_counted(broker, gallery4, faces_root, tmp_path):
+    """queue_size 2: events beyond it while the broker is away are dropped, counted in status,
+    and visible to subscribers as a gap in seq."""
+    photos = [p for person in ("ben_afflek", "elton_john", "madonna", "jerry_seinfeld")
+              for p in sorted((faces_root / "val" / person).glob("*.jpg"))[:2]]
+    video = make_video(photos, tmp_path / "v.avi", fps=8, hold=1.0, gap=1.5)
+    sub = Subscriber(broker.port)
+    proc = run_daemon(["--source", str(video), "--classifier", str(gallery4),
+                       "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port)],
+                      env={"FACEPI_RECOGNITION_VISIT_GAP": "1.0", "FACEPI_MQTT_RECONNECT_MAX_SECONDS": "1",
+                           "FACEPI_MQTT_QUEUE_SIZE": "2", "FACEPI_MQTT_STATUS_INTERVAL": "1"})
+    assert sub.wait_for(lambda: len(sub.on("facepi/door/event")) >= 1, 60)
+    broker.stop()
+    time.sleep(12)  # several visits pass while the broker is away
+    broker.start()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert sub.wait_for(lambda: sub.on("facepi/door/availability")[-1:] == [b"offline"], 30)
+    sub.close()
+    seqs = sorted({e["seq"] for e in sub.events("facepi/door/event")})
+    final = json.loads([line for line in err.splitlines() if "final status:" in line][-1].split("final status: ")[1])
+    assert final["events_dropped"] >= 1
+    assert len(seqs) == final["events"] - final["events_dropped"]  # everything not dropped arrived
+    assert seqs != list(range(1, final["events"] + 1))  # and subscribers can see the gap
+
+
+def test_tls_broker(tmp_path, gallery4, faces_root):
+    """mosquitto with a TLS listener (a CA and server certificate made here); the daemon verifies it."""
+    d = tmp_path / "pki"
+    d.mkdir()
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=facepi test CA",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key",
+        "-out", "server.csr")
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt")
+    b = Broker(tmp_path / "tls-broker", extra=[f"cafile {d / 'ca.crt'}", f"certfile {d / 'server.crt'}",
+                                                f"keyfile {d / 'server.key'}"])
+    b.start()
+    try:
+        sub = Subscriber(b.port, ca_file=d / "ca.crt")
+        photos = sorted((faces_root / "val" / "madonna").glob("*.jpg"))[:1]
+        video = make_video(photos, tmp_path / "v.avi", fps=8, hold=1.0, gap=1.0)
+        proc = run_daemon(["--source", str(video), "--classifier", str(gallery4), "--fast",
+                           "--mqtt-host", "localhost", "--mqtt-port", str(b.port)],
+                          env={"FACEPI_MQTT_TLS": "true", "FACEPI_MQTT_CA_FILE": str(d / "ca.crt")})
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        assert sub.wait_for(lambda: [e["name"] for e in sub.events("facepi/door/event")] == ["madonna"], 20)
+        sub.close()
+    finally:
+        b.stop()
