@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,44 +22,18 @@ sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from _proc import run_with_peak_rss  # noqa: E402
 
 from convert import facenet, sources  # noqa: E402
+from convert.verify import median_ms  # noqa: E402
 from facepi import align, runtime  # noqa: E402
 from facepi.detect import Detector, DetectorParams  # noqa: E402
 from facepi.images import read_rgb  # noqa: E402
 
 
-def median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
-
-
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
-    """Peak RSS of a child, read from its own /proc VmHWM while it runs.
-
-    (wait4's ru_maxrss would report this big benchmark process instead: a child
-    spawned with vfork inherits the parent's high-water mark across exec.)
-    """
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    peak_kb = 0
-    status = Path(f"/proc/{proc.pid}/status")
-    while proc.poll() is None:
-        try:
-            for line in status.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak_kb = max(peak_kb, int(line.split()[1]))
-        except (FileNotFoundError, ProcessLookupError):
-            break
-        time.sleep(0.01)
-    if proc.wait() != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed with status {proc.returncode}")
-    return peak_kb / 1024, time.perf_counter() - t
+    _, _, mb, wall = run_with_peak_rss(cmd, ROOT)
+    return mb, wall
 
 
 def seed_classify(gallery: str, val_dir: str) -> None:
@@ -130,32 +101,40 @@ def main() -> int:
     for name, entry in manifest["models"].items():
         if entry.get("kind") != "embedder":
             continue
-        label = f"FaceNet per face, {entry['precision']}"
+        label = f"{entry['model'].split('-')[0]} per face, {entry['precision']}"
         if not (runtime.models_dir() / name).exists():
             print(f"{label:<44}{'(not converted here; skipped)':>31}")
             continue
         emb = Embedder(file=name, threads=args.threads)
-        ms = median_ms(lambda emb=emb: emb.embed(crop[None]), args.runs)
-        ms8 = median_ms(lambda emb=emb: emb.embed(np.repeat(crop[None], 8, 0)), args.runs) / 8
+        face = (align.warp(frame, marks, emb.image_size, emb.face_fraction) if emb.alignment == "landmarks"
+                else align.crop(frame, box, emb.image_size, emb.margin))
+        ms = median_ms(lambda emb=emb, face=face: emb.embed(face[None]), args.runs)
+        ms8 = median_ms(lambda emb=emb, face=face: emb.embed(np.repeat(face[None], 8, 0)), args.runs) / 8
         print(f"{label:<44}{ms:>11.1f}{tf_ms:>10.1f}{tf_ms / ms:>9.2f}x"
               f"   (batch 8: {ms8:.1f} ms/face)")
 
-    pipeline = load_pipeline(threads=args.threads)
+    # The seed's workflow is FaceNet + SVM: the memory comparison uses a FaceNet gallery on both sides.
+    pipeline = load_pipeline(embedder="facenet_dynamic.tflite", threads=args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         gallery, _ = train(pipeline, faces / "train", "svm")
         gpath = Path(tmp) / "g.npz"
         gallery.save(gpath)
-        emb1 = pipeline.embedder.embed(crop[None])
+        emb1 = pipeline.embedder.embed(pipeline.align(frame, box, marks)[None])
         for kind in ("centroid", "svm"):
             clf = Classifier(gallery, kind, gallery.meta["threshold"])
             print(f"{f'classify one face ({kind}, 5 people)':<44}"
                   f"{median_ms(lambda clf=clf: clf.predict(emb1), args.runs):>11.3f}")
 
         ours_mb, ours_s = peak_rss_mb([sys.executable, "-m", "facepi", "classify", str(faces / "val"), str(gpath)])
+        default_gallery, _ = train(load_pipeline(threads=args.threads), faces / "train")
+        dpath = Path(tmp) / "default.npz"
+        default_gallery.save(dpath)
+        dflt_mb, dflt_s = peak_rss_mb([sys.executable, "-m", "facepi", "classify", str(faces / "val"), str(dpath)])
         seed_mb, seed_s = peak_rss_mb([sys.executable, __file__, "--seed-classify", str(gpath), str(faces / "val")])
     print()
     print(f"peak RSS, classify 25 val photos: facepi {ours_mb:.0f} MB ({ours_s:.1f} s wall), "
           f"seed-style TensorFlow {seed_mb:.0f} MB ({seed_s:.1f} s wall): {seed_mb / ours_mb:.1f}x less memory")
+    print(f"  (facepi classify with the default model, MobileFaceNet + centroid: {dflt_mb:.0f} MB, {dflt_s:.1f} s)")
     return 0
 
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _proc import run_with_peak_rss  # noqa: E402
 
 from convert import sources  # noqa: E402
 from facepi.demo import make_video, prepare  # noqa: E402
@@ -29,24 +29,10 @@ from facepi.demo import make_video, prepare  # noqa: E402
 
 def run(args: list[str], env: dict[str, str]) -> tuple[dict, float, float]:
     """Run facepi; return (final status, peak RSS MB, wall seconds)."""
-    t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "facepi", "run", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
-    peak_kb = 0
-    status_file = Path(f"/proc/{proc.pid}/status")
-    while proc.poll() is None:
-        try:
-            for line in status_file.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak_kb = max(peak_kb, int(line.split()[1]))
-        except (FileNotFoundError, ProcessLookupError):
-            break
-        time.sleep(0.02)
-    err = proc.stderr.read() if proc.stderr else ""
-    if proc.wait() != 0:
-        raise SystemExit(err[-3000:])
+    _, err, mb, wall = run_with_peak_rss([sys.executable, "-m", "facepi", "run", *args], ROOT,
+                                         {**os.environ, **env})
     final = [line for line in err.splitlines() if "final status:" in line][-1]
-    return json.loads(final.split("final status: ", 1)[1]), peak_kb / 1024, time.perf_counter() - t
+    return json.loads(final.split("final status: ", 1)[1]), mb, wall
 
 
 def main() -> int:

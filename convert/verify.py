@@ -114,7 +114,7 @@ def standardise(crops: np.ndarray) -> np.ndarray:
     return ((crops.astype(np.float32) - 127.5) * detect.SCALE).astype(np.float32)
 
 
-def _median_ms(fn: Callable[[], Any], runs: int) -> float:
+def median_ms(fn: Callable[[], Any], runs: int) -> float:
     fn()
     times = []
     for _ in range(runs):
@@ -147,7 +147,7 @@ def verify_facenet(models: dict[str, bytes], reference, x: np.ndarray, is_val: n
     log(f"  TensorFlow reference embeddings of {len(x)} crops ...")
     ref = np.stack([reference.embed_one(xi) for xi in x])
     rows: dict[str, Any] = {"tensorflow_float32": {
-        "ms_per_face_median": _median_ms(lambda: reference.embed_one(x[0]), runs)}}
+        "ms_per_face_median": median_ms(lambda: reference.embed_one(x[0]), runs)}}
     for precision, model in models.items():
         log(f"  {precision}: embeddings, batch agreement, latency ...")
         emb = tflite_embed(model, x, batch=1)
@@ -167,7 +167,7 @@ def verify_facenet(models: dict[str, bytes], reference, x: np.ndarray, is_val: n
             "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
             "cosine_min_val": float(cos[is_val].min()) if is_val.any() else None,
             "batch8_vs_batch1_max_abs_diff": float(np.abs(emb8 - emb[:8]).max()),
-            "size_bytes": len(model), "ms_per_face_median": _median_ms(once, runs)}
+            "size_bytes": len(model), "ms_per_face_median": median_ms(once, runs)}
     return rows
 
 
@@ -272,7 +272,7 @@ def verify_mobilefacenet(original: Path, models: dict[str, bytes], x: np.ndarray
         it.set_tensor(inp, xs[:2])
         it.invoke()
 
-    rows: dict[str, Any] = {"shipped_batch2": {"ms_per_face_median": _median_ms(pair, runs) / 2,
+    rows: dict[str, Any] = {"shipped_batch2": {"ms_per_face_median": median_ms(pair, runs) / 2,
                                                "size_bytes": original.stat().st_size}}
     for precision, model in models.items():
         e = tflite_embed(model, x, batch=1)
@@ -288,5 +288,5 @@ def verify_mobilefacenet(original: Path, models: dict[str, bytes], x: np.ndarray
             m.get_tensor(mo)
 
         rows[precision] = {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
-                           "size_bytes": len(model), "ms_per_face_median": _median_ms(once, runs)}
+                           "size_bytes": len(model), "ms_per_face_median": median_ms(once, runs)}
     return rows
