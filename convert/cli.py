@@ -34,7 +34,7 @@ from facepi.fileio import atomic_write_json, sha256_file
 
 # Chosen by open-set measurement (README "Which embedding model is the default"): MobileFaceNet
 # names more family members at the same stranger-acceptance rate, and is no slower.
-DEFAULT_EMBEDDER = "mobilefacenet_float32.tflite"
+DEFAULT_EMBEDDER = "mobilefacenet_dynamic.tflite"
 DEFAULT_FACENET = "facenet_dynamic.tflite"  # the committed FaceNet file
 FACENET_MODEL_ID = "facenet-20180408-102900"
 # The threshold a gallery falls back to when it is too small to calibrate its own:
@@ -168,8 +168,7 @@ def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads
         if "int8" in precisions:
             log("aligning the 5-celebrity train photos with the converted MTCNN (int8 calibration) ...")
             photos = [p for split, _, p in verify.dataset_photos(inputs.faces()) if split == "train"]
-            crops, _ = verify.aligned_crops(Detector(staging, threads=threads), photos, log)
-            x = verify.standardise(crops)
+            x = verify.standardise(verify.calibration_crops(Detector(staging, threads=threads), photos, log))
             calibration = lambda: (xi[None] for xi in x)  # noqa: E731
 
         log(f"preparing FaceNet graph {graph_path} (phase_train: {facenet.has_phase_train(graph_def)}) ...")
@@ -185,8 +184,8 @@ def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads
                 embedding_dim=512, l2_normalised=True, batch_resizable=True,
                 default_threshold=FACENET_DEFAULT_THRESHOLD,
                 preprocessing=FACENET_PREPROCESSING, source=facenet_source, converter=versions,
-                calibration=("5-celebrity train/ crops aligned by the converted MTCNN"
-                             if precision == "int8" else None))
+                calibration=("5-celebrity train/ faces aligned by the converted MTCNN: crops at margins "
+                             "16, 32, 48 and mirrored" if precision == "int8" else None))
             log(f"  {len(model) / 1e6:.1f} MB in {time.perf_counter() - t:.0f} s")
         if inputs.with_mobilefacenet:
             path, source = inputs.mobilefacenet()

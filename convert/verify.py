@@ -110,6 +110,22 @@ def aligned_crops(detector: detect.Detector, photos: list[Path], log=print) -> t
     return np.stack(crops), kept
 
 
+def calibration_crops(detector: detect.Detector, photos: list[Path], log=print) -> np.ndarray:
+    """Real faces for int8 calibration: each face cropped with margins 16, 32 and 48, plus the
+    margin-32 crop mirrored. Only the margin-32 crops left int8's worst face at cosine 0.986;
+    this spread of real framings brings it to 0.990 (README)."""
+    crops = []
+    for path in photos:
+        rgb = read_rgb(path)
+        boxes, _ = detector.detect(rgb)
+        if len(boxes):
+            box = boxes[align.central_face(boxes, rgb.shape)]
+            base = align.crop(rgb, box)
+            crops += [base, base[:, ::-1], align.crop(rgb, box, margin=16), align.crop(rgb, box, margin=48)]
+    log(f"  {len(crops)} calibration crops from {len(photos)} photos")
+    return np.stack(crops)
+
+
 def standardise(crops: np.ndarray) -> np.ndarray:
     return ((crops.astype(np.float32) - 127.5) * detect.SCALE).astype(np.float32)
 
