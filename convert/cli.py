@@ -139,6 +139,7 @@ class Inputs:
 
 def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads: int) -> list[str]:
     """Convert into a staging folder, then move into ``models_dir``. Returns the changed files."""
+    import numpy as np
     import tensorflow as tf
 
     from convert import verify
@@ -191,8 +192,14 @@ def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads
             path, source = inputs.mobilefacenet()
             log(f"rewriting MobileFaceNet {path} for batch 1 ...")
             float_model = mobilefacenet.to_batch1(path)
-            for precision, model in (("float32", float_model),
-                                     ("dynamic", mobilefacenet.dynamic_range(float_model))):
+            variants = [("float32", float_model), ("dynamic", mobilefacenet.dynamic_range(float_model))]
+            if "int8" in precisions:
+                log("calibrating MobileFaceNet int8 on ArcFace-aligned train faces (and mirrored) ...")
+                photos = [p for split, _, p in verify.dataset_photos(inputs.faces()) if split == "train"]
+                crops = verify.landmark_crops(Detector(staging, threads=threads), photos, 112, 1.0)
+                calib = verify.standardise(np.concatenate([crops, crops[:, :, ::-1]]))
+                variants.append(("int8", mobilefacenet.full_int8(float_model, calib)))
+            for precision, model in variants:
                 name = f"mobilefacenet_{precision}.tflite"
                 (staging / name).write_bytes(model)
                 entries[name] = describe(

@@ -152,9 +152,9 @@ def tflite_embed(model: bytes, x: np.ndarray, batch: int = 1, threads: int = 2) 
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - n, *x.shape[1:]), np.float32)])
-        it.set_tensor(inp, chunk)
+        it.set_tensor(inp, runtime.quantize_input(it, inp, chunk))
         it.invoke()
-        res.append(it.get_tensor(out)[:n].copy())
+        res.append(runtime.dequantize_output(it, out)[:n].copy())
     return np.concatenate(res)
 
 
@@ -299,9 +299,9 @@ def verify_mobilefacenet(original: Path, models: dict[str, bytes], x: np.ndarray
         mi, mo = m.get_input_details()[0]["index"], m.get_output_details()[0]["index"]
 
         def once(m=m, mi=mi, mo=mo) -> None:
-            m.set_tensor(mi, x[:1])
+            m.set_tensor(mi, runtime.quantize_input(m, mi, x[:1]))
             m.invoke()
-            m.get_tensor(mo)
+            runtime.dequantize_output(m, mo)
 
         rows[precision] = {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
                            "size_bytes": len(model), "ms_per_face_median": median_ms(once, runs)}

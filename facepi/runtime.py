@@ -174,10 +174,11 @@ class Model:
         return hit
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Float in, float out, also for full-integer models (their int8 I/O is (de)quantized here)."""
         it, inp, outs = self.interpreter(tuple(x.shape))
-        it.set_tensor(inp, x)
+        it.set_tensor(inp, quantize_input(it, inp, x))
         it.invoke()
-        return {role: it.get_tensor(idx) for role, idx in outs.items()}
+        return {role: dequantize_output(it, idx) for role, idx in outs.items()}
 
     def run_batched(self, x: np.ndarray, max_batch: int = MAX_BATCH) -> dict[str, np.ndarray]:
         """Run (N, ...) inputs in power-of-two batches, so few interpreters are ever made."""
@@ -191,3 +192,21 @@ class Model:
             out = self.run(chunk)
             parts.append({k: v[:n].copy() for k, v in out.items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def quantize_input(it: Any, index: int, x: np.ndarray) -> np.ndarray:
+    d = next(d for d in it.get_input_details() if d["index"] == index)
+    if d["dtype"] in (np.int8, np.uint8):
+        scale, zero = d["quantization"]
+        info = np.iinfo(d["dtype"])
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(d["dtype"])
+    return x
+
+
+def dequantize_output(it: Any, index: int) -> np.ndarray:
+    d = next(d for d in it.get_output_details() if d["index"] == index)
+    y = it.get_tensor(index)
+    if d["dtype"] in (np.int8, np.uint8):
+        scale, zero = d["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+    return y

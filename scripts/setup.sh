@@ -23,7 +23,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=".venv/.installed-$(sha256sum < pyproject.toml | cut -c1-16)-${extras//,/-}"
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing facepi[$extras] into .venv" >&2
+  echo "setup: installing facepi${extras:+[$extras]} into .venv" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
   touch "$stamp"

@@ -102,3 +102,15 @@ def test_open_set_on_in_the_wild_photos(tmp_path, capsys):
     assert facepi_main(["evaluate", str(subset), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["top1"] >= 0.93 and report["at_far"]["0.01"]["tar"] >= 0.85, report
+
+
+def test_full_int8_variant_runs_with_int8_io(shipped, arcface_crops, faces_root):
+    """Full-integer MobileFaceNet from ai-edge-quantizer, calibrated on real faces; int8 input and
+    output are (de)quantized by facepi.runtime. Measured: cosine min 0.90, mean 0.97 (README)."""
+    train = sorted(faces_root.glob("train/*/*.jpg"))[::4]
+    calib = verify.standardise(verify.landmark_crops(Detector(MODELS), train, 112, 1.0))
+    model = mobilefacenet.full_int8(mobilefacenet.to_batch1(shipped), calib)
+    it = runtime.make_interpreter(model)
+    assert it.get_input_details()[0]["dtype"] == np.int8
+    report = verify.verify_mobilefacenet(shipped, {"int8": model}, arcface_crops, runs=1)
+    assert report["int8"]["cosine_mean"] >= 0.9, report
