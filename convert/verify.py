@@ -20,6 +20,7 @@ import numpy as np
 
 from facepi import align, detect, runtime
 from facepi.images import list_images, read_rgb
+from facepi.track import iou_matrix
 
 TARGETS = {
     "mtcnn_matched": 0.98, "mtcnn_landmark_px": 1.0,
@@ -38,17 +39,6 @@ def dataset_photos(faces_root: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of box a (4,) with boxes b (N, 4)."""
-    x1 = np.maximum(a[0], b[:, 0])
-    y1 = np.maximum(a[1], b[:, 1])
-    x2 = np.minimum(a[2], b[:, 2])
-    y2 = np.minimum(a[3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
-
-
 def verify_mtcnn(detector: detect.Detector, seed, photos: list[Path], log=print) -> dict[str, Any]:
     ref_faces = matched = extra = 0
     errors: list[float] = []
@@ -61,7 +51,7 @@ def verify_mtcnn(detector: detect.Detector, seed, photos: list[Path], log=print)
         for k in range(len(rb)):
             if len(tb) == 0:
                 break
-            overlaps = iou(rb[k, :4], tb[:, :4])
+            overlaps = iou_matrix(rb[k:k + 1, :4], tb[:, :4])[0]
             j = int(np.argmax(overlaps))
             if overlaps[j] >= 0.9 and j not in used:
                 used.add(j)
@@ -97,17 +87,21 @@ def verify_pnet_levels(detector: detect.Detector, seed, photo: Path) -> dict[str
     return {"frame": [480, 640], "levels": sizes, "max_abs_diff": worst}
 
 
-def aligned_crops(detector: detect.Detector, photos: list[Path], log=print) -> tuple[np.ndarray, list[int]]:
-    """Seed-style 160x160 crops (margin 32) of the most central face; indices of photos that had one."""
-    crops, kept = [], []
+def central_faces(detector: detect.Detector, photos: list[Path]):
+    """(index, rgb, box, landmarks) of the most central face of each photo that has one."""
     for i, path in enumerate(photos):
         rgb = read_rgb(path)
-        boxes, _ = detector.detect(rgb)
+        boxes, points = detector.detect(rgb)
         if len(boxes):
-            crops.append(align.crop(rgb, boxes[align.central_face(boxes, rgb.shape)]))
-            kept.append(i)
-    log(f"  aligned {len(crops)}/{len(photos)} photos")
-    return np.stack(crops), kept
+            k = align.central_face(boxes, rgb.shape)
+            yield i, rgb, boxes[k], points[k]
+
+
+def aligned_crops(detector: detect.Detector, photos: list[Path], log=print) -> tuple[np.ndarray, list[int]]:
+    """Seed-style 160x160 crops (margin 32) of the most central face; indices of photos that had one."""
+    found = [(i, align.crop(rgb, box)) for i, rgb, box, _ in central_faces(detector, photos)]
+    log(f"  aligned {len(found)}/{len(photos)} photos")
+    return np.stack([c for _, c in found]), [i for i, _ in found]
 
 
 def calibration_crops(detector: detect.Detector, photos: list[Path], log=print) -> np.ndarray:
@@ -115,13 +109,9 @@ def calibration_crops(detector: detect.Detector, photos: list[Path], log=print) 
     margin-32 crop mirrored. Only the margin-32 crops left int8's worst face at cosine 0.986;
     this spread of real framings brings it to 0.990 (README)."""
     crops = []
-    for path in photos:
-        rgb = read_rgb(path)
-        boxes, _ = detector.detect(rgb)
-        if len(boxes):
-            box = boxes[align.central_face(boxes, rgb.shape)]
-            base = align.crop(rgb, box)
-            crops += [base, base[:, ::-1], align.crop(rgb, box, margin=16), align.crop(rgb, box, margin=48)]
+    for _, rgb, box, _ in central_faces(detector, photos):
+        base = align.crop(rgb, box)
+        crops += [base, base[:, ::-1], align.crop(rgb, box, margin=16), align.crop(rgb, box, margin=48)]
     log(f"  {len(crops)} calibration crops from {len(photos)} photos")
     return np.stack(crops)
 
@@ -142,20 +132,33 @@ def median_ms(fn: Callable[[], Any], runs: int) -> float:
 
 def tflite_embed(model: bytes, x: np.ndarray, batch: int = 1, threads: int = 2) -> np.ndarray:
     it = runtime.make_interpreter(model, threads)
-    inp = it.get_input_details()[0]["index"]
-    it.resize_tensor_input(inp, [batch, *x.shape[1:]], strict=False)
+    it.resize_tensor_input(it.get_input_details()[0]["index"], [batch, *x.shape[1:]], strict=False)
     it.allocate_tensors()
-    out = it.get_output_details()[0]["index"]
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
     res = []
     for start in range(0, len(x), batch):
         chunk = x[start:start + batch]
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - n, *x.shape[1:]), np.float32)])
-        it.set_tensor(inp, runtime.quantize_input(it, inp, chunk))
+        it.set_tensor(inp["index"], runtime.quantize_input(inp, chunk))
         it.invoke()
-        res.append(runtime.dequantize_output(it, out)[:n].copy())
+        res.append(runtime.dequantize_output(out, it.get_tensor(out["index"]))[:n].copy())
     return np.concatenate(res)
+
+
+def face_latency_ms(model: bytes, x1: np.ndarray, runs: int, threads: int = 2) -> float:
+    """Median time of one batch-1 embedding, (de)quantization included."""
+    it = runtime.make_interpreter(model, threads)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+
+    def once() -> None:
+        it.set_tensor(inp["index"], runtime.quantize_input(inp, x1))
+        it.invoke()
+        runtime.dequantize_output(out, it.get_tensor(out["index"]))
+
+    return median_ms(once, runs)
 
 
 def verify_facenet(models: dict[str, bytes], reference, x: np.ndarray, is_val: np.ndarray,
@@ -169,21 +172,11 @@ def verify_facenet(models: dict[str, bytes], reference, x: np.ndarray, is_val: n
         emb = tflite_embed(model, x, batch=1)
         cos = np.sum(emb * ref, axis=1)
         emb8 = tflite_embed(model, x[:8], batch=8)
-        it = runtime.make_interpreter(model, 2)
-        it.allocate_tensors()
-        inp = it.get_input_details()[0]["index"]
-        out = it.get_output_details()[0]["index"]
-
-        def once(it=it, inp=inp, out=out) -> None:
-            it.set_tensor(inp, x[:1])
-            it.invoke()
-            it.get_tensor(out)
-
         rows[precision] = {
             "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
             "cosine_min_val": float(cos[is_val].min()) if is_val.any() else None,
             "batch8_vs_batch1_max_abs_diff": float(np.abs(emb8 - emb[:8]).max()),
-            "size_bytes": len(model), "ms_per_face_median": median_ms(once, runs)}
+            "size_bytes": len(model), "ms_per_face_median": face_latency_ms(model, x[:1], runs)}
     return rows
 
 
@@ -260,13 +253,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 def landmark_crops(detector: detect.Detector, photos: list[Path], size: int, face_fraction: float) -> np.ndarray:
     """ArcFace-template crops (five-landmark similarity warp) of the most central face."""
-    crops = []
-    for path in photos:
-        rgb = read_rgb(path)
-        boxes, points = detector.detect(rgb)
-        if len(boxes):
-            crops.append(align.warp(rgb, points[align.central_face(boxes, rgb.shape)], size, face_fraction))
-    return np.stack(crops)
+    return np.stack([align.warp(rgb, marks, size, face_fraction)
+                     for _, rgb, _, marks in central_faces(detector, photos)])
 
 
 def verify_mobilefacenet(original: Path, models: dict[str, bytes], x: np.ndarray, runs: int = 15
@@ -294,15 +282,6 @@ def verify_mobilefacenet(original: Path, models: dict[str, bytes], x: np.ndarray
         e = tflite_embed(model, x, batch=1)
         e /= np.linalg.norm(e, axis=1, keepdims=True)
         cos = np.sum(e * r, axis=1)
-        m = runtime.make_interpreter(model, 2)
-        m.allocate_tensors()
-        mi, mo = m.get_input_details()[0]["index"], m.get_output_details()[0]["index"]
-
-        def once(m=m, mi=mi, mo=mo) -> None:
-            m.set_tensor(mi, runtime.quantize_input(m, mi, x[:1]))
-            m.invoke()
-            runtime.dequantize_output(m, mo)
-
         rows[precision] = {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
-                           "size_bytes": len(model), "ms_per_face_median": median_ms(once, runs)}
+                           "size_bytes": len(model), "ms_per_face_median": face_latency_ms(model, x[:1], runs)}
     return rows

@@ -144,7 +144,7 @@ class Daemon:
         visible = self.tracker.update(boxes, points, t)
         todo = [tr for tr in visible if self.tracker.wants_embedding(tr, t) or self.cfg.recognition.debug_every_frame]
         if todo:
-            crops = np.stack([self.pipeline.align(rgb, np.append(tr.box, 1.0), tr.landmarks) for tr in todo])
+            crops = np.stack([self.pipeline.align(rgb, tr.box, tr.landmarks) for tr in todo])
             embs = self.pipeline.embedder.embed(crops)
             self.emb_ms.append((time.perf_counter() - t1) * 1000)
             for tr, crop, emb in zip(todo, crops, embs, strict=True):

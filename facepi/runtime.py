@@ -123,10 +123,10 @@ def check_tensors(interpreter: Any, spec: ModelSpec) -> None:
             raise ModelError(f"{spec.path}: {kind} tensors {got}, the manifest expects {want}")
 
 
-def tensor_index(details: list[dict[str, Any]], name: str) -> int:
-    for d in details:
+def _position(details: list[dict[str, Any]], name: str) -> int:
+    for i, d in enumerate(details):
         if d["name"] == name:
-            return int(d["index"])
+            return i
     raise ModelError(f"no tensor named {name!r} (have {[d['name'] for d in details]})")
 
 
@@ -154,20 +154,21 @@ class Model:
         spec = model_spec(file, directory)
         return cls(spec, load_model_bytes(spec), threads)
 
-    def interpreter(self, shape: tuple[int, ...]) -> tuple[Any, int, dict[str, int]]:
+    def interpreter(self, shape: tuple[int, ...]) -> tuple[Any, dict[str, Any], dict[str, dict[str, Any]]]:
+        """(interpreter, input details, output details by role) for this input shape."""
         hit = self.cache.get(shape)
         if hit is not None:
             self.cache.move_to_end(shape)
         else:
             it = make_interpreter(self.model, self.threads)
             check_tensors(it, self.spec)
-            inp = it.get_input_details()[0]["index"]
-            if tuple(it.get_input_details()[0]["shape"]) != shape:
-                it.resize_tensor_input(inp, list(shape), strict=False)
+            inp = it.get_input_details()[0]
+            if tuple(inp["shape"]) != shape:
+                it.resize_tensor_input(inp["index"], list(shape), strict=False)
             it.allocate_tensors()
-            outs = {o.get("role", o["name"]): tensor_index(it.get_output_details(), o["name"])
-                    for o in self.spec.outputs}
-            hit = (it, inp, outs)
+            details = it.get_output_details()
+            outs = {o.get("role", o["name"]): details[_position(details, o["name"])] for o in self.spec.outputs}
+            hit = (it, it.get_input_details()[0], outs)
             self.cache[shape] = hit
             while len(self.cache) > self.max_cached:
                 self.cache.popitem(last=False)
@@ -176,9 +177,9 @@ class Model:
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Float in, float out, also for full-integer models (their int8 I/O is (de)quantized here)."""
         it, inp, outs = self.interpreter(tuple(x.shape))
-        it.set_tensor(inp, quantize_input(it, inp, x))
+        it.set_tensor(inp["index"], quantize_input(inp, x))
         it.invoke()
-        return {role: dequantize_output(it, idx) for role, idx in outs.items()}
+        return {role: dequantize_output(d, it.get_tensor(d["index"])) for role, d in outs.items()}
 
     def run_batched(self, x: np.ndarray, max_batch: int = MAX_BATCH) -> dict[str, np.ndarray]:
         """Run (N, ...) inputs in power-of-two batches, so few interpreters are ever made."""
@@ -194,8 +195,8 @@ class Model:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def quantize_input(it: Any, index: int, x: np.ndarray) -> np.ndarray:
-    d = next(d for d in it.get_input_details() if d["index"] == index)
+def quantize_input(d: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """x for the input tensor described by ``d`` (an interpreter's input details)."""
     if d["dtype"] in (np.int8, np.uint8):
         scale, zero = d["quantization"]
         info = np.iinfo(d["dtype"])
@@ -203,9 +204,8 @@ def quantize_input(it: Any, index: int, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def dequantize_output(it: Any, index: int) -> np.ndarray:
-    d = next(d for d in it.get_output_details() if d["index"] == index)
-    y = it.get_tensor(index)
+def dequantize_output(d: dict[str, Any], y: np.ndarray) -> np.ndarray:
+    """y of the output tensor described by ``d`` as float."""
     if d["dtype"] in (np.int8, np.uint8):
         scale, zero = d["quantization"]
         return (y.astype(np.float32) - zero) * scale
