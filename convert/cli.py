@@ -43,6 +43,15 @@ FACENET_MODEL_ID = "facenet-20180408-102900"
 # each, half strangers; three seeds gave 0.461, 0.444, 0.445).
 MOBILEFACENET_DEFAULT_THRESHOLD = {"distance": 0.46, "target_far": 0.01,
                                    "measured_on": "CelebA dev (143 identities, 3 random halves), landmark alignment"}
+# Per-comparison false-accept rate -> cosine distance (a stranger's photo vs one enrolled person's
+# centroid), measured with bench/household.py on the dependency-free development photos; the rule
+# facepi.classify.calibrate applies to every gallery. Re-measure when alignment or the model changes.
+MOBILEFACENET_OPERATING_POINTS = {
+    "far": [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05],
+    "distance": [0.4473, 0.4708, 0.503, 0.524, 0.5497, 0.5903, 0.6238, 0.6625, 0.7239],
+    "comparisons": 208838,
+    "measured_on": "CelebA dev (143 identities), 4-photo centroids vs every photo of the other identities, "
+                   "median of 3 seeds, landmarks alignment"}
 FACENET_DEFAULT_THRESHOLD = {"distance": 0.45, "target_far": 0.01,
                              "measured_on": "CelebA dev (143 identities, 3 random halves), crop alignment"}
 
@@ -206,6 +215,7 @@ def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads
                     model, kind="embedder", model=mobilefacenet.MODEL_ID, precision=precision,
                     embedding_dim=mobilefacenet.EMBEDDING_DIM, l2_normalised=False, batch_resizable=True,
                     default_threshold=MOBILEFACENET_DEFAULT_THRESHOLD,
+                    operating_points=MOBILEFACENET_OPERATING_POINTS,
                     preprocessing=MOBILEFACENET_PREPROCESSING, source=source, converter=versions)
         return _install(staging, models_dir, entries)
     finally:

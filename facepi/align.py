@@ -37,15 +37,37 @@ def crop(rgb: np.ndarray, box: np.ndarray, image_size: int = 160, margin: int = 
     return cv2.resize(rgb[y1:y2, x1:x2], (image_size, image_size), interpolation=cv2.INTER_LINEAR)
 
 
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The least-squares similarity (rotation, uniform scale, shift) taking ``src`` onto ``dst``.
+
+    Every point counts, as in insightface's ``norm_crop`` (Umeyama) and OpenCV's
+    ``FaceRecognizerSF.alignCrop``: the crops the embedders were trained on. (A
+    robust fit such as LMEDS drops one or two of five landmarks on some faces and
+    so cuts a different crop from the one the model knows.) Solved as the linear
+    least-squares problem in (a, b, tx, ty) of x' = a x - b y + tx, y' = b x + a y + ty.
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    n = len(src)
+    a = np.zeros((2 * n, 4))
+    a[0::2] = np.column_stack([src[:, 0], -src[:, 1], np.ones(n), np.zeros(n)])
+    a[1::2] = np.column_stack([src[:, 1], src[:, 0], np.zeros(n), np.ones(n)])
+    if not np.all(np.isfinite(a)) or np.ptp(src, axis=0).max() < 1e-3:
+        raise ValueError("landmarks are degenerate; cannot estimate a similarity transform")
+    (p, q, tx, ty), *_ = np.linalg.lstsq(a, dst.reshape(-1), rcond=None)
+    return np.array([[p, -q, tx], [q, p, ty]], np.float64)
+
+
 def warp(rgb: np.ndarray, landmarks: np.ndarray, image_size: int = 160,
          face_fraction: float = 0.8) -> np.ndarray:
-    """Similarity-warp so the five landmarks (5, 2) land on the canonical template."""
-    dst = template(image_size, face_fraction)
-    matrix, _ = cv2.estimateAffinePartial2D(landmarks.astype(np.float32), dst, method=cv2.LMEDS)
-    if matrix is None:
-        raise ValueError("landmarks are degenerate; cannot estimate a similarity transform")
+    """Similarity-warp so the five landmarks (5, 2) land on the canonical template (black border)."""
+    matrix = similarity(landmarks, template(image_size, face_fraction))
     return cv2.warpAffine(rgb, matrix, (image_size, image_size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def largest_face(boxes: np.ndarray) -> int:
+    return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
 
 
 def central_face(boxes: np.ndarray, image_shape: tuple[int, ...]) -> int:

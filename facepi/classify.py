@@ -1,13 +1,21 @@
 """Who is it — or nobody we know. Two classifiers and one honest "unknown".
 
-Both classifiers name a person, and both share one open-set rule: if the face's
-cosine distance to that person's centroid is above the threshold, the answer is
-``unknown``. The threshold is calibrated on the gallery itself (leave-one-out
-genuine distances vs. strangers simulated by leaving each person out) for a
-target false-accept rate; where the gallery cannot calibrate, a default measured
-once on real data and shipped in the model manifest is used, and the report says
-so. Strangers recognised as someone the family knows is what users of every
-existing tool complain about; this is the guard.
+Both classifiers name a person, and both share one open-set rule: a face whose
+cosine distance to that person's centroid is at most the threshold is that
+person (``d <= t``, the one boundary rule used everywhere); above it, ``unknown``.
+
+Where the threshold comes from, and why. A household gallery holds 2-6 people
+and a few dozen photos: the handful of family-vs-family comparisons it offers
+cannot estimate a 1 % false-accept rate (the threshold becomes one extreme
+value, too loose or too strict). So the rule comes from the model, measured on
+large in-the-wild data (CelebA dev, 143 identities: a stranger's photo against
+one enrolled person's centroid, hundreds of thousands of comparisons) and
+shipped in the manifest as operating points (per-comparison FAR -> distance).
+A stranger at the door is compared with *every* enrolled person, so for a
+gallery of n people and a target FAR per stranger, each comparison may accept
+at most target/n (union bound). The gallery's own strangers (leave-one-out)
+may make the rule stricter, never looser, and only where there are enough of
+them to resolve the rate (>= 10/rate comparisons).
 
 - ``centroid``: nearest centroid on cosine distance (unit-length mean of a person's
   embeddings; scikit-learn's NearestCentroid has no cosine metric).
@@ -29,7 +37,7 @@ from facepi.gallery import Gallery, GalleryError
 UNKNOWN = "unknown"
 CLASSIFIERS = ("centroid", "svm")
 DEFAULT_TARGET_FAR = 0.01
-MIN_IMPOSTORS = 20  # fewer simulated strangers than this cannot set a 1 % threshold
+RESOLVE = 10  # comparisons needed per accepted stranger before a rate counts as measured
 
 
 @dataclass(frozen=True)
@@ -41,12 +49,37 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class OperatingPoints:
+    """The model's measured thresholds: per-comparison false-accept rate -> cosine distance."""
+
+    far: tuple[float, ...]  # ascending
+    distance: tuple[float, ...]  # ascending with far
+    measured_on: str = ""
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any]) -> OperatingPoints | None:
+        op = entry.get("operating_points")
+        if not op:
+            return None
+        return cls(tuple(op["far"]), tuple(op["distance"]), str(op.get("measured_on", "")))
+
+    def threshold(self, far: float) -> float:
+        """Distance at this per-comparison FAR, interpolated in log(FAR); below the smallest
+        measured rate, the strictest measured threshold (never a looser one)."""
+        x = np.log10(np.asarray(self.far))
+        return float(np.interp(np.log10(max(far, 1e-12)), x, self.distance,
+                               left=self.distance[0], right=self.distance[-1]))
+
+
+@dataclass(frozen=True)
 class Calibration:
     threshold: float
-    source: str  # "gallery" or "default"
-    target_far: float
-    far: float | None  # on the gallery, at this threshold
-    tar: float | None
+    source: str  # "model" (measured operating points), "gallery" (stricter, own evidence), "default"
+    target_far: float  # per stranger photo, against the whole gallery
+    per_comparison_far: float  # target_far / number of people
+    model_threshold: float | None  # the model's threshold at per_comparison_far
+    gallery_far: float | None  # share of the gallery's own stranger comparisons accepted (d <= t)
+    tar: float | None  # share of enrolled photos accepted by their own person (leave-one-out)
     genuine_pairs: int
     impostor_pairs: int
     note: str
@@ -63,7 +96,7 @@ def cosine_distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 def loo_distances(embeddings: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Genuine: each photo vs its own person's centroid without it.
-    Impostor: each photo vs the nearest *other* person's centroid (its person left out)."""
+    Impostor: each photo vs every *other* person's centroid (one comparison each)."""
     sums = np.stack([embeddings[labels == i].sum(axis=0) for i in range(n)])
     counts = np.bincount(labels, minlength=n)
     genuine = []
@@ -73,40 +106,53 @@ def loo_distances(embeddings: np.ndarray, labels: np.ndarray, n: int) -> tuple[n
             genuine.append(1.0 - float(e @ c) / float(np.linalg.norm(c)))
     centroids = sums / np.linalg.norm(sums, axis=1, keepdims=True)
     d = cosine_distances(embeddings, centroids)
-    d[np.arange(len(labels)), labels] = np.inf
-    impostor = d.min(axis=1) if n >= 2 else np.empty(0)
-    return np.asarray(genuine), np.asarray(impostor)
+    other = labels[:, None] != np.arange(n)[None, :]
+    return np.asarray(genuine), d[other]
 
 
 def threshold_for_far(impostor: np.ndarray, target_far: float) -> float:
-    """The largest threshold at which at most ``target_far`` of strangers are accepted (d < t)."""
-    s = np.sort(impostor)
+    """The largest threshold at which at most ``target_far`` of strangers are accepted (``d <= t``)."""
+    s = np.sort(np.asarray(impostor, np.float64))
     k = int(np.floor(target_far * len(s)))  # strangers we may accept
-    return float(s[min(k, len(s) - 1)])
+    if k >= len(s):
+        return float(s[-1])
+    return float(np.nextafter(s[k], -np.inf))  # just below the (k+1)-th: it stays out
 
 
-def calibrate(gallery: Gallery, default_threshold: float | None, target_far: float = DEFAULT_TARGET_FAR
-              ) -> Calibration:
+def calibrate(gallery: Gallery, points: OperatingPoints | None, target_far: float = DEFAULT_TARGET_FAR,
+              default_threshold: float | None = None) -> Calibration:
+    """The threshold for this gallery (see the module docstring for why it is chosen this way)."""
     n = len(gallery.people)
     genuine, impostor = (loo_distances(gallery.embeddings, gallery.labels, n) if n
                          else (np.empty(0), np.empty(0)))
-    if n < 2 or len(genuine) == 0 or len(impostor) < MIN_IMPOSTORS:
-        why = ("a single person" if n < 2 else "no person with two or more photos" if len(genuine) == 0
-               else f"only {len(impostor)} photos to play strangers (need {MIN_IMPOSTORS})")
-        if default_threshold is None:
-            raise GalleryError(f"the gallery cannot calibrate a threshold ({why}) and the model's "
-                               f"manifest entry has no default_threshold; re-run facepi-convert")
-        far = float(np.mean(impostor < default_threshold)) if len(impostor) else None
-        tar = float(np.mean(genuine < default_threshold)) if len(genuine) else None
-        return Calibration(default_threshold, "default", target_far, far, tar, len(genuine), len(impostor),
-                           f"the gallery cannot calibrate ({why}); using the model's default threshold "
-                           f"{default_threshold:.4f}, measured on real data for FAR {target_far:g}")
-    t = threshold_for_far(impostor, target_far)
-    far = float(np.mean(impostor < t))
-    tar = float(np.mean(genuine < t))
-    return Calibration(t, "gallery", target_far, far, tar, len(genuine), len(impostor),
-                       f"calibrated on the gallery: FAR {far:.3f} and TAR {tar:.3f} at distance {t:.4f} "
-                       f"({len(genuine)} genuine, {len(impostor)} stranger comparisons, leave-one-out)")
+    per = target_far / max(n, 1)
+    if points is not None:
+        t_model, source = points.threshold(per), "model"
+        why = (f"the model's threshold for FAR {per:.2g} per comparison ({target_far:g} per stranger "
+               f"over {max(n, 1)} people), measured on {points.measured_on}")
+    elif default_threshold is not None:
+        t_model, source = default_threshold, "default"
+        why = "the model's default threshold (the manifest has no operating points; re-run facepi-convert)"
+    else:
+        raise GalleryError("the model's manifest entry has no operating points and no default_threshold; "
+                           "re-run facepi-convert")
+    t = t_model
+    if len(impostor) >= RESOLVE / per:
+        t_gallery = threshold_for_far(impostor, per)
+        if t_gallery < t_model:
+            t, source = t_gallery, "gallery"
+            why = (f"the gallery's own {len(impostor)} stranger comparisons call for a stricter threshold "
+                   f"than the model's {t_model:.4f}")
+    far = float(np.mean(impostor <= t)) if len(impostor) else None
+    tar = float(np.mean(genuine <= t)) if len(genuine) else None
+    evidence = (f"on the gallery itself: {int(np.sum(impostor <= t))} of {len(impostor)} family-vs-family "
+                f"comparisons accepted" + (f" (FAR < 1/{len(impostor)} cannot be shown with so few)"
+                                           if len(impostor) and len(impostor) < RESOLVE / per else "")
+                if len(impostor) else "no family-vs-family comparisons (fewer than two people)")
+    if tar is not None:
+        evidence += f"; {tar:.0%} of enrolled photos within their own person's threshold (leave-one-out)"
+    return Calibration(t, source, target_far, per, t_model, far, tar, len(genuine), len(impostor),
+                       f"{why}; {evidence}")
 
 
 class Classifier:
@@ -115,13 +161,13 @@ class Classifier:
     def __init__(self, gallery: Gallery, kind: str, threshold: float) -> None:
         if kind not in CLASSIFIERS:
             raise ValueError(f"classifier {kind!r}: expected one of {CLASSIFIERS}")
-        if not gallery.people:
-            raise GalleryError("the gallery is empty: enrol someone first (facepi enroll NAME PHOTOS)")
         self.gallery = gallery
         self.kind = kind
         self.threshold = threshold
         n = len(gallery.people)
-        self.centroids = unit_centroids(gallery.embeddings, gallery.labels, n)
+        # An empty gallery is valid (everyone was forgotten): every face is unknown.
+        self.centroids = (unit_centroids(gallery.embeddings, gallery.labels, n) if n
+                          else np.empty((0, gallery.dim), np.float32))
         self.svm: Any = None
         if kind == "svm" and n >= 2:
             # Imported here: scikit-learn costs ~100 MB of RSS, which the centroid default never needs.
@@ -144,6 +190,8 @@ class Classifier:
     def predict(self, embeddings: np.ndarray) -> list[Prediction]:
         if len(embeddings) == 0:
             return []
+        if not self.gallery.people:
+            return [Prediction(UNKNOWN, 0.0, 2.0, UNKNOWN) for _ in embeddings]
         d = cosine_distances(embeddings, self.centroids)
         if self.svm is None:
             best = d.argmin(axis=1)

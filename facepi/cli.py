@@ -80,20 +80,23 @@ def _align(args: argparse.Namespace) -> int:
 
 def _print_calibration(meta: dict) -> None:
     cal = meta.get("calibration") or {}
-    print(f"Threshold: {meta.get('threshold'):.4f} ({cal.get('note', '')})")
+    print(f"Threshold: {meta.get('threshold'):.4f}: {cal.get('note', '')}")
 
 
 def _train(args: argparse.Namespace) -> int:
     from facepi.workflow import train
 
     pipeline = _pipeline(args, args.mode)
-    gallery, failures = train(pipeline, args.data_dir, args.classifier, args.target_far,
-                              _progress("embedding"))
+    from facepi.fileio import check_writable
+
+    check_writable(args.classifier_file)
+    gallery, failures = train(pipeline, args.data_dir, args.classifier or "centroid", args.target_far or 0.01,
+                              _progress("embedding"), args.models)
     gallery.save(args.classifier_file)
     for f in failures:
         print(f"facepi: {f}", file=sys.stderr)
     counts = gallery.counts()
-    print(f"Trained {args.classifier} on {sum(counts.values())} photos of {len(counts)} people "
+    print(f"Trained {gallery.meta['classifier']} on {sum(counts.values())} photos of {len(counts)} people "
           f"({pipeline.embedder.name}, {pipeline.mode} alignment)")
     _print_calibration(gallery.meta)
     print(f'Saved classifier model to file "{args.classifier_file}"')
@@ -161,45 +164,99 @@ def _gallery_path(args: argparse.Namespace) -> Path:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from facepi.gallery import Gallery
-    from facepi.workflow import enroll, new_gallery
+    from facepi.fileio import check_writable
+    from facepi.gallery import Gallery, check_name, locked
+    from facepi.workflow import check_fit, enroll, new_gallery, recalibrate
 
+    name = check_name(args.name)  # before any work
     path = _gallery_path(args)
-    if path.exists():
-        meta = Gallery.load(path).meta
-        args.embedder = args.embedder or meta.get("embedder")  # keep the gallery's model unless told
-        pipeline = _pipeline(args, meta.get("alignment"), meta.get("margin"))
-        gallery = Gallery.load(path, expect_model=pipeline.embedder.model_id)
-    else:
-        pipeline = _pipeline(args, args.mode)
-        gallery = new_gallery(pipeline, args.classifier, args.target_far)
-    added, problems = enroll(gallery, pipeline, args.name, args.photos, _progress("embedding"))
-    for p in problems:
-        print(f"facepi: {p}", file=sys.stderr)
-    if not added:
-        print(f"facepi: error: no usable photo of {args.name}; gallery {path} unchanged", file=sys.stderr)
-        return 2
-    gallery.save(path)
-    print(f"Enrolled {added} photo(s) of {args.name} in {path} "
+    check_writable(path)
+    with locked(path):  # a second enroll waits here, then sees this one's person
+        if path.exists():
+            meta = Gallery.load(path).meta
+            args.embedder = args.embedder or meta.get("embedder")  # keep the gallery's model unless told
+            pipeline = _pipeline(args, meta.get("alignment"), meta.get("margin"))
+            gallery = Gallery.load(path, expect_model=pipeline.embedder.model_id)
+            changed = {k: v for k, v in (("classifier", args.classifier), ("target_far", args.target_far))
+                       if v is not None and v != gallery.meta.get(k)}
+            if changed:  # applied, and said: never silently ignored
+                check_fit(changed.get("classifier", gallery.meta.get("classifier", "centroid")),
+                          changed.get("target_far", gallery.meta.get("target_far", 0.01)))
+                gallery.meta.update(changed)
+                recalibrate(gallery, args.models)
+                print("Gallery settings changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items()))
+        else:
+            pipeline = _pipeline(args, args.mode)
+            gallery = new_gallery(pipeline, args.classifier or "centroid", args.target_far or 0.01)
+        report = enroll(gallery, pipeline, name, args.photos, _progress("embedding"), force=args.force,
+                        largest_face=args.largest_face, models_dir=args.models)
+        for f in report.failures:
+            print(f"facepi: {f}", file=sys.stderr)
+        for n in report.notes:
+            print(f"facepi: note: {n}", file=sys.stderr)
+        for p in report.problems:
+            print(f"facepi: {'warning' if args.force else 'refused'}: {p}", file=sys.stderr)
+        if report.problems and not args.force:
+            print(f"facepi: error: {name} not enrolled; gallery {path} unchanged. Fix the photos above, "
+                  f"or pass --force to enrol them as they are", file=sys.stderr)
+            return 2
+        if not report.added:
+            already = any("skipped" in n for n in report.notes)
+            if already and not report.failures:
+                print(f"Nothing new: every photo of {name} is already in {path}")
+                return 0
+            print(f"facepi: error: no usable photo of {name}; gallery {path} unchanged", file=sys.stderr)
+            return 2
+        gallery.save(path)
+    print(f"Enrolled {report.added} photo(s) of {name} in {path} "
           f"({len(gallery.people)} people, {len(gallery.labels)} photos)")
     _print_calibration(gallery.meta)
-    return 1 if problems else 0
+    return 1 if report.failures else 0
 
 
 def _forget(args: argparse.Namespace) -> int:
-    from facepi.gallery import Gallery
+    from facepi.fileio import check_writable
+    from facepi.gallery import Gallery, locked
     from facepi.workflow import recalibrate
 
     path = _gallery_path(args)
-    gallery = Gallery.load(path)
-    removed = gallery.remove(args.name)
-    if gallery.people:
-        from facepi.embed import Embedder
-
-        recalibrate(gallery, Embedder(args.models, gallery.meta.get("embedder")).default_threshold)
-    gallery.save(path)
-    print(f"Forgot {args.name} ({removed} photo(s)); {len(gallery.people)} people remain in {path}")
+    check_writable(path)
+    with locked(path):
+        gallery = Gallery.load(path)
+        removed = gallery.remove(args.name)
+        recalibrate(gallery, args.models)  # an empty gallery stays valid: everyone is unknown
+        gallery.save(path)
+    print(f"Forgot {args.name} ({removed} photo(s)); {len(gallery.people)} people remain in {path}"
+          + ("" if gallery.people else " (nobody: every face is unknown)"))
+    print("A running daemon picks this up on reload: systemctl reload facepi")
     return 0
+
+
+def _gallery_check(args: argparse.Namespace) -> int:
+    from facepi.gallery import Gallery
+    from facepi.health import check, contact_sheet
+
+    gallery = Gallery.load(_gallery_path(args))
+    report = check(gallery)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        for p in report["people"]:
+            near = f"nearest other: {p['nearest']} at {p['nearest_distance']:.2f}" if p["nearest"] else ""
+            print(f"{p['name']:<24}{p['photos']:>3} photo(s)  spread {p['spread']:.2f}  {near}")
+            for o in p["outliers"]:
+                print(f"    outlier: {o['photo']} (distance {o['distance']:.2f} from the others)")
+            for d in p["duplicates"]:
+                print(f"    near-duplicates: {d[0]} ~ {d[1]}")
+        t = report["threshold"]
+        print(f"threshold {t:.4f}" if t is not None else "threshold: not set")
+        print(f"  {report['evidence']}")
+        for w in report["warnings"]:
+            print(f"warning: {w}")
+    if args.sheet:
+        n = contact_sheet(gallery, report, args.sheet)
+        print(f"contact sheet of {n} crop(s): {args.sheet}", file=sys.stderr)
+    return 1 if report["warnings"] else 0
 
 
 def _people(args: argparse.Namespace) -> int:
@@ -290,9 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     gal.add_argument("--gallery", type=Path, default=None,
                      help=f"gallery file (default: $FACEPI_GALLERY or {DEFAULT_GALLERY})")
     fit = argparse.ArgumentParser(add_help=False)
-    fit.add_argument("--classifier", choices=("centroid", "svm"), default="centroid")
-    fit.add_argument("--target-far", type=float, default=0.01,
-                     help="strangers accepted at the calibrated threshold (default: 0.01)")
+    fit.add_argument("--classifier", choices=("centroid", "svm"), default=None,
+                     help="centroid (default) or svm; on an existing gallery: changes it")
+    fit.add_argument("--target-far", type=float, default=None,
+                     help="share of strangers that may be named as someone (default: 0.01); "
+                          "on an existing gallery: changes it")
     fit.add_argument("--mode", choices=("crop", "landmarks"), default=None,
                      help="alignment (default: what the model's manifest entry says)")
 
@@ -331,7 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("enroll", parents=[common, gal, fit], help="add a person's photos to the gallery")
     e.add_argument("name")
     e.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
+    e.add_argument("--largest-face", action="store_true",
+                   help="in a photo with several faces, enrol the largest (default: refuse the photo)")
+    e.add_argument("--force", action="store_true",
+                   help="enrol despite the gallery health checks (look-alike, outlier, several faces)")
     e.set_defaults(func=_enroll)
+
+    gc = sub.add_parser("gallery", help="look after the gallery: facepi gallery check [--sheet FILE.png]")
+    gsub = gc.add_subparsers(dest="gallery_command", required=True)
+    chk = gsub.add_parser("check", parents=[common, gal],
+                          help="per person: photos, spread, outliers, nearest other person; the threshold")
+    chk.add_argument("--sheet", type=Path, help="PNG contact sheet of every enrolment crop, problems marked")
+    chk.add_argument("--json", action="store_true")
+    chk.set_defaults(func=_gallery_check)
 
     f = sub.add_parser("forget", parents=[common, gal], help="remove a person from the gallery")
     f.add_argument("name")
@@ -393,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (runtime.ModelError, GalleryError, ImageError, ValueError, ConfigError, SourceError) as e:
         print(f"facepi: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unwritable folder, a directory where a file was expected, ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"facepi: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

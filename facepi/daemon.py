@@ -25,6 +25,7 @@ import numpy as np
 from facepi.classify import Prediction
 from facepi.config import Config
 from facepi.detect import DetectorParams
+from facepi.faces import FacePipeline
 from facepi.notify import Notifier
 from facepi.publish import make_publisher
 from facepi.source import Capture, make_source
@@ -60,11 +61,13 @@ class Daemon:
         self.frames = 0
         self.started = time.monotonic()
         self.last_names: list[str] | None = None
+        self.reload_error: str | None = None
 
-    def _load_recognizer(self) -> Recognizer:
-        m = self.cfg.models
-        rec = Recognizer(Path(self.cfg.recognition.gallery), m.dir or None, m.embedder or None, m.threads,
-                         self.params, embed_batch=m.embed_batch)
+    def _load_recognizer(self, pipeline: FacePipeline | None = None) -> Recognizer:
+        """The gallery and its classifier; on reload, on the running pipeline (no interpreter rebuilt)."""
+        r, m = self.cfg.recognition, self.cfg.models
+        rec = Recognizer(Path(r.gallery), m.dir or None, m.embedder or None, m.threads,
+                         self.params, pipeline=pipeline, embed_batch=m.embed_batch)
         if self.cfg.recognition.threshold > 0:
             rec.classifier.threshold = self.cfg.recognition.threshold
         log.info("gallery %s: %d people, threshold %.4f, model %s", self.cfg.recognition.gallery,
@@ -122,11 +125,12 @@ class Daemon:
 
     def _reload(self) -> None:
         try:
-            rec = self._load_recognizer()
-        except Exception as e:  # keep serving with the old gallery
-            log.error("SIGHUP: gallery not reloaded: %s", e)
+            rec = self._load_recognizer(self.pipeline)
+        except Exception as e:  # keep serving with the old gallery, and say so where it is seen
+            self.reload_error = f"gallery not reloaded: {e}"
+            log.error("SIGHUP: %s", self.reload_error)
             return
-        self.recognizer, self.pipeline = rec, rec.pipeline
+        self.recognizer, self.reload_error = rec, None
         log.info("SIGHUP: gallery reloaded")
 
     # ------------------------------------------------------------------ per frame
@@ -191,4 +195,5 @@ class Daemon:
                 "frames": self.frames, "frames_dropped": self.capture.dropped,
                 "source": self.capture.state, "source_failures": self.capture.failures,
                 "queue_depth": self.publisher.queue_depth, "events": self.seq,
-                "events_dropped": self.publisher.dropped, "uptime_s": round(up, 1)}
+                "events_dropped": self.publisher.dropped, "uptime_s": round(up, 1),
+                "people": len(self.recognizer.gallery.people), "reload_error": self.reload_error}

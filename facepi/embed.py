@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from facepi import runtime
+from facepi.classify import OperatingPoints
 
 
 class Embedder:
@@ -35,7 +36,8 @@ class Embedder:
         self.scale = np.float32(pre["scale"])
         self.max_batch = max_batch
         self.output = self.model.spec.outputs[0]["name"]
-        # Used where a gallery is too small to calibrate its own threshold.
+        # The open-set rule measured on real data (see facepi.classify).
+        self.operating_points = OperatingPoints.from_manifest(entry)
         default = entry.get("default_threshold") or {}
         self.default_threshold: float | None = default.get("distance")
 

@@ -80,7 +80,7 @@ def evaluate(known: Embedded, strangers: Embedded, enrol: int = 5, default_thres
     stranger_d = cosine_distances(np.stack(stranger_embs), centroids).min(axis=1)
 
     def rates(t: float) -> tuple[float, float]:
-        return float(np.mean(stranger_d < t)), float(np.mean(correct & (probe_d < t)))
+        return float(np.mean(stranger_d <= t)), float(np.mean(correct & (probe_d <= t)))
 
     report: dict[str, Any] = {
         "enrolled_people": len(names), "enrol_photos_each": enrol, "probe_photos": len(probes),
@@ -105,8 +105,8 @@ def tar_far_curve(report: dict[str, Any], points: int = 200) -> tuple[np.ndarray
     s = np.asarray(report["stranger_distances"])
     n_probe = report["probe_photos"]
     ts = np.linspace(0, 2, points)
-    far = np.array([np.mean(s < t) for t in ts])
-    tar = np.array([np.sum(g < t) / n_probe for t in ts])
+    far = np.array([np.mean(s <= t) for t in ts])
+    tar = np.array([np.sum(g <= t) / n_probe for t in ts])
     return far, tar
 
 
@@ -147,7 +147,7 @@ def plot(report: dict[str, Any], path: Path, title: str = "") -> None:
     tmp.replace(path)
 
 
-def train_val_report(train: Embedded, val: Embedded, kind: str, default_threshold: float | None,
+def train_val_report(train: Embedded, val: Embedded, kind: str, points: Any,
                      model: str = "", target_far: float = 0.01) -> dict[str, Any]:
     """The 5-celebrity protocol: closed set (train -> val), then each person held out of training.
 
@@ -170,7 +170,7 @@ def train_val_report(train: Embedded, val: Embedded, kind: str, default_threshol
         return g
 
     g = gallery(None)
-    cal = calibrate(g, default_threshold, target_far)
+    cal = calibrate(g, points, target_far)
     preds = Classifier(g, kind, cal.threshold).predict(x)
     report: dict[str, Any] = {
         "classifier": kind, "val_photos": sum(len(v) for v in val.people.values()), "val_no_face": val.no_face,
@@ -178,7 +178,7 @@ def train_val_report(train: Embedded, val: Embedded, kind: str, default_threshol
         "calibration": calibration_dict(cal), "held_out": []}
     for out in sorted(train.people):
         g = gallery(out)
-        cal = calibrate(g, default_threshold, target_far)
+        cal = calibrate(g, points, target_far)
         preds = Classifier(g, kind, cal.threshold).predict(x)
         pairs = list(zip(preds, probes, strict=True))
         report["held_out"].append({

@@ -9,22 +9,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facepi import align
 from facepi.detect import Detector
 from facepi.embed import Embedder
-from facepi.images import ImageError, read_rgb
+from facepi.images import ImageError, read_photo, shrink
 
 ALIGN_MODES = ("crop", "landmarks")
-MAX_SIDE = 2000  # bigger photos are shrunk before detection: no door face needs more pixels
+# A photo is detected on a copy of at most DETECT_PIXELS (1000x750 at 4:3: a face of
+# minsize 20 there is 3 % of the picture, smaller than any enrolment or door face) and
+# decoded at no less than DECODE_PIXELS, where its crops are cut. MTCNN's memory grows
+# with the pixels it sees (~200 bytes a pixel at PNet's first level with XNNPACK), so
+# this is what keeps a 12-48 MP phone photo within a Pi's memory.
+DETECT_PIXELS = 750_000
+DECODE_PIXELS = 1_500_000
+SELECTIONS = ("central", "largest", "all")
 
 
 @dataclass
 class Face:
-    box: np.ndarray  # [x1, y1, x2, y2, score] in the (possibly shrunk) image
-    landmarks: np.ndarray  # (5, 2) x, y
+    box: np.ndarray  # [x1, y1, x2, y2, score] in the image the crop was cut from
+    landmarks: np.ndarray  # (5, 2) x, y, same coordinates
     crop: np.ndarray  # aligned RGB uint8 (S, S, 3)
 
 
@@ -35,6 +41,8 @@ class PhotoFaces:
     embeddings: np.ndarray  # (len(faces), D)
     error: str | None = None
     aligned_input: bool = False
+    scale: float = 1.0  # pixels of the decoded photo per pixel of the stored one (boxes / scale: stored)
+    others: int = 0  # further faces of comparable size that were not chosen (``select`` central/largest)
 
 
 class FacePipeline:
@@ -54,40 +62,55 @@ class FacePipeline:
             return align.warp(rgb, landmarks, self.size, self.embedder.face_fraction)
         return align.crop(rgb, box, self.size, self.margin)
 
-    def faces(self, rgb: np.ndarray, multiple: bool = False) -> list[Face]:
-        """Faces in an RGB image; by default only the seed's choice (large and central)."""
-        boxes, points = self.detector.detect(rgb)
-        if len(boxes) == 0:
-            return []
-        order = range(len(boxes)) if multiple else [align.central_face(boxes, rgb.shape)]
-        return [Face(boxes[i], points[i], self.align(rgb, boxes[i], points[i])) for i in order]
+    def detect(self, rgb: np.ndarray, max_pixels: float = DETECT_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+        """MTCNN on a copy of at most ``max_pixels``; boxes and landmarks in ``rgb``'s coordinates."""
+        small, s = shrink(rgb, max_pixels)
+        boxes, points = self.detector.detect(small)
+        if s != 1.0 and len(boxes):
+            boxes = boxes.copy()
+            boxes[:, :4] /= s
+            points = points / s
+        return boxes, points
 
-    def photo(self, path: Path, multiple: bool = False, accept_aligned: bool = True,
+    def faces(self, rgb: np.ndarray, select: str = "central") -> tuple[list[Face], int]:
+        """Faces in an RGB image, and how many comparable faces were left out.
+
+        ``central``: the seed's choice (large and near the centre); ``largest``; ``all``.
+        A face counts as "left out" when its side is at least half the chosen one's:
+        small faces far behind the subject are background, not a second person.
+        """
+        if select not in SELECTIONS:
+            raise ValueError(f"face selection {select!r}: expected one of {SELECTIONS}")
+        boxes, points = self.detect(rgb)
+        if len(boxes) == 0:
+            return [], 0
+        if select == "all":
+            order = list(range(len(boxes)))
+        elif select == "largest":
+            order = [align.largest_face(boxes)]
+        else:
+            order = [align.central_face(boxes, rgb.shape)]
+        side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        others = int(np.sum(side >= 0.5 * side[order[0]])) - len(order) if select != "all" else 0
+        return [Face(boxes[i], points[i], self.align(rgb, boxes[i], points[i])) for i in order], others
+
+    def photo(self, path: Path, select: str = "central", accept_aligned: bool = True,
               embed: bool = True) -> PhotoFaces:
         """Read, detect, align and embed one photo; errors are returned, not raised.
 
         A photo that already is an aligned crop (square, exactly the model's size, as
         ``facepi align`` writes them) is embedded as it is, like the seed's classifier.py.
         """
+        empty = np.empty((0, self.embedder.dim), np.float32)
         try:
-            rgb = read_rgb(path)
+            rgb, scale = read_photo(path, DECODE_PIXELS)
         except ImageError as e:
-            return PhotoFaces(path, [], np.empty((0, self.embedder.dim), np.float32), str(e))
+            return PhotoFaces(path, [], empty, str(e))
         if accept_aligned and rgb.shape[:2] == (self.size, self.size):
             face = Face(np.array([0, 0, self.size, self.size, 1.0]), np.zeros((5, 2)), rgb)
             return PhotoFaces(path, [face], self.embedder.embed(rgb[None]), aligned_input=True)
-        rgb = shrink(rgb)
-        faces = self.faces(rgb, multiple)
+        faces, others = self.faces(rgb, select)
         if not faces:
-            return PhotoFaces(path, [], np.empty((0, self.embedder.dim), np.float32), f"{path}: no face found")
-        embeddings = (self.embedder.embed(np.stack([f.crop for f in faces])) if embed
-                      else np.empty((0, self.embedder.dim), np.float32))
-        return PhotoFaces(path, faces, embeddings)
-
-
-def shrink(rgb: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    if max(h, w) <= max_side:
-        return rgb
-    s = max_side / max(h, w)
-    return cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+            return PhotoFaces(path, [], empty, f"{path}: no face found", scale=scale)
+        embeddings = self.embedder.embed(np.stack([f.crop for f in faces])) if embed else empty
+        return PhotoFaces(path, faces, embeddings, scale=scale, others=others)

@@ -1,14 +1,33 @@
-"""Reading photos as RGB uint8, whatever they are (grayscale, RGBA, 16-bit), with named errors."""
+"""Photo intake: every photo facepi reads comes through here, upright, as RGB uint8, bounded in memory.
+
+Why one place: phone photos are 12-48 MP JPEGs, often stored sideways with an EXIF
+Orientation tag. Decoding one at full size costs ~150 MB per 48 MP before any
+work, and MTCNN on it gigabytes more; ignoring the tag turns a portrait face on
+its side, where no detector finds it. So:
+
+- the header is read first (Pillow opens lazily: size only, no pixels), and a
+  photo larger than ``MAX_PIXELS`` is refused before anything is decoded (a
+  "decompression bomb" is a small file that decodes to gigapixels);
+- JPEGs are decoded reduced in the DCT (``cv2.IMREAD_REDUCED_COLOR_2/4/8``), by the
+  largest factor that still leaves ``min_pixels``: a 12 MP photo decodes to 3 MP,
+  a 48 MP one to 3 MP, which is plenty for a 112-160 px face crop;
+- OpenCV applies the EXIF orientation while decoding (every flag but
+  ``IMREAD_UNCHANGED`` does), so what comes out is upright.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-MAX_PIXELS = 100_000_000  # an 8000x8000 photo (64 MP) is fine; it is shrunk before detection
+MAX_PIXELS = 100_000_000  # larger than any phone's photo (a 108 MP sensor is 12000x9000)
+REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+           8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 class ImageError(Exception):
@@ -16,7 +35,7 @@ class ImageError(Exception):
 
 
 def to_rgb(image: np.ndarray, source: str = "image", bgr: bool = True) -> np.ndarray:
-    """Convert a decoded image (gray, BGR/RGB, BGRA/RGBA, 8/16-bit) to RGB uint8."""
+    """Convert a decoded frame (gray, BGR/RGB, BGRA/RGBA, 8/16-bit) to RGB uint8."""
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
@@ -32,8 +51,42 @@ def to_rgb(image: np.ndarray, source: str = "image", bgr: bool = True) -> np.nda
     raise ImageError(f"{source}: unsupported image shape {image.shape}")
 
 
+def header_size(path: Path, data: bytes | np.ndarray) -> tuple[int, int, str]:
+    """(width, height, format) from the file's header alone; nothing is decoded."""
+    import io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(memoryview(data))) as im:
+                return im.width, im.height, str(im.format)
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: larger than {MAX_PIXELS // 1_000_000} megapixels "
+                         f"(refused before decoding)") from None
+    except Exception:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ... on junk
+        raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)") from None
+
+
+def reduction(pixels: int, min_pixels: float) -> int:
+    """The largest power-of-two decode reduction (1, 2, 4, 8) that keeps at least ``min_pixels``."""
+    k = 1
+    while k < 8 and pixels / (2 * k) ** 2 >= min_pixels:
+        k *= 2
+    return k
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read a photo from disk as RGB uint8; a clear ImageError names the file otherwise."""
+    """A photo upright (EXIF orientation applied) at full size, as RGB uint8."""
+    return read_photo(path)[0]
+
+
+def read_photo(path: str | Path, min_pixels: float | None = None) -> tuple[np.ndarray, float]:
+    """A photo upright (EXIF orientation applied) as RGB uint8, and its scale (decoded / stored pixels).
+
+    ``min_pixels``: a JPEG larger than this may be decoded reduced (by 2, 4 or 8 in
+    each direction) as long as at least this many pixels remain. ``None``: full size.
+    A clear ImageError names the file for anything that is not a usable photo.
+    """
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -41,21 +94,40 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path}: cannot read ({e.strerror})") from None
     if data.size == 0:
         raise ImageError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    w, h, fmt = header_size(path, data)
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{path}: {w}x{h} is larger than {MAX_PIXELS // 1_000_000} megapixels "
+                         f"(refused before decoding)")
+    k = reduction(w * h, min_pixels) if min_pixels and fmt == "JPEG" else 1
+    image = cv2.imdecode(data, REDUCED[k])
     if image is None:
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise ImageError(f"{path}: {image.shape[1]}x{image.shape[0]} is larger than "
-                         f"{MAX_PIXELS // 1_000_000} megapixels")
-    return to_rgb(image, str(path))
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), max(image.shape[:2]) / max(w, h)
+
+
+def shrink(rgb: np.ndarray, max_pixels: float) -> tuple[np.ndarray, float]:
+    """A copy of at most ``max_pixels`` (INTER_AREA) and the scale applied (1.0: the image itself)."""
+    h, w = rgb.shape[:2]
+    if h * w <= max_pixels:
+        return rgb, 1.0
+    s = float(np.sqrt(max_pixels / (h * w)))
+    small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return small, small.shape[1] / w
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as e:
+        raise ImageError(f"{folder}: cannot list the folder ({e.strerror})") from None
 
 
 def people_folders(root: Path) -> dict[str, list[Path]]:
     """{person: [photos]} for a folder holding one sub-folder per person."""
     if not root.is_dir():
         raise ImageError(f"{root}: not a folder (expected one sub-folder per person)")
-    return {d.name: list_images(d) for d in sorted(root.iterdir()) if d.is_dir()}
+    try:
+        subdirs = sorted(d for d in root.iterdir() if d.is_dir())
+    except OSError as e:
+        raise ImageError(f"{root}: cannot list the folder ({e.strerror})") from None
+    return {d.name: list_images(d) for d in subdirs}

@@ -130,15 +130,28 @@ def _position(details: list[dict[str, Any]], name: str) -> int:
     raise ModelError(f"no tensor named {name!r} (have {[d['name'] for d in details]})")
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux), 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 @dataclass
 class Model:
-    """A checked model file with one allocated interpreter per input shape.
+    """A checked model file with one allocated interpreter per input shape, bounded in bytes.
 
     Re-allocating an interpreter is costly (it dominated a PNet pyramid when done
     per frame), so every shape seen gets its own interpreter. A camera's frame
-    size is fixed, so its shapes stay cached; a folder of photos of all sizes
-    would grow the cache without end, so the least recently used are dropped
-    beyond ``max_cached``.
+    size is fixed, so its few shapes stay cached. A folder of photos of all sizes
+    brings new shapes with every photo: the least recently used interpreters are
+    dropped once the cached ones hold more than ``max_cached_bytes`` or number more
+    than ``max_cached``, so memory stays bounded whatever is fed in. What an
+    interpreter holds is measured, not guessed: the growth of the process's resident
+    memory over its allocation and first invoke (XNNPACK's buffers are invisible in
+    the tensor list; for PNet they are ~10x the tensors' bytes).
     Outputs are returned by role where the manifest names one, else by tensor name.
     """
 
@@ -146,20 +159,29 @@ class Model:
     model: bytes = field(repr=False)
     threads: int = 2
     max_cached: int = 32
-    cache: OrderedDict[tuple[int, ...], tuple[Any, int, dict[str, int]]] = field(
-        default_factory=OrderedDict, repr=False)
+    max_cached_bytes: int = 96 << 20
+    cache: OrderedDict[tuple[int, ...], list[Any]] = field(default_factory=OrderedDict, repr=False)
 
     @classmethod
     def load(cls, file: str, directory: str | os.PathLike[str] | None = None, threads: int = 2) -> Model:
         spec = model_spec(file, directory)
         return cls(spec, load_model_bytes(spec), threads)
 
+    @property
+    def cached_bytes(self) -> int:
+        return sum(entry[3] for entry in self.cache.values())
+
     def interpreter(self, shape: tuple[int, ...]) -> tuple[Any, dict[str, Any], dict[str, dict[str, Any]]]:
         """(interpreter, input details, output details by role) for this input shape."""
+        return self._entry(shape)[:3]
+
+    def _entry(self, shape: tuple[int, ...]) -> list[Any]:
+        """[interpreter, input details, outputs by role, bytes held (-1: not yet measured), rss at creation]."""
         hit = self.cache.get(shape)
         if hit is not None:
             self.cache.move_to_end(shape)
         else:
+            before = resident_bytes()
             it = make_interpreter(self.model, self.threads)
             check_tensors(it, self.spec)
             inp = it.get_input_details()[0]
@@ -168,18 +190,26 @@ class Model:
             it.allocate_tensors()
             details = it.get_output_details()
             outs = {o.get("role", o["name"]): details[_position(details, o["name"])] for o in self.spec.outputs}
-            hit = (it, it.get_input_details()[0], outs)
+            hit = [it, it.get_input_details()[0], outs, -1, before]
             self.cache[shape] = hit
-            while len(self.cache) > self.max_cached:
-                self.cache.popitem(last=False)
         return hit
+
+    def _evict(self) -> None:
+        while len(self.cache) > 1 and (len(self.cache) > self.max_cached
+                                       or self.cached_bytes > self.max_cached_bytes):
+            self.cache.popitem(last=False)
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Float in, float out, also for full-integer models (their int8 I/O is (de)quantized here)."""
-        it, inp, outs = self.interpreter(tuple(x.shape))
+        entry = self._entry(tuple(x.shape))
+        it, inp, outs = entry[:3]
         it.set_tensor(inp["index"], quantize_input(inp, x))
         it.invoke()
-        return {role: dequantize_output(d, it.get_tensor(d["index"])) for role, d in outs.items()}
+        result = {role: dequantize_output(d, it.get_tensor(d["index"])) for role, d in outs.items()}
+        if entry[3] < 0:  # first invoke: what did this interpreter add to the process?
+            entry[3] = max(0, resident_bytes() - entry[4] - sum(v.nbytes for v in result.values()))
+            self._evict()
+        return result
 
     def run_batched(self, x: np.ndarray, max_batch: int = MAX_BATCH) -> dict[str, np.ndarray]:
         """Run (N, ...) inputs in power-of-two batches, so few interpreters are ever made."""

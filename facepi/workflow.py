@@ -15,11 +15,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facepi import classify
+from facepi import classify, runtime
 from facepi.detect import Detector, DetectorParams
 from facepi.embed import Embedder
 from facepi.faces import FacePipeline
-from facepi.gallery import Gallery, GalleryError
+from facepi.fileio import sha256_file
+from facepi.gallery import Gallery, GalleryError, check_name
 from facepi.images import IMAGE_SUFFIXES, ImageError, list_images, people_folders
 
 Progress = Callable[[int, int], None]
@@ -53,7 +54,7 @@ def align_dataset(pipeline: FacePipeline, input_dir: Path, output_dir: Path, mul
         (output_dir / person).mkdir(exist_ok=True)
         for path in photos:
             done += 1
-            result = pipeline.photo(path, multiple=multiple, accept_aligned=False, embed=False)
+            result = pipeline.photo(path, "all" if multiple else "central", accept_aligned=False, embed=False)
             if result.error:
                 report.failures.append(result.error)
             for i, face in enumerate(result.faces):
@@ -66,7 +67,7 @@ def align_dataset(pipeline: FacePipeline, input_dir: Path, output_dir: Path, mul
                 tmp = out.with_name(f".{out.name}.tmp")
                 tmp.write_bytes(png.tobytes())
                 tmp.replace(out)
-                x1, y1, x2, y2 = (int(v) for v in face.box[:4])
+                x1, y1, x2, y2 = (int(v / result.scale) for v in face.box[:4])  # in the stored photo
                 lines.append(f"{out} {x1} {y1} {x2} {y2}")
             if result.faces:
                 report.aligned += 1
@@ -112,29 +113,44 @@ def embed_photos(pipeline: FacePipeline, photos: list[Path], progress: Progress 
 
 
 def new_gallery(pipeline: FacePipeline, kind: str, target_far: float) -> Gallery:
-    if kind not in classify.CLASSIFIERS:
-        raise ValueError(f"classifier {kind!r}: expected one of {classify.CLASSIFIERS}")
+    check_fit(kind, target_far)
     e = pipeline.embedder
     return Gallery(e.model_id, e.dim, meta={
         "classifier": kind, "target_far": target_far, "embedder": e.file, "precision": e.precision,
         "alignment": pipeline.mode, "margin": pipeline.margin})
 
 
-def recalibrate(gallery: Gallery, default_threshold: float | None) -> classify.Calibration:
+def check_fit(kind: str, target_far: float) -> None:
+    if kind not in classify.CLASSIFIERS:
+        raise ValueError(f"classifier {kind!r}: expected one of {classify.CLASSIFIERS}")
+    if not 0.0 < target_far < 0.5:
+        raise ValueError(f"target FAR {target_far}: expected a rate between 0 and 0.5, e.g. 0.01")
+
+
+def recalibrate(gallery: Gallery, models_dir: str | os.PathLike[str] | None = None,
+                operating_points: classify.OperatingPoints | None = None) -> classify.Calibration:
+    """Choose the gallery's threshold with its model's measured rule (see facepi.classify)."""
+    entry = runtime.model_spec(gallery.meta["embedder"], models_dir).entry
+    points = operating_points or classify.OperatingPoints.from_manifest(entry)
+    default = (entry.get("default_threshold") or {}).get("distance")
     target = float(gallery.meta.get("target_far", classify.DEFAULT_TARGET_FAR))
-    cal = classify.calibrate(gallery, default_threshold, target)
+    cal = classify.calibrate(gallery, points, target, default)
     gallery.meta["threshold"] = cal.threshold
+    # A photo farther than this from its person's others resembles them less than 1 stranger in 20 does.
+    gallery.meta["outlier_distance"] = points.threshold(OUTLIER_FAR) if points else cal.threshold + 0.1
     gallery.meta["calibration"] = classify.calibration_dict(cal)
     return cal
 
 
 def train(pipeline: FacePipeline, data_dir: Path, kind: str = "centroid",
-          target_far: float = classify.DEFAULT_TARGET_FAR, progress: Progress | None = None
-          ) -> tuple[Gallery, list[str]]:
+          target_far: float = classify.DEFAULT_TARGET_FAR, progress: Progress | None = None,
+          models_dir: str | os.PathLike[str] | None = None) -> tuple[Gallery, list[str]]:
     """Like the seed's ``classifier.py TRAIN``: one folder per person, raw photos or aligned crops."""
     folders = people_folders(data_dir)
     if not folders:
         raise GalleryError(f"{data_dir}: no person folders (expected DATA_DIR/<person>/<photos>)")
+    for person in folders:
+        check_name(person)
     gallery = new_gallery(pipeline, kind, target_far)
     failures: list[str] = []
     total = sum(len(v) for v in folders.values())
@@ -152,18 +168,154 @@ def train(pipeline: FacePipeline, data_dir: Path, kind: str = "centroid",
             failures.append(f"{person}: no usable photo, not enrolled")
     if not gallery.people:
         raise GalleryError(f"{data_dir}: no face found in any photo; nothing to train")
-    recalibrate(gallery, pipeline.embedder.default_threshold)
+    recalibrate(gallery, models_dir or pipeline.embedder.model.spec.path.parent)
     return gallery, failures
 
 
+# ---------------------------------------------------------------- enrol, with the gallery's health checked
+
+DUPLICATE = 0.03  # cosine distance under which two photos are the same shot (resized, recompressed)
+OUTLIER_FAR = 0.05  # an enrol photo matches its person worse than this share of strangers do: an outlier
+
+
+@dataclass
+class EnrolReport:
+    """What ``enroll`` did. ``problems`` refuse the enrolment unless forced; ``notes`` are said only."""
+
+    name: str
+    added: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # unreadable photos, photos without a face
+    calibration: classify.Calibration | None = None
+
+
 def enroll(gallery: Gallery, pipeline: FacePipeline, name: str, paths: list[Path],
-           progress: Progress | None = None) -> tuple[int, list[str]]:
-    photos, problems = photos_of(paths)
-    embs, used, failures = embed_photos(pipeline, photos, progress)
-    if len(embs):
-        gallery.add(name, embs, [f"{name}/{u}" for u in used])
-        recalibrate(gallery, pipeline.embedder.default_threshold)
-    return len(embs), problems + failures
+           progress: Progress | None = None, force: bool = False, largest_face: bool = False,
+           models_dir: str | os.PathLike[str] | None = None,
+           operating_points: classify.OperatingPoints | None = None) -> EnrolReport:
+    """Add ``name``'s photos to ``gallery`` in memory, checking the gallery's health first.
+
+    Refused (nothing added) unless ``force``: a photo with several faces (unless
+    ``largest_face``), a photo that is already enrolled under another name, a new
+    person who matches an enrolled one, a photo far from the person's others.
+    Skipped and said: exact or near-duplicate photos, photos enrolled before
+    (re-enrolling is idempotent). Photos that cannot be read or show no face are
+    failures: named, and the rest go on.
+    """
+    name = check_name(name)
+    models_dir = models_dir or pipeline.embedder.model.spec.path.parent
+    report = EnrolReport(name)
+    photos, report.failures = photos_of(paths)
+    known = dict(zip(gallery.hashes, gallery.labels.tolist(), strict=True))
+    embs, crops, used, hashes = [], [], [], []
+    for i, path in enumerate(photos):
+        if progress:
+            progress(i + 1, len(photos))
+        try:
+            digest = sha256_file(path)
+        except OSError as e:
+            report.failures.append(f"{path}: cannot read ({e.strerror})")
+            continue
+        if digest in hashes:
+            report.notes.append(f"{path}: the same file as {photos[hashes.index(digest)]}; skipped")
+            continue
+        if digest in known:
+            owner = gallery.people[known[digest]]
+            (report.notes if owner == name else report.problems).append(
+                f"{path}: already enrolled as {owner}" + ("; skipped" if owner == name else ""))
+            continue
+        r = pipeline.photo(path, "largest" if largest_face else "central", accept_aligned=True)
+        if r.error:
+            report.failures.append(r.error)
+            continue
+        if r.others and not largest_face:
+            x1, y1, x2, y2 = (round(float(v) / r.scale) for v in r.faces[0].box[:4])
+            report.problems.append(f"{path}: {r.others + 1} faces; the one at x {x1}-{x2}, y {y1}-{y2} "
+                                   f"(the most central) would be used. Crop the photo, or pass --largest-face "
+                                   f"to take the largest face")
+        embs.append(r.embeddings[0])
+        crops.append(r.faces[0].crop)
+        used.append(path)
+        hashes.append(digest)
+    if not embs:
+        return report
+    x = np.stack(embs)
+    _near_duplicates(gallery, name, x, used, report)
+    keep = [i for i in range(len(used)) if used[i] is not None]
+    x, crops = x[keep], [crops[i] for i in keep]
+    used, hashes = [used[i] for i in keep], [hashes[i] for i in keep]
+    if not len(x):
+        return report
+    if "outlier_distance" not in gallery.meta:
+        recalibrate(gallery, models_dir, operating_points)
+    _same_person_elsewhere(gallery, name, x, float(gallery.meta["threshold"]), report)
+    _outliers(gallery, name, x, used, float(gallery.meta["outlier_distance"]), report)
+    if report.problems and not force:
+        return report
+    gallery.add(name, x, [f"{name}/{p.name}" for p in used], hashes, np.stack(crops))
+    report.added = len(x)
+    report.calibration = recalibrate(gallery, models_dir, operating_points)
+    return report
+
+
+def _near_duplicates(gallery: Gallery, name: str, x: np.ndarray, used: list[Path | None],
+                     report: EnrolReport) -> None:
+    """Drop (set to None in ``used``) photos that are the same shot as an enrolled or an earlier one."""
+    for i in range(len(x)):
+        if len(gallery.labels):
+            d = 1.0 - gallery.embeddings @ x[i]
+            j = int(d.argmin())
+            if d[j] < DUPLICATE:
+                owner = gallery.people[gallery.labels[j]]
+                msg = f"{used[i]}: the same shot as {gallery.sources[j]} (distance {d[j]:.3f})"
+                if owner == name:
+                    report.notes.append(msg + "; skipped")
+                else:
+                    report.problems.append(msg + f", enrolled as {owner}")
+                used[i] = None
+                continue
+        for j in range(i):
+            if used[j] is not None and 1.0 - float(x[j] @ x[i]) < DUPLICATE:
+                report.notes.append(f"{used[i]}: the same shot as {used[j]} "
+                                    f"(distance {1.0 - float(x[j] @ x[i]):.3f}); skipped")
+                used[i] = None
+                break
+
+
+def _same_person_elsewhere(gallery: Gallery, name: str, x: np.ndarray, threshold: float,
+                           report: EnrolReport) -> None:
+    """A new person whose photos match someone enrolled: one person under two names?"""
+    others = [p for p in gallery.people if p != name]
+    if not others:
+        return
+    c = x.mean(axis=0)
+    c /= np.linalg.norm(c)
+    idx = [gallery.people.index(p) for p in others]
+    cents = classify.unit_centroids(gallery.embeddings, gallery.labels, len(gallery.people))[idx]
+    d = 1.0 - cents @ c
+    j = int(d.argmin())
+    if d[j] <= threshold:
+        report.problems.append(f"{name} looks like {others[j]} (distance {d[j]:.2f}, the threshold is "
+                               f"{threshold:.2f}): the same person under two names?")
+
+
+def _outliers(gallery: Gallery, name: str, x: np.ndarray, used: list[Path], limit: float,
+              report: EnrolReport) -> None:
+    """A photo far from the person's other photos is probably someone else (Frigate drops such photos)."""
+    mine = gallery.embeddings[gallery.labels == gallery.people.index(name)] if name in gallery.people \
+        else np.empty((0, x.shape[1]), np.float32)
+    allx = np.concatenate([mine, x])
+    if len(allx) < 3:
+        return  # with two photos, neither can be told to be the odd one
+    total = allx.sum(axis=0)
+    for i, e in enumerate(x):
+        rest = total - e
+        d = 1.0 - float(e @ rest) / float(np.linalg.norm(rest))
+        if d > limit:
+            report.problems.append(f"{used[i]}: far from {name}'s other photos (distance {d:.2f}; beyond "
+                                   f"{limit:.2f}, 1 stranger in 20 matches better): probably someone else, "
+                                   f"or a poor photo")
 
 
 # ---------------------------------------------------------------- recognise
