@@ -30,8 +30,8 @@ from facepi.classify import unit_centroids  # noqa: E402
 from facepi.detect import Detector  # noqa: E402
 from facepi.embed import Embedder  # noqa: E402
 from facepi.evaluate import Embedded, evaluate, split_people  # noqa: E402
-from facepi.faces import shrink  # noqa: E402
-from facepi.images import people_folders, read_rgb  # noqa: E402
+from facepi.faces import DETECT_PIXELS  # noqa: E402
+from facepi.images import people_folders, read_rgb, shrink  # noqa: E402
 
 
 def main() -> int:
@@ -50,7 +50,7 @@ def main() -> int:
     t = time.perf_counter()
     for person, photos in people_folders(args.data).items():
         for p in photos:
-            rgb = shrink(read_rgb(p))
+            rgb, _ = shrink(read_rgb(p), DETECT_PIXELS)
             boxes, points = det.detect(rgb)
             if len(boxes) == 0:
                 faces.setdefault(person, []).append(None)

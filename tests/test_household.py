@@ -122,7 +122,7 @@ def test_household_strangers_stay_unknown(household, faces_root, capsys):
     assert g.people == list(FAMILY) and len(g.labels) == PER_PERSON * len(FAMILY)
     assert os.stat(household).st_mode & 0o777 == 0o600  # biometric templates
     cal = g.meta["calibration"]
-    assert cal["source"] == "model" and cal["per_comparison_far"] == pytest.approx(0.01 / 3)
+    assert cal["source"] == "model" and cal["per_comparison_far"] == pytest.approx(0.01 / 3 / 3)
     assert g.crops is not None and g.crops.shape[1:] == (112, 112, 3)
     results = {}
     for split in ("train", "val"):
