@@ -35,7 +35,8 @@ def main() -> int:
             pipe = load_pipeline(embedder=name, mode=mode)
             train, val = embed_folder(pipe, faces / "train"), embed_folder(pipe, faces / "val")
             for kind in ("centroid", "svm"):
-                r = train_val_report(train, val, kind, pipe.embedder.operating_points, pipe.embedder.model_id)
+                r = train_val_report(train, val, kind, pipe.embedder.operating_points, pipe.embedder.model_id,
+                                     default_threshold=pipe.embedder.default_threshold)
                 cells = "  ".join(f"{h['person'][:6]} {h['unknown']}/{h['of']} {h['others_named']}/{h['others']}"
                                   for h in r["held_out"])
                 ok = all(h["unknown"] >= 4 and h["others_named"] >= 19 for h in r["held_out"])

@@ -28,9 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from household import phone_photo  # noqa: E402
+from facepi.demo import phone_photo  # noqa: E402
 
 OLD_WAY = """
 import sys, cv2, numpy as np

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from facepi import classify  # noqa: E402
+from facepi.demo import phone_photo  # noqa: E402
 from facepi.gallery import Gallery  # noqa: E402
 from facepi.images import people_folders  # noqa: E402
 from facepi.workflow import enroll, load_pipeline, new_gallery  # noqa: E402
@@ -45,20 +46,6 @@ from facepi.workflow import enroll, load_pipeline, new_gallery  # noqa: E402
 STRICTER = (1, 2, 3, 4)  # the rule's per-comparison rate divided further, to see what it would take
 GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
 ENROL = 4
-
-
-def phone_photo(src: Path, dst: Path, megapixels: float = 12.0, orientation: int = 6) -> None:
-    """``src`` upscaled to ~``megapixels``, stored sideways with an EXIF Orientation tag (6 or 8)."""
-    from PIL import Image
-
-    with Image.open(src) as im:
-        im = im.convert("RGB")
-        s = (megapixels * 1e6 / (im.width * im.height)) ** 0.5
-        im = im.resize((round(im.width * s), round(im.height * s)), Image.Resampling.BICUBIC)
-    im = im.transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    im.save(dst, quality=90, exif=exif.tobytes())
 
 
 def operating_points(embs: dict[str, list[np.ndarray]], people: list[str], seed: int) -> np.ndarray:

@@ -45,18 +45,19 @@ def _models(args: argparse.Namespace) -> int:
 
 def _detect(args: argparse.Namespace) -> int:
     from facepi.detect import Detector, DetectorParams
-    from facepi.images import ImageError, read_rgb
+    from facepi.faces import DECODE_PIXELS, detect_bounded
+    from facepi.images import ImageError, read_photo
 
     detector = Detector(args.models, DetectorParams(minsize=args.minsize), threads=args.threads)
     failed = 0
     for path in args.images:
         try:
-            rgb = read_rgb(path)
+            rgb, scale = read_photo(path, DECODE_PIXELS)
         except ImageError as e:
             print(f"facepi: {e}", file=sys.stderr)
             failed += 1
             continue
-        boxes, points = detector.detect(rgb)
+        boxes, points = detect_bounded(detector, rgb, scale=scale)  # in the upright stored photo
         faces = [{"box": [round(float(v), 1) for v in b[:4]], "score": round(float(b[4]), 4),
                   "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in p]}
                  for b, p in zip(boxes, points, strict=True)]

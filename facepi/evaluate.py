@@ -148,7 +148,8 @@ def plot(report: dict[str, Any], path: Path, title: str = "") -> None:
 
 
 def train_val_report(train: Embedded, val: Embedded, kind: str, points: Any,
-                     model: str = "", target_far: float = 0.01) -> dict[str, Any]:
+                     model: str = "", target_far: float = 0.01, default_threshold: float | None = None
+                     ) -> dict[str, Any]:
     """The 5-celebrity protocol: closed set (train -> val), then each person held out of training.
 
     Held out, a person's val photos should come back ``unknown``; everyone else's
@@ -170,7 +171,7 @@ def train_val_report(train: Embedded, val: Embedded, kind: str, points: Any,
         return g
 
     g = gallery(None)
-    cal = calibrate(g, points, target_far)
+    cal = calibrate(g, points, target_far, default_threshold)
     preds = Classifier(g, kind, cal.threshold).predict(x)
     report: dict[str, Any] = {
         "classifier": kind, "val_photos": sum(len(v) for v in val.people.values()), "val_no_face": val.no_face,
@@ -178,7 +179,7 @@ def train_val_report(train: Embedded, val: Embedded, kind: str, points: Any,
         "calibration": calibration_dict(cal), "held_out": []}
     for out in sorted(train.people):
         g = gallery(out)
-        cal = calibrate(g, points, target_far)
+        cal = calibrate(g, points, target_far, default_threshold)
         preds = Classifier(g, kind, cal.threshold).predict(x)
         pairs = list(zip(preds, probes, strict=True))
         report["held_out"].append({

@@ -45,6 +45,19 @@ class PhotoFaces:
     others: int = 0  # further faces of comparable size that were not chosen (``select`` central/largest)
 
 
+def detect_bounded(detector: Detector, rgb: np.ndarray, max_pixels: float = DETECT_PIXELS,
+                   scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """MTCNN on a copy of at most ``max_pixels``; boxes and landmarks in ``rgb``'s coordinates
+    divided by ``scale`` (pass ``read_photo``'s scale to get the stored photo's coordinates)."""
+    small, s = shrink(rgb, max_pixels)
+    boxes, points = detector.detect(small)
+    if s * scale != 1.0 and len(boxes):
+        boxes = boxes.copy()
+        boxes[:, :4] /= s * scale
+        points = points / (s * scale)
+    return boxes, points
+
+
 class FacePipeline:
     def __init__(self, detector: Detector, embedder: Embedder, mode: str | None = None,
                  margin: int | None = None) -> None:
@@ -63,14 +76,7 @@ class FacePipeline:
         return align.crop(rgb, box, self.size, self.margin)
 
     def detect(self, rgb: np.ndarray, max_pixels: float = DETECT_PIXELS) -> tuple[np.ndarray, np.ndarray]:
-        """MTCNN on a copy of at most ``max_pixels``; boxes and landmarks in ``rgb``'s coordinates."""
-        small, s = shrink(rgb, max_pixels)
-        boxes, points = self.detector.detect(small)
-        if s != 1.0 and len(boxes):
-            boxes = boxes.copy()
-            boxes[:, :4] /= s
-            points = points / s
-        return boxes, points
+        return detect_bounded(self.detector, rgb, max_pixels)
 
     def faces(self, rgb: np.ndarray, select: str = "central") -> tuple[list[Face], int]:
         """Faces in an RGB image, and how many comparable faces were left out.

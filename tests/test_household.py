@@ -21,26 +21,12 @@ import pytest
 from conftest import ROOT
 
 from facepi.cli import main as facepi_main
+from facepi.demo import phone_photo
 from facepi.gallery import Gallery
 
 FAMILY = ("ben_afflek", "elton_john", "madonna")
 STRANGERS = ("jerry_seinfeld", "mindy_kaling")
 PER_PERSON = 5
-
-
-def phone_photo(src: Path, dst: Path, megapixels: float = 12.0, orientation: int = 6) -> Path:
-    """``src`` upscaled to ~``megapixels``, stored rotated with EXIF Orientation 6 (90°) or 8 (270°)."""
-    from PIL import Image
-
-    with Image.open(src) as im:
-        im = im.convert("RGB")
-        s = (megapixels * 1e6 / (im.width * im.height)) ** 0.5
-        im = im.resize((round(im.width * s), round(im.height * s)), Image.Resampling.BICUBIC)
-    im = im.transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    im.save(dst, quality=88, exif=exif.tobytes())
-    return dst
 
 
 def run_cli(*args: str, obey_permissions: bool = False) -> subprocess.CompletedProcess:
@@ -115,6 +101,19 @@ def test_exif_rotated_photo_finds_its_face(phone):
     sideways = det.detect(np.ascontiguousarray(cv2.rotate(small, cv2.ROTATE_90_CLOCKWISE)))[0]
     assert len(upright) >= 1 and upright[:, 4].max() > 0.99
     assert len(sideways) == 0 or sideways[:, 4].max() < upright[:, 4].max()  # what ignoring EXIF gave
+
+
+def test_detect_command_reports_the_photo_as_shown(phone):
+    r = run_cli("detect", str(phone["madonna"][0]))
+    assert r.returncode == 0, r.stderr
+    faces = json.loads(r.stdout)["faces"]
+    assert len(faces) == 1 and faces[0]["score"] > 0.95
+    x1, y1, x2, y2 = faces[0]["box"]
+    from PIL import Image, ImageOps
+
+    with Image.open(phone["madonna"][0]) as im:
+        w, h = ImageOps.exif_transpose(im).size  # the photo as a phone shows it
+    assert h > w and 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and (x2 - x1) > w / 10  # full-size coordinates
 
 
 def test_household_strangers_stay_unknown(household, faces_root, capsys):
