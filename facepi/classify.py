@@ -82,7 +82,7 @@ class Calibration:
     threshold: float
     source: str  # "model" (measured operating points), "gallery" (stricter, own evidence), "default"
     target_far: float  # per stranger photo, against the whole gallery
-    per_comparison_far: float  # target_far / number of people
+    per_comparison_far: float  # target_far / (number of people x CLUSTERING)
     model_threshold: float | None  # the model's threshold at per_comparison_far
     gallery_far: float | None  # share of the gallery's own stranger comparisons accepted (d <= t)
     tar: float | None  # share of enrolled photos accepted by their own person (leave-one-out)

@@ -14,16 +14,10 @@ import numpy as np
 from facepi import align
 from facepi.detect import Detector
 from facepi.embed import Embedder
-from facepi.images import ImageError, read_photo, shrink
+from facepi.images import DECODE_PIXELS, DETECT_PIXELS, ImageError, read_photo, shrink
 
 ALIGN_MODES = ("crop", "landmarks")
-# A photo is detected on a copy of at most DETECT_PIXELS (1000x750 at 4:3: a face of
-# minsize 20 there is 3 % of the picture, smaller than any enrolment or door face) and
-# decoded at no less than DECODE_PIXELS, where its crops are cut. MTCNN's memory grows
-# with the pixels it sees (~200 bytes a pixel at PNet's first level with XNNPACK), so
-# this is what keeps a 12-48 MP phone photo within a Pi's memory.
-DETECT_PIXELS = 750_000
-DECODE_PIXELS = 1_500_000
+__all__ = ["DECODE_PIXELS", "DETECT_PIXELS", "FacePipeline", "detect_bounded"]
 SELECTIONS = ("central", "largest", "all")
 
 

@@ -17,6 +17,7 @@ its side, where no detector finds it. So:
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -26,6 +27,13 @@ from PIL import Image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 100_000_000  # larger than any phone's photo (a 108 MP sensor is 12000x9000)
+# A photo is detected on a copy of at most DETECT_PIXELS (1000x750 at 4:3: a face of
+# minsize 20 there is 3 % of the picture, smaller than any enrolment or door face) and
+# decoded at no less than DECODE_PIXELS, where its crops are cut. MTCNN's memory grows
+# with the pixels it sees (~200 bytes a pixel at PNet's first level with XNNPACK), so
+# this is what keeps a 12-48 MP phone photo within a Pi's memory.
+DETECT_PIXELS = 750_000
+DECODE_PIXELS = 1_500_000
 REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
            8: cv2.IMREAD_REDUCED_COLOR_8}
 
@@ -53,8 +61,6 @@ def to_rgb(image: np.ndarray, source: str = "image", bgr: bool = True) -> np.nda
 
 def header_size(path: Path, data: bytes | np.ndarray) -> tuple[int, int, str]:
     """(width, height, format) from the file's header alone; nothing is decoded."""
-    import io
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -103,6 +109,11 @@ def read_photo(path: str | Path, min_pixels: float | None = None) -> tuple[np.nd
     if image is None:
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), max(image.shape[:2]) / max(w, h)
+
+
+def read_frame(path: str | Path) -> np.ndarray:
+    """A photo as a camera-sized frame (folder sources): upright, at most ``DECODE_PIXELS``."""
+    return shrink(read_photo(path, DECODE_PIXELS)[0], DECODE_PIXELS)[0]
 
 
 def shrink(rgb: np.ndarray, max_pixels: float) -> tuple[np.ndarray, float]:

@@ -19,7 +19,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from facepi.images import ImageError, list_images, read_rgb, to_rgb
+from facepi.images import ImageError, list_images, read_frame, to_rgb
 
 log = logging.getLogger("facepi.source")
 
@@ -71,7 +71,7 @@ class FolderSource:
             path, t = self.files[self.i], self.i / self.fps
             self.i += 1
             try:
-                return read_rgb(path), t
+                return read_frame(path), t  # a 48 MP photo is not a 48 MP frame
             except ImageError as e:
                 log.warning("skipping %s", e)
         return None

@@ -87,6 +87,18 @@ def test_phone_photos_are_read_upright_and_small(phone):
     assert scale == pytest.approx(0.5, abs=0.01)
 
 
+def test_folder_source_frames_are_upright_and_bounded(phone, tmp_path):
+    from facepi.images import DECODE_PIXELS
+    from facepi.source import FolderSource
+
+    (tmp_path / "a.jpg").symlink_to(phone["madonna"][0])
+    src = FolderSource(tmp_path)
+    src.open()
+    frame, _ = src.read()
+    h, w = frame.shape[:2]
+    assert h > w and h * w <= DECODE_PIXELS  # a 12 MP phone photo, not a 12 MP frame
+
+
 def test_exif_rotated_photo_finds_its_face(phone):
     import cv2
 
