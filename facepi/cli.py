@@ -317,9 +317,12 @@ def _run(args: argparse.Namespace) -> int:
     import logging
 
     from facepi.daemon import Daemon
+    from facepi.redact import MaskingFilter
 
     cfg = _load_config(args)
-    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(MaskingFilter())  # camera logins never reach the journal, whoever logs them
+    logging.basicConfig(level=cfg.log_level.upper(), handlers=[handler],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     daemon = Daemon(cfg)
     daemon.install_signals()
@@ -458,13 +461,14 @@ def main(argv: list[str] | None = None) -> int:
     from facepi.config import ConfigError
     from facepi.gallery import GalleryError
     from facepi.images import ImageError
+    from facepi.redact import mask
     from facepi.source import SourceError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (runtime.ModelError, GalleryError, ImageError, ValueError, ConfigError, SourceError) as e:
-        print(f"facepi: error: {e}", file=sys.stderr)
+        print(f"facepi: error: {mask(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # an unwritable folder, a directory where a file was expected, ...
         where = f"{e.filename}: " if e.filename else ""

@@ -2,8 +2,10 @@
 
 Precedence: built-in defaults < the TOML file < environment variables
 (``FACEPI_<SECTION>_<KEY>``, e.g. ``FACEPI_MQTT_HOST``) < command-line flags.
-Secrets never live in the file: the MQTT password comes from
-``FACEPI_MQTT_PASSWORD`` or from ``mqtt.password_file``. An unknown key, a
+Secrets never live in the file: the MQTT and camera passwords come from
+``FACEPI_MQTT_PASSWORD`` / ``FACEPI_SOURCE_PASSWORD``, from ``mqtt.password_file`` /
+``source.password_file``, or from systemd credentials (``LoadCredential=mqtt_password``
+/ ``camera_password``, read from ``$CREDENTIALS_DIRECTORY``). An unknown key, a
 wrong type or an out-of-range value is an error that names the key, the value
 and what is allowed.
 """
@@ -42,6 +44,14 @@ class SourceConfig:
                          "a video's own rate for files", 0, 240)
     fast: bool = _f(False, "process files as fast as possible instead of at their own pace")
     reconnect_max_seconds: float = _f(30.0, "longest wait between reconnection attempts", 0.1, 3600)
+    username: str = _f("", "camera login for an RTSP/HTTP URL (the password comes from FACEPI_SOURCE_PASSWORD, "
+                           "password_file or the systemd credential camera_password)")
+    password_file: str = _f("", "file holding the camera password (a bare name: in $CREDENTIALS_DIRECTORY)")
+    read_timeout_seconds: float = _f(10.0, "a camera read or open that takes longer fails and is retried", 0.5, 600)
+    stall_seconds: float = _f(20.0, "a read blocked this long is a stall: the systemd watchdog is no longer "
+                                    "pinged (WatchdogSec= restarts the service)", 1, 3600)
+    max_bad_frames: int = _f(50, "unreadable frames in a row a video file may have before it is given up", 1,
+                             100000)
 
 
 @dataclass
@@ -69,6 +79,16 @@ class RecognitionConfig:
     reidentify_seconds: float = _f(1.0, "embed a track again this often (until decided, then to confirm)",
                                    0.0, 3600)
     visit_gap: float = _f(2.0, "seconds out of view that end a visit", 0.1, 3600)
+    track_gap: float = _f(0.5, "seconds a face may be missed and still continue its track", 0.0, 60)
+    presence_hold: float = _f(1.5, "seconds a name stays on the person topic after its face was last seen", 0, 600)
+    split_distance: float = _f(0.0, "embedding distance from a track's own faces that starts a new track "
+                                    "(0: the model's measured 5 %-FAR distance, else 1.5 x the threshold)", 0, 2)
+    min_face_score: float = _f(0.95, "detector score an announced face needs (O-Net probability)", 0, 1)
+    max_landmark_error: float = _f(0.12, "landmark fit error an announced face may have (share of face size)",
+                                   0.01, 1)
+    unknown_min_frames: int = _f(5, "frames a face must be seen on before it can be announced as unknown", 1, 1000)
+    max_frame_errors: int = _f(100, "frames in a row that may fail before the daemon exits (non-zero)", 1,
+                               1_000_000)
     cooldown: float = _f(0.0, "per-person seconds before the same name is announced again (0: off)", 0, 86400)
     iou: float = _f(0.3, "overlap that continues a track from one frame to the next", 0.01, 1.0)
     debug_every_frame: bool = _f(False, "publish a prediction for every face on every frame (debugging)")
@@ -108,6 +128,7 @@ class Config:
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     mqtt_password: str | None = field(default=None, repr=False, metadata={"secret": True})
+    camera_password: str | None = field(default=None, repr=False, metadata={"secret": True})
 
     @property
     def topic_base(self) -> str:
@@ -198,8 +219,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None, overrides:
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     for name, value in env.items():
-        if not name.startswith("FACEPI_") or name in ("FACEPI_MQTT_PASSWORD", "FACEPI_CACHE", "FACEPI_MODELS",
-                                                      "FACEPI_GALLERY"):
+        if not name.startswith("FACEPI_") or name in ("FACEPI_MQTT_PASSWORD", "FACEPI_SOURCE_PASSWORD",
+                                                      "FACEPI_CACHE", "FACEPI_MODELS", "FACEPI_GALLERY"):
             continue
         _set_dotted(cfg, _env_key(cfg, name), value, name, from_text=True)
     for key, value in (overrides or {}).items():
@@ -207,7 +228,17 @@ def load(path: Path | None = None, env: dict[str, str] | None = None, overrides:
             _set_dotted(cfg, key, value, f"--{key.split('.')[-1].replace('_', '-')}", from_text=False)
     try:
         _check(cfg)
-        cfg.mqtt_password = _password(cfg, env)
+        cfg.mqtt_password = _secret(env, "FACEPI_MQTT_PASSWORD", "mqtt.password_file", cfg.mqtt.password_file,
+                                    "mqtt_password")
+        cfg.camera_password = _secret(env, "FACEPI_SOURCE_PASSWORD", "source.password_file",
+                                      cfg.source.password_file, "camera_password")
+        if cfg.camera_password or cfg.source.username:
+            from facepi.redact import with_password
+
+            try:
+                with_password(cfg.source.uri, cfg.source.username, cfg.camera_password)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
     except ConfigError as e:
         where = f"{path} (with FACEPI_* environment and flags)" if path is not None and path.exists() else \
             "configuration"
@@ -248,7 +279,7 @@ def _check(cfg: Config) -> None:
     if len(cfg.detection.thresholds) != 3 or not all(0 <= t <= 1 for t in cfg.detection.thresholds):
         raise ConfigError(f"detection.thresholds = {cfg.detection.thresholds}: need three values in [0, 1]")
     m = cfg.mqtt
-    for key in ("ca_file", "cert_file", "key_file", "password_file"):
+    for key in ("ca_file", "cert_file", "key_file"):
         value = getattr(m, key)
         if value and not Path(value).is_file():
             raise ConfigError(f"mqtt.{key} = {value!r}: no such file")
@@ -258,24 +289,43 @@ def _check(cfg: Config) -> None:
         raise ConfigError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
 
 
-def _password(cfg: Config, env: dict[str, str]) -> str | None:
-    if env.get("FACEPI_MQTT_PASSWORD"):
-        return env["FACEPI_MQTT_PASSWORD"]
-    if cfg.mqtt.password_file:
-        text = Path(cfg.mqtt.password_file).read_text().strip()
-        if not text:
-            raise ConfigError(f"mqtt.password_file = {cfg.mqtt.password_file!r}: the file is empty")
-        return text
-    return None
+def _secret(env: dict[str, str], variable: str, key: str, file_value: str, credential: str) -> str | None:
+    """A password from the environment, a file, or a systemd credential (in that order)."""
+    if env.get(variable):
+        return env[variable]
+    creds = env.get("CREDENTIALS_DIRECTORY", "")
+    path: Path | None = None
+    if file_value:
+        path = Path(file_value)
+        if not path.is_absolute() and creds and (Path(creds) / file_value).is_file():
+            path = Path(creds) / file_value
+        if not path.is_file():
+            raise ConfigError(f"{key} = {file_value!r}: no such file"
+                              f"{' (nor in $CREDENTIALS_DIRECTORY)' if creds else ''}")
+    elif creds and (Path(creds) / credential).is_file():
+        path = Path(creds) / credential
+    if path is None:
+        return None
+    try:
+        text = path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {path}: {e.strerror}") from None
+    if not text:
+        raise ConfigError(f"{key}: {path} is empty")
+    return text
 
 
 def describe(cfg: Config) -> str:
-    """The effective configuration as TOML-like text, with the password masked."""
+    """The effective configuration as TOML-like text, with passwords and URL logins masked."""
+    from facepi.redact import mask
+
     lines = [f"camera_id = {cfg.camera_id!r}", f"camera_name = {cfg.camera_name!r}",
              f"log_level = {cfg.log_level!r}"]
     for name, section in _sections(cfg).items():
         lines.append(f"\n[{name}]")
         for f in dataclasses.fields(section):
-            lines.append(f"{f.name} = {getattr(section, f.name)!r}")
+            value = getattr(section, f.name)
+            lines.append(f"{f.name} = {mask(value) if isinstance(value, str) else value!r}")
     lines.append(f"# mqtt password: {'set' if cfg.mqtt_password else 'not set'}")
+    lines.append(f"# camera password: {'set' if cfg.camera_password else 'not set'}")
     return "\n".join(lines)

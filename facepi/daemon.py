@@ -5,6 +5,14 @@ source, broker connection); the per-frame loop only detects, matches tracks,
 embeds the tracks that need it and publishes news. SIGTERM/SIGINT stop it
 cleanly (queue flushed, ``offline`` published, exit 0); SIGHUP reloads the
 gallery without a restart. A file or folder source ends like a clean shutdown.
+
+Health is progress, not liveness: the systemd watchdog is pinged only while
+frames arrive or the camera is being reopened; a source call blocked for longer
+than ``source.stall_seconds`` stops the pings (systemd restarts the service, or
+without a watchdog the daemon exits 4) and says so in the journal and ``status``.
+One frame that fails is logged and counted; only ``max_frame_errors`` in a row end
+the daemon. Exit codes: 0 clean, 1 the source or the frame loop failed, 2 bad
+configuration or credentials, 3 events of a file never delivered, 4 stalled.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,11 +37,14 @@ from facepi.detect import DetectorParams
 from facepi.faces import FacePipeline
 from facepi.notify import Notifier
 from facepi.publish import make_publisher
-from facepi.source import Capture, make_source
+from facepi.redact import mask, with_password
+from facepi.source import Capture, Frame, make_source
 from facepi.track import Track, Tracker
 from facepi.workflow import Recognizer
 
 log = logging.getLogger("facepi.daemon")
+FPS_WINDOW = 60.0  # seconds: status.fps is the rate over the last minute, so a stall shows at once
+EXIT_FAILED, EXIT_CONFIG, EXIT_UNDELIVERED, EXIT_STALLED = 1, 2, 3, 4
 
 
 def _pct(values: deque[float], q: float) -> float | None:
@@ -48,20 +60,30 @@ class Daemon:
         self.recognizer = self._load_recognizer()
         self.pipeline = self.recognizer.pipeline
         r = cfg.recognition
-        self.tracker = Tracker(r.iou, r.visit_gap, r.vote_frames, r.reidentify_seconds, r.cooldown)
+        self.tracker = Tracker(r.iou, r.visit_gap, r.vote_frames, r.reidentify_seconds, r.cooldown, r.track_gap,
+                               r.presence_hold, self._split_distance(), r.unknown_min_frames, r.min_face_score,
+                               r.max_landmark_error)
         self.publisher = make_publisher(cfg)
-        self.capture = Capture(make_source(cfg.source.uri, cfg.source.width, cfg.source.height, cfg.source.fps),
-                               cfg.source.fast, cfg.source.reconnect_max_seconds)
+        src = cfg.source
+        self.source_name = mask(src.uri)
+        self.capture = Capture(make_source(with_password(src.uri, src.username, cfg.camera_password), src.width,
+                                           src.height, src.fps, src.read_timeout_seconds, src.max_bad_frames),
+                               src.fast, src.reconnect_max_seconds, name=self.source_name)
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
+        self.run_id = uuid.uuid4().hex[:12]  # per start: subscribers tell a restart from lost events
         self.seq = 0
         self.det_ms: deque[float] = deque(maxlen=300)
         self.emb_ms: deque[float] = deque(maxlen=300)
         self.latency_ms: deque[float] = deque(maxlen=300)
+        self.frame_times: deque[float] = deque()
         self.frames = 0
+        self.frame_errors = 0
+        self.errors_in_a_row = 0
         self.started = time.monotonic()
         self.last_names: list[str] | None = None
         self.reload_error: str | None = None
+        self.stalled: str | None = None
 
     def _load_recognizer(self, pipeline: FacePipeline | None = None) -> Recognizer:
         """The gallery and its classifier; on reload, on the running pipeline (no interpreter rebuilt)."""
@@ -74,6 +96,13 @@ class Daemon:
                  len(rec.gallery.people), rec.classifier.threshold, rec.pipeline.embedder.name)
         return rec
 
+    def _split_distance(self) -> float:
+        """How far a face may be from its track's own faces before it is somebody else."""
+        if self.cfg.recognition.split_distance > 0:
+            return self.cfg.recognition.split_distance
+        measured = self.recognizer.gallery.meta.get("outlier_distance")  # the model's 5 %-FAR distance
+        return float(measured) if measured else 1.5 * self.recognizer.classifier.threshold
+
     # ------------------------------------------------------------------ lifecycle
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
@@ -83,9 +112,9 @@ class Daemon:
     def run(self) -> int:
         self.capture.start()
         self.publisher.start()
-        self.notifier.ready(f"serving {self.cfg.source.uri}")
-        log.info("ready: source %s, publishing %s", self.cfg.source.uri,
-                 f"to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}" if self.cfg.mqtt.host else "on stdout")
+        self.notifier.ready(f"serving {self.source_name}")
+        log.info("ready: source %s, publishing %s, run %s", self.source_name,
+                 f"to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}" if self.cfg.mqtt.host else "on stdout", self.run_id)
         last_status = 0.0
         code = 0
         try:
@@ -95,33 +124,93 @@ class Daemon:
                     self._reload()
                 if self.publisher.fatal:
                     log.error("%s", self.publisher.fatal)
-                    code = 2
+                    code = EXIT_CONFIG
                     break
                 frame = self.capture.get(timeout=0.5)
                 if frame is None:
                     if self.capture.finished:
+                        if self.capture.error:
+                            code = EXIT_FAILED
+                        break
+                elif not self._process_isolated(frame):
+                    code = EXIT_FAILED
+                    break
+                now = time.monotonic()
+                if self._check_stall(now):
+                    if self.notifier.watchdog_interval is None:  # nobody else will restart us
+                        code = EXIT_STALLED
                         break
                 else:
-                    self.process(frame.rgb, frame.t, frame.captured)
-                now = time.monotonic()
-                self.notifier.watchdog()
+                    self.notifier.watchdog()
+                self.publisher.flush()
                 if now - last_status >= self.cfg.mqtt.status_interval:
                     last_status = now
-                    status = self.status()
-                    self.publisher.status(status)
-                    self.notifier.status(f"{status['fps']} fps, source {status['source']}, "
-                                         f"{status['events']} events")
-            for tr in self.tracker.finish(self._decide):
-                self._maybe_announce(tr, tr.last_t, time.monotonic())
+                    self._publish_status()
+            self._final_announcements()
         finally:
             self.notifier.stopping()
             self.capture.stop()
             self.publisher.person([])
-            final = self.status() | {"source": "stopped"}
+            final = self.status() | {"source": "stopped" if not self.capture.error else
+                                     f"failed: {self.capture.error}"}
             self.publisher.status(final)
             log.info("final status: %s", json.dumps(final))
-            self.publisher.stop(timeout=10.0)
+            undelivered = self.publisher.stop(timeout=10.0)
+        if code == 0 and not self.capture.source.live and (undelivered or self.publisher.dropped):
+            log.error("%d event(s) of this file were never delivered (%d dropped, %d still queued)",
+                      undelivered + self.publisher.dropped, self.publisher.dropped, undelivered)
+            code = EXIT_UNDELIVERED
         return code
+
+    def _publish_status(self) -> None:
+        status = self.status()
+        self.publisher.status(status)
+        self.notifier.status(f"{status['fps']} fps, source {status['source']}, {status['events']} events"
+                             + (f", {self.stalled}" if self.stalled else ""))
+
+    def _check_stall(self, now: float) -> bool:
+        """True while a source call has been blocked for longer than source.stall_seconds."""
+        blocked = self.capture.blocked_for(now)
+        if blocked <= self.cfg.source.stall_seconds:
+            if self.stalled:
+                log.warning("source %s moves again after a stall", self.source_name)
+                self.stalled = None
+            return False
+        if not self.stalled:
+            self.stalled = (f"stalled: the source has been inside {self.capture.busy_in}() for {blocked:.0f} s "
+                            f"(source.stall_seconds = {self.cfg.source.stall_seconds:g}); watchdog pings stopped")
+            log.error("%s", self.stalled)
+            self._publish_status()
+        return True
+
+    def _process_isolated(self, frame: Frame) -> bool:
+        """One frame that fails (a degenerate face, an OpenCV error) is logged and counted, not fatal;
+        False once max_frame_errors have failed in a row."""
+        try:
+            if frame.cut:
+                self._final_announcements()
+                self.tracker.cut()
+            self.process(frame.rgb, frame.t, frame.captured)
+        except Exception:
+            self.frame_errors += 1
+            self.errors_in_a_row += 1
+            limit = self.cfg.recognition.max_frame_errors
+            if self.frame_errors <= 3 or self.frame_errors % 100 == 0:
+                log.exception("frame %d failed (%d so far, %d in a row; the daemon stops at %d in a row)",
+                              frame.index, self.frame_errors, self.errors_in_a_row, limit)
+            if self.errors_in_a_row >= limit:
+                log.error("%d frames in a row failed: stopping", self.errors_in_a_row)
+                return False
+            return True
+        self.errors_in_a_row = 0
+        return True
+
+    def _final_announcements(self) -> None:
+        now = time.monotonic()
+        for tr in self.tracker.finish(self._decide):
+            if not self.cfg.recognition.debug_every_frame and self.tracker.announce(tr, tr.last_t, final=True):
+                assert tr.decision is not None
+                self._publish(tr, tr.decision, now)
 
     def _reload(self) -> None:
         try:
@@ -131,6 +220,7 @@ class Daemon:
             log.error("SIGHUP: %s", self.reload_error)
             return
         self.recognizer, self.reload_error = rec, None
+        self.tracker.split_distance = self._split_distance()
         log.info("SIGHUP: gallery reloaded")
 
     # ------------------------------------------------------------------ per frame
@@ -145,6 +235,10 @@ class Daemon:
         t1 = time.perf_counter()
         self.det_ms.append((t1 - t0) * 1000)
         self.frames += 1
+        now = time.monotonic()
+        self.frame_times.append(now)
+        while self.frame_times and now - self.frame_times[0] > FPS_WINDOW:
+            self.frame_times.popleft()
         visible = self.tracker.update(boxes, points, t)
         todo = [tr for tr in visible if self.tracker.wants_embedding(tr, t) or self.cfg.recognition.debug_every_frame]
         if todo:
@@ -152,10 +246,12 @@ class Daemon:
             embs = self.pipeline.embedder.embed(crops)
             self.emb_ms.append((time.perf_counter() - t1) * 1000)
             for tr, crop, emb in zip(todo, crops, embs, strict=True):
-                tr.crop = crop
-                self.tracker.add_embedding(tr, emb, t, self._decide)
+                joined = self.tracker.add_embedding(tr, emb, t, self._decide)
+                joined.crop = crop
+                if joined is not tr:  # somebody else took this spot: a new track
+                    visible[visible.index(tr)] = joined
                 if self.cfg.recognition.debug_every_frame:
-                    self._publish(tr, self._decide(emb), captured)
+                    self._publish(joined, self._decide(emb), captured)
         for tr in visible:
             self._maybe_announce(tr, t, captured)
         names = self.tracker.names_in_view(t)
@@ -177,7 +273,7 @@ class Daemon:
         event = {"camera": self.cfg.camera_id, "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
                  "name": d.name, "score": round(d.score, 4), "distance": round(d.distance, 4),
                  "box": [round(x1), round(y1), round(x2 - x1), round(y2 - y1)], "track_id": tr.id,
-                 "seq": self.seq, "model": self.pipeline.embedder.name}
+                 "seq": self.seq, "run": self.run_id, "model": self.pipeline.embedder.name}
         self.publisher.event(event)
         self.latency_ms.append((time.monotonic() - captured) * 1000)
         if self.cfg.mqtt.snapshot and tr.crop is not None:
@@ -187,13 +283,19 @@ class Daemon:
         log.info("event %d: %s (distance %.3f, track %d)", self.seq, d.name, d.distance, tr.id)
 
     def status(self) -> dict[str, Any]:
-        up = time.monotonic() - self.started
-        return {"camera": self.cfg.camera_id, "fps": round(self.frames / up, 2) if up > 0 else 0.0,
+        now = time.monotonic()
+        up = now - self.started
+        while self.frame_times and now - self.frame_times[0] > FPS_WINDOW:
+            self.frame_times.popleft()
+        window = min(FPS_WINDOW, up)
+        return {"camera": self.cfg.camera_id, "run": self.run_id,
+                "fps": round(len(self.frame_times) / window, 2) if window > 0 else 0.0,
                 "detect_ms_p50": _pct(self.det_ms, 50), "detect_ms_p95": _pct(self.det_ms, 95),
                 "embed_ms_p50": _pct(self.emb_ms, 50), "embed_ms_p95": _pct(self.emb_ms, 95),
                 "latency_ms_p50": _pct(self.latency_ms, 50), "latency_ms_p95": _pct(self.latency_ms, 95),
                 "frames": self.frames, "frames_dropped": self.capture.dropped,
-                "source": self.capture.state, "source_failures": self.capture.failures,
+                "source": self.stalled or self.capture.state, "source_failures": self.capture.failures,
+                "frame_errors": self.frame_errors, "track_splits": self.tracker.splits,
                 "queue_depth": self.publisher.queue_depth, "events": self.seq,
                 "events_dropped": self.publisher.dropped, "uptime_s": round(up, 1),
                 "people": len(self.recognizer.gallery.people), "reload_error": self.reload_error}

@@ -6,7 +6,8 @@ shutdown), ``event`` (one JSON message per recognition), ``person`` (retained:
 names in view), ``status`` (retained health), optional ``snapshot`` (JPEG).
 Events published while the broker is away stay queued in paho in order and are
 sent after it reconnects; at most ``queue_size`` are kept, and the ``status``
-topic counts the ones dropped beyond that. Home Assistant discovery configs are
+topic counts the ones dropped beyond that. Retained state topics coalesce:
+through an outage only their newest message waits. Home Assistant discovery configs are
 published on connect and whenever Home Assistant announces itself online.
 """
 
@@ -14,15 +15,20 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
+
+from paho.mqtt.client import MQTTErrorCode, MQTTMessageInfo
 
 from facepi import __version__
 from facepi.config import Config
 
 log = logging.getLogger("facepi.publish")
+STATE_SLACK = 64  # paho's queue bound beyond queue_size: the state topics and discovery configs
 
 
 class StdoutPublisher:
@@ -49,18 +55,66 @@ class StdoutPublisher:
     def snapshot(self, jpeg: bytes) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
     @property
     def queue_depth(self) -> int:
         return 0
 
-    def stop(self, timeout: float = 5.0) -> None:
-        pass
+    def stop(self, timeout: float = 5.0) -> int:
+        return 0
 
 
 AUTH_FAILURES = ("Bad user name or password", "Not authorized")
 
 
+def _done(info: MQTTMessageInfo) -> bool:
+    """Acknowledged (QoS 1/2) or written (QoS 0), or failed for good: paho's own bookkeeping."""
+    if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+        return True
+    return info.is_published()
+
+
+def why_unreachable(host: str, port: int, timeout: float = 3.0) -> str:
+    """The cause of a failed connection in words (paho only says "not connected")."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        return f"cannot resolve the broker host {host!r} ({e.strerror}): check mqtt.host and DNS"
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        return f"{host}:{port} refused the connection: is the broker running, on this port?"
+    except TimeoutError:
+        return f"{host}:{port} did not answer within {timeout:g} s: wrong host, or a firewall?"
+    except OSError as e:
+        return f"{host}:{port}: {e.strerror or e}"
+    return (f"{host}:{port} accepts TCP but the MQTT handshake failed: a TLS port without mqtt.tls, "
+            "or not an MQTT port?")
+
+
+class _QuietPaho(logging.Filter):
+    """paho logs "Client is not connected" at ERROR on every pass while the broker is away and on
+    every clean exit; the publisher names the actual cause once instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
 class MqttPublisher:
+    """MQTT through paho, which does the queueing and the counting.
+
+    Events (QoS ``mqtt.qos``) are handed to paho at once, connected or not: paho
+    keeps QoS 1/2 messages, in order, through an outage. At most ``queue_size``
+    are unacknowledged (``MQTTMessageInfo.is_published``); beyond that new events
+    are dropped and counted. State topics (``person``, ``status``, availability,
+    discovery) are retained: only the newest matters, so each has at most one
+    message in paho at a time and a newer one waits in a slot (replacing any older
+    waiting one) until the previous is acknowledged and the broker is connected.
+    ``max_queued_messages_set`` bounds paho's own queue as a backstop.
+    """
+
     def __init__(self, cfg: Config) -> None:
         import paho.mqtt.client as mqtt
 
@@ -69,22 +123,27 @@ class MqttPublisher:
         m = cfg.mqtt
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=m.client_id or f"facepi-{cfg.camera_id}")
-        self.client.enable_logger(logging.getLogger("facepi.paho"))
+        paho_log = logging.getLogger("facepi.paho")
+        paho_log.addFilter(_QuietPaho())
+        self.client.enable_logger(paho_log)
         if m.username:
             self.client.username_pw_set(m.username, cfg.mqtt_password)
         if m.tls:
             self.client.tls_set(ca_certs=m.ca_file or None, certfile=m.cert_file or None, keyfile=m.key_file or None)
         self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(1, int(max(1, m.reconnect_max_seconds)))
+        self.client.max_queued_messages_set(m.queue_size + STATE_SLACK)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
         self.lock = threading.Lock()
-        self.unacked: set[int] = set()
-        self.early_acks: set[int] = set()
+        self.events: deque[MQTTMessageInfo] = deque()  # events in paho, not yet acknowledged
+        self.waiting: dict[str, tuple[str | bytes, int]] = {}  # state topic -> newest payload, qos
+        self.in_paho: dict[str, MQTTMessageInfo] = {}  # state topic -> the message paho has
         self.dropped = 0
         self.connected = False
+        self.problem: str | None = None  # why the broker is not connected, said once per change
         self.fatal: str | None = None
         self.closing = False
         self.discovery_topic = f"{m.discovery_prefix}/status"
@@ -94,36 +153,45 @@ class MqttPublisher:
 
     # -- paho callbacks (explicit, as in paho's examples)
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        m = self.cfg.mqtt
         if reason_code.is_failure:
             text = str(reason_code)
-            log.error("MQTT broker %s:%d refused the connection: %s%s", self.cfg.mqtt.host, self.cfg.mqtt.port,
-                      text, " (check mqtt.username and the password)" if text in AUTH_FAILURES else "")
+            self._say(f"MQTT broker {m.host}:{m.port} refused the connection: {text}"
+                      f"{' (check mqtt.username and the password)' if text in AUTH_FAILURES else ''}", logging.ERROR)
             if text in AUTH_FAILURES:
                 self.fatal = f"MQTT broker refused the credentials: {text}"
             return
         self.connected = True
-        log.info("connected to MQTT broker %s:%d", self.cfg.mqtt.host, self.cfg.mqtt.port)
-        client.publish(self.topic("availability"), "online", qos=1, retain=True)
-        if self.cfg.mqtt.discovery:
+        self.problem = None
+        log.info("connected to MQTT broker %s:%d", m.host, m.port)
+        self._state("availability", "online", 1)
+        if m.discovery:
             client.subscribe(self.discovery_topic, qos=1)
             self._publish_discovery()
+        self.flush()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        m = self.cfg.mqtt
+        self._say(f"cannot reach the MQTT broker: {why_unreachable(m.host, m.port)}; retrying with backoff "
+                  f"(events are kept, up to mqtt.queue_size = {m.queue_size})", logging.WARNING)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected and not self.closing:
-            log.warning("MQTT disconnected (%s); reconnecting with backoff", reason_code)
+        was = self.connected
         self.connected = False
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self.lock:
-            if mid in self.unacked:
-                self.unacked.discard(mid)
-            else:
-                self.early_acks.add(mid)
+        if was and not self.closing:
+            self._say(f"lost the MQTT broker ({reason_code}); reconnecting with backoff", logging.WARNING)
 
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic == self.discovery_topic and msg.payload == b"online":
             log.info("Home Assistant is online: re-publishing discovery")
             self._publish_discovery()
+            self.flush()
+
+    def _say(self, text: str, level: int) -> None:
+        """Log a connection problem once per change, not on every retry."""
+        if text != self.problem:
+            self.problem = text
+            log.log(level, "%s", text)
 
     # -- publishing
     def start(self) -> None:
@@ -131,38 +199,69 @@ class MqttPublisher:
         self.client.connect_async(m.host, m.port, m.keepalive)
         self.client.loop_start()
 
-    def _send(self, leaf: str, payload: str | bytes, qos: int, retain: bool = False, counted: bool = False) -> None:
-        if counted:
-            with self.lock:
-                if len(self.unacked) >= self.cfg.mqtt.queue_size:
-                    self.dropped += 1
-                    return
-        # While the broker is away paho keeps QoS>0 messages queued, in order, and sends
-        # them after reconnecting (publish returns "not connected" but the message stays).
-        info = self.client.publish(self.topic(leaf), payload, qos=qos, retain=retain)
-        if counted and qos > 0:
-            with self.lock:
-                if info.mid in self.early_acks:  # acknowledged before we got here
-                    self.early_acks.discard(info.mid)
-                else:
-                    self.unacked.add(info.mid)
+    def _publish(self, topic: str, payload: str | bytes, qos: int, retain: bool) -> MQTTMessageInfo:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            # paho keeps a QoS 1/2 message published while disconnected and sends it after
+            # reconnecting, but marks it NO_CONN, which makes is_published() raise for good.
+            info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        return info
 
     def event(self, payload: dict[str, Any]) -> None:
-        self._send("event", json.dumps(payload), self.cfg.mqtt.qos, counted=True)
+        qos = self.cfg.mqtt.qos
+        if self.queue_depth >= self.cfg.mqtt.queue_size:
+            self.dropped += 1
+            return
+        info = self._publish(self.topic("event"), json.dumps(payload), qos, False)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:  # queue full, or QoS 0 while disconnected
+            self.dropped += 1
+            return
+        with self.lock:
+            self.events.append(info)
+
+    def _state(self, leaf: str, payload: str | bytes, qos: int) -> None:
+        with self.lock:
+            self.waiting[leaf] = (payload, qos)
+        self.flush()
+
+    def flush(self) -> None:
+        """Hand waiting state messages to paho where the previous one is done (never under our lock:
+        paho calls back holding its own)."""
+        if not self.connected:
+            return
+        with self.lock:
+            ready = [(leaf, self.waiting.pop(leaf)) for leaf in list(self.waiting)
+                     if leaf not in self.in_paho or _done(self.in_paho[leaf])]
+        for leaf, (payload, qos) in ready:
+            topic = leaf if "/" in leaf else self.topic(leaf)
+            info = self._publish(topic, payload, qos, True)
+            with self.lock:
+                self.in_paho[leaf] = info
 
     def person(self, names: list[str]) -> None:
-        self._send("person", json.dumps(names), 1, retain=True)
+        self._state("person", json.dumps(names), 1)
 
     def status(self, payload: dict[str, Any]) -> None:
-        self._send("status", json.dumps(payload), 0, retain=True)
+        self._state("status", json.dumps(payload), 0)
 
     def snapshot(self, jpeg: bytes) -> None:
-        self._send("snapshot", jpeg, 0)
+        if self.connected:  # QoS 0, not retained: a snapshot is news only now
+            self.client.publish(self.topic("snapshot"), jpeg, qos=0)
 
     @property
     def queue_depth(self) -> int:
+        """Events not yet acknowledged by the broker."""
         with self.lock:
-            return len(self.unacked)
+            while self.events and _done(self.events[0]):
+                self.events.popleft()
+            if any(_done(i) for i in self.events):  # acknowledged out of order (QoS 2, resends)
+                self.events = deque(i for i in self.events if not _done(i))
+            return len(self.events)
+
+    @property
+    def pending_states(self) -> int:
+        with self.lock:
+            return len(self.waiting) + sum(not _done(i) for i in self.in_paho.values())
 
     def discovery_messages(self) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
@@ -188,25 +287,28 @@ class MqttPublisher:
         }
 
     def _publish_discovery(self) -> None:
-        for topic, payload in self.discovery_messages().items():
-            self.client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        with self.lock:
+            for topic, payload in self.discovery_messages().items():
+                self.waiting[topic] = (json.dumps(payload), 1)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued (bounded wait), publish offline, disconnect cleanly."""
+    def stop(self, timeout: float = 5.0) -> int:
+        """Deliver what is queued (bounded wait), publish offline, disconnect cleanly.
+        Returns the number of events that were not delivered."""
         deadline = time.monotonic() + timeout
-        while self.queue_depth and time.monotonic() < deadline and not self.fatal:
+        self._state("availability", "offline", 1)
+        while time.monotonic() < deadline and not self.fatal:  # a broker away may come back for the events
+            self.flush()
+            if not self.queue_depth and not (self.connected and self.pending_states):
+                break
             time.sleep(0.05)
-        if self.queue_depth:
-            log.warning("%d event(s) not delivered before shutdown", self.queue_depth)
-        if self.connected:
-            info = self.client.publish(self.topic("availability"), "offline", qos=1, retain=True)
-            try:
-                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            except (RuntimeError, ValueError):
-                pass
+        undelivered = self.queue_depth
+        if undelivered:
+            log.warning("%d event(s) not delivered before shutdown%s", undelivered,
+                        f" ({self.problem})" if self.problem else "")
         self.closing = True
         self.client.disconnect()
         self.client.loop_stop()
+        return undelivered
 
 
 def make_publisher(cfg: Config) -> StdoutPublisher | MqttPublisher:

@@ -5,6 +5,8 @@ files and folders (so visits are measured in the video's time even with
 ``--fast``), monotonic time for live cameras. ``Capture`` runs a source in its
 own thread and keeps only the newest frame, so a slow frame never builds a
 backlog; when a live source fails it logs, reopens with backoff and carries on.
+Every wait on a camera is bounded (FFmpeg open/read timeouts for streams, a
+``wait`` timeout for picamera2), and a read that blocks anyway shows as a stall.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import cv2
 import numpy as np
 
 from facepi.images import ImageError, list_images, read_frame, to_rgb
+from facepi.redact import mask
 
 log = logging.getLogger("facepi.source")
 
@@ -34,6 +37,7 @@ class Frame:
     t: float  # seconds: media time for files, monotonic time for live sources
     captured: float  # time.monotonic() when captured (latency is measured from here)
     index: int
+    cut: bool = False  # an unrelated scene: no face continues from the previous frame (photos)
 
 
 class Source(Protocol):
@@ -47,9 +51,13 @@ class Source(Protocol):
 
 
 class FolderSource:
-    """Images of a folder in name order, each shown for 1/fps seconds of media time."""
+    """Images of a folder in name order, each shown for 1/fps seconds of media time.
+
+    Every photo is its own scene (``cuts``): faces are never joined across photos.
+    """
 
     live = False
+    cuts = True
 
     def __init__(self, folder: Path, fps: float = 2.0) -> None:
         self.folder, self.fps = folder, fps or 2.0
@@ -81,43 +89,73 @@ class FolderSource:
 
 
 class OpenCVSource:
-    """cv2.VideoCapture: a device index or path (V4L2), an RTSP/HTTP URL, or a video file."""
+    """cv2.VideoCapture: a device index or path (V4L2), an RTSP/HTTP URL, or a video file.
 
-    def __init__(self, uri: str, width: int = 640, height: int = 480) -> None:
+    Network streams get FFmpeg's open and read timeouts, so a camera that goes
+    silent fails a read (and is reopened) instead of blocking it forever. A file
+    with damaged frames is read past them (seeking over each one) up to
+    ``max_bad_frames`` in a row; beyond that it ends with an error that names the
+    frame, never as if the video were over.
+    """
+
+    def __init__(self, uri: str, width: int = 640, height: int = 480, timeout: float = 10.0,
+                 max_bad_frames: int = 50) -> None:
         self.uri, self.width, self.height = uri, width, height
+        self.timeout, self.max_bad_frames = timeout, max_bad_frames
         self.is_file = Path(uri).is_file()
         self.live = not self.is_file
         self.cap: cv2.VideoCapture | None = None
         self.fps = 0.0
-        self.n = 0
+        self.total = 0
+        self.bad_frames = 0  # skipped because unreadable (files)
 
     @property
     def frame_interval(self) -> float:
         return 1.0 / self.fps if self.fps > 0 else 0.0
 
     def open(self) -> None:
-        target: int | str = int(self.uri) if self.uri.isdigit() else self.uri
-        cap = cv2.VideoCapture(target)
+        if "://" in self.uri:
+            ms = int(self.timeout * 1000)
+            cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            cap = cv2.VideoCapture(int(self.uri) if self.uri.isdigit() else self.uri)
         if not cap.isOpened():
-            raise SourceError(f"cannot open video source {self.uri!r}")
+            cap.release()
+            raise SourceError(f"cannot open video source {mask(self.uri)!r}")
         if not self.is_file:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a queue of old ones
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.cap, self.n = cap, 0
+        self.total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self.is_file else 0
+        self.cap = cap
 
     def read(self) -> tuple[np.ndarray, float] | None:
         if self.cap is None:
             raise SourceError("source is not open")
-        ok, bgr = self.cap.read()
-        if not ok:
-            if self.is_file:
-                return None
-            raise SourceError(f"{self.uri!r}: no frame (camera unplugged or stream dropped)")
-        self.n += 1
-        t = (self.n - 1) / self.fps if self.is_file and self.fps > 0 else time.monotonic()
-        return to_rgb(bgr, self.uri), t
+        if not self.is_file:
+            ok, bgr = self.cap.read()
+            if not ok:
+                raise SourceError(f"{mask(self.uri)!r}: no frame (camera unplugged, stream dropped or silent "
+                                  f"for {self.timeout:g} s)")
+            return to_rgb(bgr, mask(self.uri)), time.monotonic()
+        bad = 0
+        while True:
+            pos = int(self.cap.get(cv2.CAP_PROP_POS_FRAMES))
+            ok, bgr = self.cap.read()
+            if ok:
+                return to_rgb(bgr, self.uri), pos / self.fps if self.fps > 0 else float(pos)
+            if self.total <= 0 or pos >= self.total:
+                return None  # the end of the video
+            bad += 1
+            self.bad_frames += 1
+            if bad > self.max_bad_frames:
+                raise SourceError(f"{self.uri}: frames {pos - bad + 2}-{pos + 1} of {self.total} are unreadable "
+                                  f"(the file is damaged; gave up after {self.max_bad_frames} in a row)")
+            log.warning("%s: frame %d of %d is unreadable; skipped", self.uri, pos + 1, self.total)
+            if int(self.cap.get(cv2.CAP_PROP_POS_FRAMES)) <= pos:
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, pos + 1)  # seek over it
 
     def close(self) -> None:
         if self.cap is not None:
@@ -130,13 +168,17 @@ class Picamera2Source:
 
     A video configuration with the ``main`` stream at the configured size. Mind that
     picamera2's "RGB888" format yields BGR-ordered arrays; they are converted here.
+    Every capture is waited for at most ``timeout`` seconds: a libcamera stall
+    ("Camera frontend has timed out") becomes a failed read that is retried,
+    where ``capture_array()`` with its default would wait forever.
     """
 
     live = True
     frame_interval = 0.0
 
-    def __init__(self, width: int = 640, height: int = 480) -> None:
+    def __init__(self, width: int = 640, height: int = 480, timeout: float = 10.0) -> None:
         self.size = (width, height)
+        self.timeout = timeout
         self.cam = None
 
     def open(self) -> None:
@@ -145,16 +187,22 @@ class Picamera2Source:
         except ImportError:
             raise SourceError("source 'picamera2' needs the picamera2 package: sudo apt install "
                               "python3-picamera2, and a venv made with --system-site-packages") from None
-        cam = Picamera2()
-        cam.configure(cam.create_video_configuration(main={"size": self.size, "format": "RGB888"}))
-        cam.start()
+        try:
+            cam = Picamera2()
+            cam.configure(cam.create_video_configuration(main={"size": self.size, "format": "RGB888"}))
+            cam.start()
+        except Exception as e:  # no camera, camera busy, ...
+            raise SourceError(f"picamera2: cannot start the camera: {e}") from None
         self.cam = cam
 
     def read(self) -> tuple[np.ndarray, float] | None:
         if self.cam is None:
             raise SourceError("camera is not open")
         try:
-            bgr = self.cam.capture_array("main")
+            job = self.cam.capture_array("main", wait=False)
+            bgr = self.cam.wait(job, timeout=self.timeout)
+        except TimeoutError:
+            raise SourceError(f"picamera2: no frame within {self.timeout:g} s (camera stalled)") from None
         except Exception as e:  # e.g. "Camera frontend has timed out"
             raise SourceError(f"picamera2: {e}") from None
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.monotonic()
@@ -168,47 +216,68 @@ class Picamera2Source:
                 self.cam = None
 
 
-def make_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0) -> Source:
+def make_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0, timeout: float = 10.0,
+                max_bad_frames: int = 50) -> Source:
     if uri == "picamera2":
-        return Picamera2Source(width, height)
+        return Picamera2Source(width, height, timeout)
     path = Path(uri)
     if path.is_dir():
         return FolderSource(path, fps or 2.0)
     if not (uri.isdigit() or "://" in uri or uri.startswith("/dev/") or path.is_file()):
-        raise SourceError(f"source {uri!r}: not a camera index, /dev path, URL, video file or image folder")
-    return OpenCVSource(uri, width, height)
+        raise SourceError(f"source {mask(uri)!r}: not a camera index, /dev path, URL, video file or image folder")
+    return OpenCVSource(uri, width, height, timeout, max_bad_frames)
 
 
 class Capture:
-    """Runs a source in a thread and keeps only the newest frame.
+    """Runs a source in its own thread and keeps only the newest frame.
+
+    The thread alone opens, reads and closes the source, so a close can never
+    land in the middle of a read. It never dies silently: whatever a live camera
+    raises (a ``SourceError``, an OpenCV error, an odd pixel format) is logged,
+    counted and answered by reopening with backoff; a file or folder that fails
+    ends with ``error`` set. ``blocked_for()`` says how long the thread has been
+    inside one ``open()`` or ``read()``: the daemon's stall detector.
 
     Files and folders are paced at their own frame rate, like a live camera, unless
     ``fast``: then every frame is handed over (the reader waits for the consumer).
     """
 
-    def __init__(self, source: Source, fast: bool = False, reconnect_max: float = 30.0) -> None:
+    def __init__(self, source: Source, fast: bool = False, reconnect_max: float = 30.0, name: str = "") -> None:
         self.source, self.fast, self.reconnect_max = source, fast, reconnect_max
+        self.name = mask(name) or type(source).__name__
         self.cond = threading.Condition()
         self.frame: Frame | None = None
         self.ended = False
+        self.error: str | None = None  # why the source ended early (files, folders) or the thread failed
         self.stopping = False
         self.state = "starting"
         self.dropped = 0
         self.failures = 0
         self.count = 0
+        self.busy_since: float | None = None  # monotonic time the thread entered open() or read()
+        self.busy_in = ""
+        self.opened = False
         self.thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
     def start(self) -> None:
-        self.source.open()
-        self.state = "streaming"
+        """A file or folder is opened here (an error is the caller's); a live camera is opened by the
+        thread, with backoff, so a camera that is not there yet does not stop the daemon."""
+        if not self.source.live:
+            self.source.open()
+            self.opened = True
+            self.state = "streaming"
+        else:
+            self.state = "opening"
         self.thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
-        self.thread.join(timeout=5)
-        self.source.close()
+        self.thread.join(timeout=timeout)
+        if self.thread.is_alive():
+            log.warning("source %s is still inside %s() after %.0f s; left to the process exit (a source is never "
+                        "closed under a read)", self.name, self.busy_in, timeout)
 
     def get(self, timeout: float = 1.0) -> Frame | None:
         """The newest frame not yet taken; None on timeout or at the end."""
@@ -224,39 +293,89 @@ class Capture:
         with self.cond:
             return self.ended and self.frame is None
 
+    def blocked_for(self, now: float | None = None) -> float:
+        """Seconds the capture thread has been inside one source call (0 when it is not)."""
+        since = self.busy_since
+        return 0.0 if since is None else (time.monotonic() if now is None else now) - since
+
+    def _call(self, what: str, fn):  # type: ignore[no-untyped-def]
+        self.busy_in, self.busy_since = what, time.monotonic()
+        try:
+            return fn()
+        finally:
+            self.busy_since = None
+
+    def _close(self) -> None:
+        if self.opened:
+            self.opened = False
+            try:
+                self.source.close()
+            except Exception as e:  # a close that fails must not stop the reopening
+                log.warning("closing source %s: %s", self.name, mask(str(e)))
+
+    def _failed(self, e: Exception, backoff: float) -> None:
+        self.failures += 1
+        text = mask(str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}")
+        self.state = f"reconnecting ({text})"
+        if isinstance(e, SourceError):
+            log.warning("source failed: %s; reopening in %.1f s", text, backoff)
+        else:  # not a failure we know: keep the traceback for the journal
+            log.warning("source failed unexpectedly: %s; reopening in %.1f s", text, backoff, exc_info=e)
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as e:  # a bug in the loop itself: end, and say so (the daemon exits non-zero)
+            log.exception("capture thread failed")
+            self.error = mask(f"capture thread failed: {type(e).__name__}: {e}")
+        finally:
+            self._close()
+            with self.cond:
+                self.ended = True
+                self.state = "stopped" if self.stopping else f"failed ({self.error})" if self.error else "ended"
+                self.cond.notify_all()
+
+    def _loop(self) -> None:
         backoff = 0.5
         start_wall: float | None = None
         start_t = 0.0
         while not self.stopping:
-            try:
-                got = self.source.read()
-            except SourceError as e:
-                self.failures += 1
-                self.state = f"reconnecting ({e})"
-                log.warning("source failed: %s; reopening in %.1f s", e, backoff)
-                self.source.close()
-                if self._sleep(backoff):
-                    break
-                backoff = min(backoff * 2, self.reconnect_max)
+            if not self.opened:  # live sources only: files are opened by start()
                 try:
-                    self.source.open()
-                    self.state = "streaming"
-                    backoff = 0.5
-                    log.info("source reopened")
-                except SourceError as e2:
-                    log.warning("reopen failed: %s", e2)
+                    self._call("open", self.source.open)
+                except Exception as e:
+                    self._failed(e, backoff)
+                    if self._sleep(backoff):
+                        return
+                    backoff = min(backoff * 2, self.reconnect_max)
+                    continue
+                self.opened = True
+                self.state = "streaming"
+                log.info("source %s %s", self.name, "reopened" if self.failures else "opened")
+            try:
+                got = self._call("read", self.source.read)
+            except Exception as e:
+                if not self.source.live:
+                    self.error = mask(str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}")
+                    log.error("source %s: %s", self.name, self.error)
+                    return
+                self._failed(e, backoff)
+                self._close()
+                if self._sleep(backoff):
+                    return
+                backoff = min(backoff * 2, self.reconnect_max)
                 continue
             if got is None:
-                break
+                return
+            backoff = 0.5
             rgb, t = got
             if not self.source.live and not self.fast:  # pace files like a camera
                 if start_wall is None:
                     start_wall, start_t = time.monotonic(), t
                 delay = start_wall + (t - start_t) - time.monotonic()
                 if delay > 0 and self._sleep(delay):
-                    break
-            frame = Frame(rgb, t, time.monotonic(), self.count)
+                    return
+            frame = Frame(rgb, t, time.monotonic(), self.count, getattr(self.source, "cuts", False))
             self.count += 1
             with self.cond:
                 if self.fast and not self.source.live:
@@ -266,10 +385,6 @@ class Capture:
                     self.dropped += 1
                 self.frame = frame
                 self.cond.notify_all()
-        with self.cond:
-            self.ended = True
-            self.state = "ended" if not self.stopping else "stopped"
-            self.cond.notify_all()
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped; True if stopping."""

@@ -1,11 +1,23 @@
-"""Faces across frames: IoU tracks, identities voted over several frames, one announcement per visit.
+"""Faces across frames: tracks, identities voted over several frames, one announcement per visit.
+
+Three clocks, kept apart:
+- a **track** continues while its face is missed for at most ``track_gap`` seconds
+  (a few frames) and its embeddings keep agreeing; a face that turns out to be
+  someone else (further than ``split_distance`` from the track's own faces) starts
+  a new track, so Bob stepping into the spot Alice just left is never reported as Alice;
+- a **visit** of a name ends when nobody with that name has been in view for
+  ``visit_gap`` seconds: a name is announced once per visit (and, with ``cooldown``,
+  not again within that many seconds). Unknown visitors are remembered by their
+  faces for a visit too, so a stranger whose track breaks is not announced twice;
+- **presence** (the retained ``person`` topic) keeps a name for ``presence_hold``
+  seconds after its face was last seen, so one missed detection does not flap it.
 
 A track is embedded on every frame until it has ``vote_frames`` embeddings, then
-only every ``reidentify_seconds`` to confirm. Its identity is the classifier's
-answer for the mean of its recent embeddings — several frames outvote one blurred
-or turned face, as Frigate does. A person is announced once per visit; the visit
-ends when nobody with that name has been in view for ``visit_gap`` seconds.
-Unknown visitors are announced once per track.
+every ``reidentify_seconds``. Its identity is the classifier's answer for the
+quality-weighted mean of its recent embeddings (detector score x face size, as
+Frigate weights its votes). A face is announced as *unknown* only after it was seen
+on ``unknown_min_frames`` frames with a detector score and a landmark geometry of a
+real face: hands and patterns that fool MTCNN for a frame or two are not announced.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facepi.align import landmark_error
 from facepi.classify import UNKNOWN, Prediction
 
 
@@ -33,15 +46,54 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @dataclass
 class Track:
     id: int
-    box: np.ndarray
+    box: np.ndarray  # [x1, y1, x2, y2] (the detector's score is kept in ``scores``)
     landmarks: np.ndarray
     first_t: float
     last_t: float
+    frames: int = 1  # detections joined to this track
+    scores: list[float] = field(default_factory=list)  # detector score per detection (recent)
+    errors: list[float] = field(default_factory=list)  # landmark_error per detection (recent)
     embeddings: list[np.ndarray] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
     last_embed_t: float = float("-inf")
     decision: Prediction | None = None
-    announced: str | None = None  # the name last announced for this track
+    announced: str | None = None  # the name last announced (or deliberately not) for this track
+    visitor: int | None = None  # the unknown visitor this track was found to be
     crop: np.ndarray | None = None
+
+    def see(self, box: np.ndarray, landmarks: np.ndarray, t: float) -> None:
+        self.box, self.landmarks, self.last_t = box[:4].astype(np.float64), landmarks.copy(), t
+        self.frames += 1
+        self._quality(box, landmarks)
+
+    def _quality(self, box: np.ndarray, landmarks: np.ndarray) -> None:
+        self.scores = (self.scores + [float(box[4]) if len(box) > 4 else 1.0])[-15:]
+        self.errors = (self.errors + [landmark_error(landmarks)])[-15:]
+
+    @property
+    def weight(self) -> float:
+        """This frame's say in the vote: detector score x face size (width, pixels)."""
+        return max(self.scores[-1], 1e-3) * max(float(self.box[2] - self.box[0]), 1.0)
+
+    def looks_like_a_face(self, min_score: float, max_error: float) -> bool:
+        return bool(self.scores) and float(np.median(self.scores)) >= min_score and \
+            float(np.median(self.errors)) <= max_error
+
+
+def new_track(track_id: int, box: np.ndarray, landmarks: np.ndarray, t: float) -> Track:
+    tr = Track(track_id, box[:4].astype(np.float64), landmarks.copy(), t, t)
+    tr._quality(box, landmarks)
+    return tr
+
+
+def vote(embeddings: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
+    """One embedding from several frames: their (weighted) mean, back on the unit sphere."""
+    m = np.average(np.asarray(embeddings), axis=0, weights=weights)
+    return m / max(float(np.linalg.norm(m)), 1e-12)
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(1.0 - np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
 @dataclass
@@ -51,14 +103,23 @@ class Tracker:
     vote_frames: int = 3
     reidentify_seconds: float = 1.0
     cooldown: float = 0.0
+    track_gap: float = 0.5
+    presence_hold: float = 1.5
+    split_distance: float = 0.7
+    unknown_min_frames: int = 5
+    min_face_score: float = 0.95
+    max_landmark_error: float = 0.12
     tracks: dict[int, Track] = field(default_factory=dict)
     visiting: dict[str, float] = field(default_factory=dict)  # announced name -> last time in view
     last_announced: dict[str, float] = field(default_factory=dict)
+    present: dict[str, float] = field(default_factory=dict)  # decided name -> last time its face was seen
+    strangers: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)  # visitor -> (face, last seen)
     next_id: int = 1
+    splits: int = 0
 
     def update(self, boxes: np.ndarray, landmarks: np.ndarray, t: float) -> list[Track]:
-        """Match this frame's faces to tracks; returns the tracks in view now."""
-        live = [tr for tr in self.tracks.values() if t - tr.last_t <= self.visit_gap]
+        """Match this frame's faces ([x1, y1, x2, y2, score] rows) to tracks; returns the tracks in view."""
+        live = [tr for tr in self.tracks.values() if t - tr.last_t <= self.track_gap]
         self.tracks = {tr.id: tr for tr in live}
         seen: list[Track] = []
         if len(boxes):
@@ -71,24 +132,35 @@ class Tracker:
                         break
                     if i in unmatched and live[j] not in seen:
                         unmatched.discard(i)
-                        self._see(live[j], boxes[i], landmarks[i], t)
+                        live[j].see(boxes[i], landmarks[i], t)
                         seen.append(live[j])
             for i in sorted(unmatched):
-                tr = Track(self.next_id, boxes[i, :4].copy(), landmarks[i].copy(), t, t)
-                self.next_id += 1
-                self.tracks[tr.id] = tr
-                seen.append(tr)
-        for name, last in list(self.visiting.items()):
-            if t - last > self.visit_gap:
-                del self.visiting[name]
+                seen.append(self._new(boxes[i], landmarks[i], t))
         for tr in seen:
-            if tr.decision and tr.decision.name in self.visiting:
-                self.visiting[tr.decision.name] = t
+            self._in_view(tr, t)
+        for table, keep in ((self.visiting, self.visit_gap), (self.present, self.presence_hold)):
+            for name, last in list(table.items()):
+                if t - last > keep:
+                    del table[name]
+        for v, (_face, last) in list(self.strangers.items()):
+            if t - last > self.visit_gap:
+                del self.strangers[v]
         return seen
 
-    @staticmethod
-    def _see(tr: Track, box: np.ndarray, landmarks: np.ndarray, t: float) -> None:
-        tr.box, tr.landmarks, tr.last_t = box[:4].copy(), landmarks.copy(), t
+    def _new(self, box: np.ndarray, landmarks: np.ndarray, t: float) -> Track:
+        tr = new_track(self.next_id, box, landmarks, t)
+        self.next_id += 1
+        self.tracks[tr.id] = tr
+        return tr
+
+    def _in_view(self, tr: Track, t: float) -> None:
+        if tr.decision is None:
+            return
+        self.present[tr.decision.name] = t
+        if tr.decision.name in self.visiting:
+            self.visiting[tr.decision.name] = t
+        if tr.visitor in self.strangers:
+            self.strangers[tr.visitor] = (self.strangers[tr.visitor][0], t)
 
     def wants_embedding(self, tr: Track, t: float) -> bool:
         if len(tr.embeddings) < self.vote_frames:
@@ -96,20 +168,36 @@ class Tracker:
         return t - tr.last_embed_t >= self.reidentify_seconds
 
     def add_embedding(self, tr: Track, embedding: np.ndarray, t: float,
-                      decide: Callable[[np.ndarray], Prediction]) -> None:
+                      decide: Callable[[np.ndarray], Prediction]) -> Track:
+        """Add a face to its track's vote; returns the track it joined (a new one if it disagrees)."""
+        if tr.embeddings and cosine_distance(embedding, vote(tr.embeddings, tr.weights)) > self.split_distance:
+            del self.tracks[tr.id]  # somebody else is in this spot now: the old track ends here
+            tr = self._new(np.append(tr.box, tr.scores[-1]), tr.landmarks, t)
+            self.splits += 1
         tr.embeddings = (tr.embeddings + [embedding])[-self.vote_frames:]
+        tr.weights = (tr.weights + [tr.weight])[-self.vote_frames:]
         tr.last_embed_t = t
         if len(tr.embeddings) >= self.vote_frames:
-            tr.decision = decide(vote(tr.embeddings))
+            tr.decision = decide(vote(tr.embeddings, tr.weights))
+            self._in_view(tr, t)
+        return tr
 
-    def announce(self, tr: Track, t: float) -> bool:
-        """Whether this track's decision is news: a new visit, or a new unknown visitor."""
+    def announce(self, tr: Track, t: float, final: bool = False) -> bool:
+        """Whether this track's decision is news: a new visit, or a new unknown visitor.
+
+        ``final``: the track ends now (end of a file, a scene cut), so it cannot wait
+        for more frames; the quality gate still applies.
+        """
         d = tr.decision
         if d is None or tr.announced == d.name:
             return False
-        tr.announced = d.name
         if d.name == UNKNOWN:
-            return True
+            if not (final or tr.frames >= self.unknown_min_frames) or \
+                    not tr.looks_like_a_face(self.min_face_score, self.max_landmark_error):
+                return False  # not yet (or never): too brief, or not shaped like a face
+            tr.announced = d.name
+            return self._new_stranger(tr, t)
+        tr.announced = d.name
         if d.name in self.visiting:  # this person's visit was announced already
             self.visiting[d.name] = t
             return False
@@ -119,21 +207,32 @@ class Tracker:
         self.last_announced[d.name] = t
         return True
 
+    def _new_stranger(self, tr: Track, t: float) -> bool:
+        face = vote(tr.embeddings, tr.weights)
+        for v, (known, _) in self.strangers.items():
+            if cosine_distance(face, known) <= self.split_distance:  # the same visitor, track broken
+                tr.visitor = v
+                self.strangers[v] = (known, t)
+                return False
+        tr.visitor = self.next_id
+        self.next_id += 1
+        self.strangers[tr.visitor] = (face, t)
+        return True
+
     def finish(self, decide: Callable[[np.ndarray], Prediction]) -> list[Track]:
-        """At the end of a file: decide tracks that saw fewer than vote_frames embeddings."""
-        out = []
+        """The tracks end now (end of a file, a scene cut): decide those with fewer than vote_frames
+        embeddings; returns every track, for a final announcement."""
         for tr in self.tracks.values():
             if tr.decision is None and tr.embeddings:
-                tr.decision = decide(vote(tr.embeddings))
-                out.append(tr)
-        return out
+                tr.decision = decide(vote(tr.embeddings, tr.weights))
+        return list(self.tracks.values())
+
+    def cut(self) -> None:
+        """An unrelated scene follows (the next photo of a folder): nothing continues across it."""
+        self.tracks.clear()
+        self.visiting.clear()
+        self.present.clear()
+        self.strangers.clear()
 
     def names_in_view(self, t: float) -> list[str]:
-        return sorted({tr.decision.name for tr in self.tracks.values()
-                       if tr.decision is not None and tr.last_t >= t})
-
-
-def vote(embeddings: list[np.ndarray]) -> np.ndarray:
-    """One embedding from several frames: their mean, back on the unit sphere."""
-    m = np.mean(embeddings, axis=0)
-    return m / max(float(np.linalg.norm(m)), 1e-12)
+        return sorted(name for name, last in self.present.items() if t - last <= self.presence_hold)

@@ -45,5 +45,30 @@ def test_password_file(tmp_path):
     cfg = config.load(None, env={"FACEPI_MQTT_PASSWORD_FILE": str(secret)})
     assert cfg.mqtt_password == "from-file"
     secret.write_text("")
-    with pytest.raises(config.ConfigError, match="the file is empty"):
+    with pytest.raises(config.ConfigError, match="is empty"):
         config.load(None, env={"FACEPI_MQTT_PASSWORD_FILE": str(secret)})
+
+
+def test_camera_password_from_environment_file_or_systemd_credentials(tmp_path):
+    """As for the MQTT password: never in the TOML file; a systemd credential works by name."""
+    uri = "rtsp://192.168.1.20:554/stream1"
+    cfg = config.load(None, env={"FACEPI_SOURCE_URI": uri, "FACEPI_SOURCE_USERNAME": "door",
+                                 "FACEPI_SOURCE_PASSWORD": "env-secret"})
+    assert cfg.camera_password == "env-secret"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "camera_password").write_text("cred-secret\n")
+    (creds / "mqtt_password").write_text("mqtt-cred\n")
+    cfg = config.load(None, env={"FACEPI_SOURCE_URI": uri, "FACEPI_SOURCE_USERNAME": "door",
+                                 "CREDENTIALS_DIRECTORY": str(creds)})
+    assert cfg.camera_password == "cred-secret" and cfg.mqtt_password == "mqtt-cred"
+    (creds / "door_pw").write_text("named-cred")
+    cfg = config.load(None, env={"FACEPI_SOURCE_URI": uri, "FACEPI_SOURCE_USERNAME": "door",
+                                 "FACEPI_SOURCE_PASSWORD_FILE": "door_pw", "CREDENTIALS_DIRECTORY": str(creds)})
+    assert cfg.camera_password == "named-cred"
+    with pytest.raises(config.ConfigError, match=r"source.password_file = 'nope': no such file"):
+        config.load(None, env={"FACEPI_SOURCE_PASSWORD_FILE": "nope", "CREDENTIALS_DIRECTORY": str(creds)})
+    with pytest.raises(config.ConfigError, match="needs a URL"):  # a password for a V4L2 device index
+        config.load(None, env={"FACEPI_SOURCE_URI": "0", "FACEPI_SOURCE_PASSWORD": "x", "FACEPI_SOURCE_USERNAME": "u"})
+    text = config.describe(config.load(None, env={"FACEPI_SOURCE_URI": "rtsp://admin:hunter2@cam/live"}))
+    assert "hunter2" not in text and "admin" not in text and "rtsp://*:*@cam/live" in text

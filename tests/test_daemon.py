@@ -143,7 +143,8 @@ def test_broker_outage_loses_nothing(broker, gallery4, faces_root, tmp_path):
     seqs = [e["seq"] for e in events]
     assert sorted(set(seqs)) == list(range(1, len(photos) + 1)), seqs
     assert seqs == sorted(seqs)  # in order (a duplicate redelivery is allowed by QoS 1)
-    assert "MQTT disconnected" in err
+    assert "lost the MQTT broker" in err and "refused the connection: is the broker running" in err
+    assert err.count("refused the connection") == 1 and "Client is not connected" not in err
 
 
 def test_sd_notify_and_sigterm(broker, gallery4, faces_root, tmp_path):
@@ -208,7 +209,10 @@ def test_sighup_reloads_the_gallery(gallery4, faces_root, tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "SIGHUP: gallery reloaded" in err
-    assert [json.loads(line)["name"] for line in out.splitlines()] == ["madonna", "unknown"], err
+    names = [json.loads(line)["name"] for line in out.splitlines()]
+    assert len(names) == 10, err  # a folder is ten unrelated scenes: one announcement per photo
+    switch = names.index("unknown")
+    assert switch >= 1 and names == ["madonna"] * switch + ["unknown"] * (10 - switch), err
 
 
 def test_bad_config_is_named(tmp_path):
@@ -311,7 +315,7 @@ def test_source_that_dies_and_comes_back(gallery4, faces_root, tmp_path):
     assert proc.returncode == 0, err[-3000:]
     names = [json.loads(line)["name"] for line in out.splitlines()]
     assert names == ["elton_john", "elton_john"], (names, err[-3000:])  # one visit before, one after
-    assert "source failed" in err and "source reopened" in err
+    assert "source failed" in err and "reopened" in err, err
 
 
 def test_demo_command_runs_on_the_bundled_input(cache):
@@ -339,7 +343,8 @@ def test_outage_beyond_the_queue_bound_is_counted(broker, gallery4, faces_root, 
     time.sleep(12)  # several visits pass while the broker is away
     broker.start()
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 3, err[-3000:]  # a file whose events were not all delivered: not a success
+    assert "event(s) of this file were never delivered" in err
     assert sub.wait_for(lambda: sub.on("facepi/door/availability")[-1:] == [b"offline"], 30)
     sub.close()
     seqs = sorted({e["seq"] for e in sub.events("facepi/door/event")})
