@@ -86,6 +86,7 @@ class RecognitionConfig:
     min_face_score: float = _f(0.95, "detector score an announced face needs (O-Net probability)", 0, 1)
     max_landmark_error: float = _f(0.12, "landmark fit error an announced face may have (share of face size)",
                                    0.01, 1)
+    min_face_in_view: float = _f(0.85, "share of an announced unknown face's box inside the frame", 0, 1)
     unknown_min_frames: int = _f(5, "frames a face must be seen on before it can be announced as unknown", 1, 1000)
     max_frame_errors: int = _f(100, "frames in a row that may fail before the daemon exits (non-zero)", 1,
                                1_000_000)

@@ -62,7 +62,7 @@ class Daemon:
         r = cfg.recognition
         self.tracker = Tracker(r.iou, r.visit_gap, r.vote_frames, r.reidentify_seconds, r.cooldown, r.track_gap,
                                r.presence_hold, self._split_distance(), r.unknown_min_frames, r.min_face_score,
-                               r.max_landmark_error)
+                               r.max_landmark_error, r.min_face_in_view)
         self.publisher = make_publisher(cfg)
         src = cfg.source
         self.source_name = mask(src.uri)
@@ -239,7 +239,7 @@ class Daemon:
         self.frame_times.append(now)
         while self.frame_times and now - self.frame_times[0] > FPS_WINDOW:
             self.frame_times.popleft()
-        visible = self.tracker.update(boxes, points, t)
+        visible = self.tracker.update(boxes, points, t, (rgb.shape[1], rgb.shape[0]))
         todo = [tr for tr in visible if self.tracker.wants_embedding(tr, t) or self.cfg.recognition.debug_every_frame]
         if todo:
             crops = np.stack([self.pipeline.align(rgb, tr.box, tr.landmarks) for tr in todo])

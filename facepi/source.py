@@ -108,6 +108,7 @@ class OpenCVSource:
         self.fps = 0.0
         self.total = 0
         self.bad_frames = 0  # skipped because unreadable (files)
+        self.next = 0  # the next frame index a file has not delivered yet
 
     @property
     def frame_interval(self) -> float:
@@ -129,7 +130,7 @@ class OpenCVSource:
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a queue of old ones
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self.is_file else 0
-        self.cap = cap
+        self.cap, self.next = cap, 0
 
     def read(self) -> tuple[np.ndarray, float] | None:
         if self.cap is None:
@@ -144,18 +145,20 @@ class OpenCVSource:
         while True:
             pos = int(self.cap.get(cv2.CAP_PROP_POS_FRAMES))
             ok, bgr = self.cap.read()
-            if ok:
+            if ok and pos >= self.next:
+                self.next = pos + 1
                 return to_rgb(bgr, self.uri), pos / self.fps if self.fps > 0 else float(pos)
-            if self.total <= 0 or pos >= self.total:
+            if ok:
+                continue  # a seek landed before the damage (on a key frame): read on to where we were
+            if self.total <= 0 or max(pos, self.next) >= self.total:
                 return None  # the end of the video
             bad += 1
             self.bad_frames += 1
-            if bad > self.max_bad_frames:
-                raise SourceError(f"{self.uri}: frames {pos - bad + 2}-{pos + 1} of {self.total} are unreadable "
-                                  f"(the file is damaged; gave up after {self.max_bad_frames} in a row)")
-            log.warning("%s: frame %d of %d is unreadable; skipped", self.uri, pos + 1, self.total)
-            if int(self.cap.get(cv2.CAP_PROP_POS_FRAMES)) <= pos:
-                self.cap.set(cv2.CAP_PROP_POS_FRAMES, pos + 1)  # seek over it
+            if bad > self.max_bad_frames or self.next + bad >= self.total:
+                raise SourceError(f"{self.uri}: unreadable from frame {self.next + 1} of {self.total} on (the file "
+                                  f"is damaged; gave up after {bad} unreadable frames in a row)")
+            log.warning("%s: frame %d of %d is unreadable; skipped", self.uri, self.next + bad, self.total)
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, self.next + bad)  # seek over it, never back
 
     def close(self) -> None:
         if self.cap is not None:

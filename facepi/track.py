@@ -17,7 +17,8 @@ every ``reidentify_seconds``. Its identity is the classifier's answer for the
 quality-weighted mean of its recent embeddings (detector score x face size, as
 Frigate weights its votes). A face is announced as *unknown* only after it was seen
 on ``unknown_min_frames`` frames with a detector score and a landmark geometry of a
-real face: hands and patterns that fool MTCNN for a frame or two are not announced.
+real face, mostly inside the frame: hands and patterns that fool MTCNN for a frame
+or two, and a face printed on a shirt cut by the frame's edge, are not announced.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Track:
     frames: int = 1  # detections joined to this track
     scores: list[float] = field(default_factory=list)  # detector score per detection (recent)
     errors: list[float] = field(default_factory=list)  # landmark_error per detection (recent)
+    inside: list[float] = field(default_factory=list)  # share of the box inside the frame (recent)
     embeddings: list[np.ndarray] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     last_embed_t: float = float("-inf")
@@ -61,28 +63,42 @@ class Track:
     visitor: int | None = None  # the unknown visitor this track was found to be
     crop: np.ndarray | None = None
 
-    def see(self, box: np.ndarray, landmarks: np.ndarray, t: float) -> None:
+    def see(self, box: np.ndarray, landmarks: np.ndarray, t: float, frame_size: tuple[int, int] | None) -> None:
         self.box, self.landmarks, self.last_t = box[:4].astype(np.float64), landmarks.copy(), t
         self.frames += 1
-        self._quality(box, landmarks)
+        self._quality(box, landmarks, frame_size)
 
-    def _quality(self, box: np.ndarray, landmarks: np.ndarray) -> None:
+    def _quality(self, box: np.ndarray, landmarks: np.ndarray, frame_size: tuple[int, int] | None) -> None:
         self.scores = (self.scores + [float(box[4]) if len(box) > 4 else 1.0])[-15:]
         self.errors = (self.errors + [landmark_error(landmarks)])[-15:]
+        self.inside = (self.inside + [in_view(box, frame_size)])[-15:]
 
     @property
     def weight(self) -> float:
         """This frame's say in the vote: detector score x face size (width, pixels)."""
         return max(self.scores[-1], 1e-3) * max(float(self.box[2] - self.box[0]), 1.0)
 
-    def looks_like_a_face(self, min_score: float, max_error: float) -> bool:
+    def looks_like_a_face(self, min_score: float, max_error: float, min_inside: float) -> bool:
+        """A detector score, a landmark geometry and a view (not cut by the frame's edge) of a real face,
+        as medians over the track's recent frames."""
         return bool(self.scores) and float(np.median(self.scores)) >= min_score and \
-            float(np.median(self.errors)) <= max_error
+            float(np.median(self.errors)) <= max_error and float(np.median(self.inside)) >= min_inside
 
 
-def new_track(track_id: int, box: np.ndarray, landmarks: np.ndarray, t: float) -> Track:
+def in_view(box: np.ndarray, frame_size: tuple[int, int] | None) -> float:
+    """Share of the box's area inside the frame (w, h): a face cut by the edge is a poor view."""
+    if frame_size is None:
+        return 1.0
+    w, h = frame_size
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    area = max(x2 - x1, 1e-6) * max(y2 - y1, 1e-6)
+    return max(0.0, min(x2, w) - max(x1, 0.0)) * max(0.0, min(y2, h) - max(y1, 0.0)) / area
+
+
+def new_track(track_id: int, box: np.ndarray, landmarks: np.ndarray, t: float,
+              frame_size: tuple[int, int] | None = None) -> Track:
     tr = Track(track_id, box[:4].astype(np.float64), landmarks.copy(), t, t)
-    tr._quality(box, landmarks)
+    tr._quality(box, landmarks, frame_size)
     return tr
 
 
@@ -109,6 +125,7 @@ class Tracker:
     unknown_min_frames: int = 5
     min_face_score: float = 0.95
     max_landmark_error: float = 0.12
+    min_face_in_view: float = 0.85
     tracks: dict[int, Track] = field(default_factory=dict)
     visiting: dict[str, float] = field(default_factory=dict)  # announced name -> last time in view
     last_announced: dict[str, float] = field(default_factory=dict)
@@ -117,8 +134,10 @@ class Tracker:
     next_id: int = 1
     splits: int = 0
 
-    def update(self, boxes: np.ndarray, landmarks: np.ndarray, t: float) -> list[Track]:
-        """Match this frame's faces ([x1, y1, x2, y2, score] rows) to tracks; returns the tracks in view."""
+    def update(self, boxes: np.ndarray, landmarks: np.ndarray, t: float,
+               frame_size: tuple[int, int] | None = None) -> list[Track]:
+        """Match this frame's faces ([x1, y1, x2, y2, score] rows; frame_size (w, h)) to tracks;
+        returns the tracks in view."""
         live = [tr for tr in self.tracks.values() if t - tr.last_t <= self.track_gap]
         self.tracks = {tr.id: tr for tr in live}
         seen: list[Track] = []
@@ -132,10 +151,10 @@ class Tracker:
                         break
                     if i in unmatched and live[j] not in seen:
                         unmatched.discard(i)
-                        live[j].see(boxes[i], landmarks[i], t)
+                        live[j].see(boxes[i], landmarks[i], t, frame_size)
                         seen.append(live[j])
             for i in sorted(unmatched):
-                seen.append(self._new(boxes[i], landmarks[i], t))
+                seen.append(self._new(boxes[i], landmarks[i], t, frame_size))
         for tr in seen:
             self._in_view(tr, t)
         for table, keep in ((self.visiting, self.visit_gap), (self.present, self.presence_hold)):
@@ -147,8 +166,9 @@ class Tracker:
                 del self.strangers[v]
         return seen
 
-    def _new(self, box: np.ndarray, landmarks: np.ndarray, t: float) -> Track:
-        tr = new_track(self.next_id, box, landmarks, t)
+    def _new(self, box: np.ndarray, landmarks: np.ndarray, t: float,
+             frame_size: tuple[int, int] | None = None) -> Track:
+        tr = new_track(self.next_id, box, landmarks, t, frame_size)
         self.next_id += 1
         self.tracks[tr.id] = tr
         return tr
@@ -172,7 +192,9 @@ class Tracker:
         """Add a face to its track's vote; returns the track it joined (a new one if it disagrees)."""
         if tr.embeddings and cosine_distance(embedding, vote(tr.embeddings, tr.weights)) > self.split_distance:
             del self.tracks[tr.id]  # somebody else is in this spot now: the old track ends here
-            tr = self._new(np.append(tr.box, tr.scores[-1]), tr.landmarks, t)
+            old = tr
+            tr = self._new(np.append(old.box, old.scores[-1]), old.landmarks, t)
+            tr.inside = old.inside[-1:]
             self.splits += 1
         tr.embeddings = (tr.embeddings + [embedding])[-self.vote_frames:]
         tr.weights = (tr.weights + [tr.weight])[-self.vote_frames:]
@@ -193,8 +215,8 @@ class Tracker:
             return False
         if d.name == UNKNOWN:
             if not (final or tr.frames >= self.unknown_min_frames) or \
-                    not tr.looks_like_a_face(self.min_face_score, self.max_landmark_error):
-                return False  # not yet (or never): too brief, or not shaped like a face
+                    not tr.looks_like_a_face(self.min_face_score, self.max_landmark_error, self.min_face_in_view):
+                return False  # not yet (or never): too brief, not shaped like a face, or cut by the edge
             tr.announced = d.name
             return self._new_stranger(tr, t)
         tr.announced = d.name

@@ -12,45 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Broker, Subscriber
+from conftest import ROOT, STRANGER, Broker, Subscriber, one_face_photos, run_daemon
 
 from facepi.demo import make_video
-from facepi.workflow import load_pipeline, train
-
-STRANGER = "mindy_kaling"
-
-
-@pytest.fixture(scope="module")
-def gallery4(tmp_path_factory, faces_root) -> Path:
-    """The train photos of four people; the fifth is the stranger at the door."""
-    root = tmp_path_factory.mktemp("enrol")
-    for person in sorted(p.name for p in (faces_root / "train").iterdir() if p.is_dir()):
-        if person != STRANGER:
-            (root / person).symlink_to(faces_root / "train" / person)
-    gallery, failures = train(load_pipeline(), root)
-    assert not failures
-    path = root.parent / "gallery4.npz"
-    gallery.save(path)
-    return path
-
-
-def one_face_photos(photos: list[Path], workdir: Path) -> list[Path]:
-    """Photos showing exactly one face as the daemon sees them (after video encoding, at its
-    minsize): a door visit is one person, and the bystanders in a few web photos would rightly
-    be announced as unknown visitors too."""
-    import cv2
-
-    from facepi.detect import Detector, DetectorParams
-
-    det = Detector(params=DetectorParams(minsize=40))
-    keep = []
-    for p in photos:
-        cap = cv2.VideoCapture(str(make_video([p], workdir / "probe.avi", fps=8, hold=0.25, gap=0)))
-        ok, bgr = cap.read()
-        cap.release()
-        if ok and len(det.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))[0]) == 1:
-            keep.append(p)
-    return keep
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +25,6 @@ def val_video(tmp_path_factory, faces_root) -> tuple[Path, list[str]]:
     assert len(photos) >= 20 and STRANGER in {p.parent.name for p in photos}
     path = make_video(photos, workdir / "val.avi", fps=8, hold=1.5, gap=2.5)
     return path, [p.parent.name for p in photos]
-
-
-def run_daemon(args: list[str], env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
-    e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "facepi", "run", *args], cwd=ROOT, env=e,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def test_end_to_end_one_event_per_visit(broker, gallery4, val_video):
