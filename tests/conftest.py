@@ -221,7 +221,23 @@ def one_face_photos(photos: list[Path], workdir: Path) -> list[Path]:
 
 
 
+_DAEMONS: list[subprocess.Popen] = []
+
+
 def run_daemon(args: list[str], env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
     e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "facepi", "run", *args], cwd=ROOT, env=e,
+    proc = subprocess.Popen([sys.executable, "-m", "facepi", "run", *args], cwd=ROOT, env=e,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    _DAEMONS.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_outlives_its_test():
+    """A test that fails on a timeout must not leave its daemon running (and eating the CPU)."""
+    yield
+    while _DAEMONS:
+        proc = _DAEMONS.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
