@@ -260,6 +260,7 @@ class Capture:
         self.busy_since: float | None = None  # monotonic time the thread entered open() or read()
         self.busy_in = ""
         self.opened = False
+        self.last_failure = ""
         self.thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
     def start(self) -> None:
@@ -317,13 +318,16 @@ class Capture:
                 log.warning("closing source %s: %s", self.name, mask(str(e)))
 
     def _failed(self, e: Exception, backoff: float) -> None:
+        """Count and show a failure; the journal gets each different cause once, not every retry."""
         self.failures += 1
         text = mask(str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}")
         self.state = f"reconnecting ({text})"
+        level = logging.WARNING if text != self.last_failure else logging.DEBUG
+        self.last_failure = text
         if isinstance(e, SourceError):
-            log.warning("source failed: %s; reopening in %.1f s", text, backoff)
+            log.log(level, "source failed: %s; reopening in %.1f s", text, backoff)
         else:  # not a failure we know: keep the traceback for the journal
-            log.warning("source failed unexpectedly: %s; reopening in %.1f s", text, backoff, exc_info=e)
+            log.log(level, "source failed unexpectedly: %s; reopening in %.1f s", text, backoff, exc_info=e)
 
     def _run(self) -> None:
         try:
@@ -354,7 +358,9 @@ class Capture:
                     continue
                 self.opened = True
                 self.state = "streaming"
-                log.info("source %s %s", self.name, "reopened" if self.failures else "opened")
+                self.last_failure = ""
+                log.info("source %s %s", self.name, f"reopened ({self.failures} failures so far)" if self.failures
+                         else "opened")
             try:
                 got = self._call("read", self.source.read)
             except Exception as e:
