@@ -556,3 +556,35 @@ def test_a_folder_is_one_scene_per_photo(gallery4, faces_root, tmp_path):
     expected = ["unknown" if p.parent.name == "mindy_kaling" else p.parent.name for p in photos]
     assert [e["name"] for e in events] == expected
     assert len({e["run"] for e in events}) == 1 and {e["run"] for e in runs[1]}.isdisjoint({events[0]["run"]})
+
+
+# ------------------------------------------------------------------ reload, MQTT causes
+
+
+def test_reload_swaps_the_gallery_not_the_interpreters(gallery4, door_video, tmp_path):
+    import shutil
+
+    g = tmp_path / "g.npz"
+    shutil.copy(gallery4, g)
+    daemon = make_daemon(g, door_video, {})
+    detector, embedder = daemon.pipeline.detector, daemon.pipeline.embedder
+    before = daemon.recognizer
+    daemon._reload()
+    assert daemon.recognizer is not before and daemon.reload_error is None
+    assert daemon.recognizer.pipeline.detector is detector and daemon.recognizer.pipeline.embedder is embedder
+    g.write_bytes(b"not a gallery")
+    daemon._reload()
+    assert daemon.recognizer.pipeline.embedder is embedder and "not reloaded" in daemon.status()["reload_error"]
+
+
+def test_mqtt_causes_are_named():
+    from facepi.publish import why_unreachable
+
+    port = free_port()
+    assert "refused the connection" in why_unreachable("127.0.0.1", port)
+    assert "cannot resolve the broker host 'no-such-broker.invalid'" in why_unreachable("no-such-broker.invalid",
+                                                                                          1883)
+    with socket.socket() as listener:  # accepts TCP, never speaks MQTT
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert "MQTT handshake failed" in why_unreachable("127.0.0.1", listener.getsockname()[1])
