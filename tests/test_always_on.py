@@ -588,3 +588,45 @@ def test_mqtt_causes_are_named():
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         assert "MQTT handshake failed" in why_unreachable("127.0.0.1", listener.getsockname()[1])
+
+
+def test_picamera2_reads_are_bounded(monkeypatch):
+    """picamera2's capture_array() waits for ever by default; facepi asks for the job and waits
+    at most read_timeout_seconds (picamera2's own Picamera2.wait(job, timeout) raises TimeoutError).
+    No Pi camera here: a minimal stand-in for the picamera2 module exercises facepi's side."""
+    import types
+
+    from facepi.source import Picamera2Source, SourceError
+
+    calls = []
+
+    class Cam:
+        def create_video_configuration(self, main):
+            return main
+
+        def configure(self, c):
+            pass
+
+        def start(self):
+            pass
+
+        def capture_array(self, name="main", wait=None):
+            calls.append(("capture_array", name, wait))
+            return "job"
+
+        def wait(self, job, timeout=None):
+            calls.append(("wait", job, timeout))
+            raise TimeoutError
+
+        def stop(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=Cam))
+    src = Picamera2Source(640, 480, timeout=2.5)
+    src.open()
+    with pytest.raises(SourceError, match=r"no frame within 2.5 s \(camera stalled\)"):
+        src.read()
+    assert calls == [("capture_array", "main", False), ("wait", "job", 2.5)]
