@@ -297,7 +297,7 @@ def _load_config(args: argparse.Namespace):
 
     overrides = {"source.uri": getattr(args, "source", None), "recognition.gallery": getattr(args, "classifier", None),
                  "mqtt.host": getattr(args, "mqtt_host", None), "mqtt.port": getattr(args, "mqtt_port", None),
-                 "camera_id": getattr(args, "camera_id", None),
+                 "camera_id": getattr(args, "camera_id", None), "camera_name": getattr(args, "camera_name", None),
                  "source.fast": True if getattr(args, "fast", False) else None,
                  "log_level": getattr(args, "log_level", None)}
     path = args.config or config.DEFAULT_PATH
@@ -444,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--mqtt-host", help="broker host (none: events as JSON lines on stdout)")
     daemon.add_argument("--mqtt-port", type=int)
     daemon.add_argument("--camera-id")
+    daemon.add_argument("--camera-name", help="the Home Assistant device name (default: from the camera id)")
     daemon.add_argument("--fast", action="store_true", help="process a file as fast as possible, not at its pace")
     daemon.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     r = sub.add_parser("run", parents=[conf, daemon], help="the door-camera daemon: recognise and publish")

@@ -121,7 +121,8 @@ class MqttConfig:
 @dataclass
 class Config:
     camera_id: str = _f("door", "camera id: in topics and events (letters, digits, _ and -)")
-    camera_name: str = _f("Front door", "human name of the camera (Home Assistant device)")
+    camera_name: str = _f("", "human name of the camera (Home Assistant device); empty: from camera_id "
+                              "(front_door -> Front door)")
     log_level: str = _f("info", "logging level", choices=("debug", "info", "warning", "error"))
     source: SourceConfig = field(default_factory=SourceConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -130,6 +131,10 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     mqtt_password: str | None = field(default=None, repr=False, metadata={"secret": True})
     camera_password: str | None = field(default=None, repr=False, metadata={"secret": True})
+
+    @property
+    def device_name(self) -> str:
+        return self.camera_name or self.camera_id.replace("_", " ").replace("-", " ").strip().capitalize()
 
     @property
     def topic_base(self) -> str:

@@ -47,6 +47,19 @@ FPS_WINDOW = 60.0  # seconds: status.fps is the rate over the last minute, so a 
 EXIT_FAILED, EXIT_CONFIG, EXIT_UNDELIVERED, EXIT_STALLED = 1, 2, 3, 4
 
 
+def snapshot_jpeg(rgb: np.ndarray, box: np.ndarray, label: str, width: int = 640) -> bytes:
+    """What a person looking at the dashboard needs: the frame (at most ``width`` wide) with the
+    face's box and name drawn, not the 112x112 crop the model saw."""
+    s = min(1.0, width / rgb.shape[1])
+    view = cv2.cvtColor(cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else rgb,
+                        cv2.COLOR_RGB2BGR)
+    x1, y1, x2, y2 = (int(round(float(v) * s)) for v in box[:4])
+    cv2.rectangle(view, (x1, y1), (x2, y2), (0, 200, 0), 2)
+    cv2.putText(view, label.encode("ascii", "replace").decode(), (x1, max(16, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX,
+                0.6, (0, 200, 0), 2, cv2.LINE_AA)
+    return cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+
+
 def _pct(values: deque[float], q: float) -> float | None:
     return round(float(np.percentile(list(values), q)), 1) if values else None
 
@@ -83,6 +96,7 @@ class Daemon:
         self.started = time.monotonic()
         self.last_names: list[str] | None = None
         self.reload_error: str | None = None
+        self.reload_reason = "SIGHUP"
         self.stalled: str | None = None
 
     def _load_recognizer(self, pipeline: FacePipeline | None = None) -> Recognizer:
@@ -107,10 +121,12 @@ class Daemon:
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload_event.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._ask_reload("SIGHUP"))
 
     def run(self) -> int:
         self.capture.start()
+        self.publisher.on_command = lambda text: self._ask_reload("command")  # "Reload gallery" on the dashboard
+        self.publisher.set_people(self.recognizer.gallery.people)
         self.publisher.start()
         self.notifier.ready(f"serving {self.source_name}")
         log.info("ready: source %s, publishing %s, run %s", self.source_name,
@@ -212,16 +228,21 @@ class Daemon:
                 assert tr.decision is not None
                 self._publish(tr, tr.decision, now)
 
+    def _ask_reload(self, why: str) -> None:
+        self.reload_reason = why
+        self.reload_event.set()
+
     def _reload(self) -> None:
         try:
             rec = self._load_recognizer(self.pipeline)
         except Exception as e:  # keep serving with the old gallery, and say so where it is seen
             self.reload_error = f"gallery not reloaded: {e}"
-            log.error("SIGHUP: %s", self.reload_error)
+            log.error("%s: %s", self.reload_reason, self.reload_error)
             return
         self.recognizer, self.reload_error = rec, None
         self.tracker.split_distance = self._split_distance()
-        log.info("SIGHUP: gallery reloaded")
+        self.publisher.set_people(rec.gallery.people)
+        log.info("%s: gallery reloaded", self.reload_reason)
 
     # ------------------------------------------------------------------ per frame
     def process(self, rgb: np.ndarray, t: float, captured: float) -> None:
@@ -253,7 +274,7 @@ class Daemon:
                 if self.cfg.recognition.debug_every_frame:
                     self._publish(joined, self._decide(emb), captured)
         for tr in visible:
-            self._maybe_announce(tr, t, captured)
+            self._maybe_announce(tr, t, captured, rgb)
         names = self.tracker.names_in_view(t)
         if names != self.last_names:
             self.last_names = names
@@ -262,12 +283,12 @@ class Daemon:
     def _decide(self, embedding: np.ndarray) -> Prediction:
         return self.recognizer.predict(embedding[None])[0]
 
-    def _maybe_announce(self, tr: Track, t: float, captured: float) -> None:
+    def _maybe_announce(self, tr: Track, t: float, captured: float, rgb: np.ndarray | None = None) -> None:
         if not self.cfg.recognition.debug_every_frame and self.tracker.announce(tr, t):
             assert tr.decision is not None
-            self._publish(tr, tr.decision, captured)
+            self._publish(tr, tr.decision, captured, rgb)
 
-    def _publish(self, tr: Track, d: Prediction, captured: float) -> None:
+    def _publish(self, tr: Track, d: Prediction, captured: float, rgb: np.ndarray | None = None) -> None:
         self.seq += 1
         x1, y1, x2, y2 = (float(v) for v in tr.box[:4])
         event = {"camera": self.cfg.camera_id, "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -276,10 +297,8 @@ class Daemon:
                  "seq": self.seq, "run": self.run_id, "model": self.pipeline.embedder.name}
         self.publisher.event(event)
         self.latency_ms.append((time.monotonic() - captured) * 1000)
-        if self.cfg.mqtt.snapshot and tr.crop is not None:
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(tr.crop, cv2.COLOR_RGB2BGR))
-            if ok:
-                self.publisher.snapshot(jpeg.tobytes())
+        if self.cfg.mqtt.snapshot and rgb is not None:
+            self.publisher.snapshot(snapshot_jpeg(rgb, tr.box, "Stranger" if d.name == "unknown" else d.name))
         log.info("event %d: %s (distance %.3f, track %d)", self.seq, d.name, d.distance, tr.id)
 
     def status(self) -> dict[str, Any]:
@@ -298,4 +317,5 @@ class Daemon:
                 "frame_errors": self.frame_errors, "track_splits": self.tracker.splits,
                 "queue_depth": self.publisher.queue_depth, "events": self.seq,
                 "events_dropped": self.publisher.dropped, "uptime_s": round(up, 1),
-                "people": len(self.recognizer.gallery.people), "reload_error": self.reload_error}
+                "people": len(self.recognizer.gallery.people), "model": self.pipeline.embedder.name,
+                "reload_error": self.reload_error}

@@ -20,15 +20,17 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from paho.mqtt.client import MQTTErrorCode, MQTTMessageInfo
 
-from facepi import __version__
+from facepi import homeassistant
 from facepi.config import Config
 
 log = logging.getLogger("facepi.publish")
-STATE_SLACK = 64  # paho's queue bound beyond queue_size: the state topics and discovery configs
+STATE_SLACK = 256  # paho's queue bound beyond queue_size: the state topics and discovery configs
+COMMAND_INTERVAL = 5.0  # seconds: at most one command from MQTT this often
 
 
 class StdoutPublisher:
@@ -38,6 +40,7 @@ class StdoutPublisher:
         self.dropped = 0
         self.connected = True
         self.fatal: str | None = None
+        self.on_command: Callable[[str], None] = lambda text: None
 
     def start(self) -> None:
         pass
@@ -56,6 +59,9 @@ class StdoutPublisher:
         pass
 
     def flush(self) -> None:
+        pass
+
+    def set_people(self, people: list[str]) -> None:
         pass
 
     @property
@@ -147,6 +153,10 @@ class MqttPublisher:
         self.fatal: str | None = None
         self.closing = False
         self.discovery_topic = f"{m.discovery_prefix}/status"
+        self.people: list[str] = []
+        self.discovered: set[str] = set()
+        self.on_command: Callable[[str], None] = lambda text: None
+        self.last_command = float("-inf")
 
     def topic(self, leaf: str) -> str:
         return f"{self.base}/{leaf}"
@@ -165,8 +175,10 @@ class MqttPublisher:
         self.problem = None
         log.info("connected to MQTT broker %s:%d", m.host, m.port)
         self._state("availability", "online", 1)
+        client.subscribe(self.topic("command"), qos=1)
         if m.discovery:
-            client.subscribe(self.discovery_topic, qos=1)
+            ours = f"{m.discovery_prefix}/+/facepi_{self.cfg.camera_id}/+/config"  # to clear stale ones
+            client.subscribe([(self.discovery_topic, 1), (ours, 1)])
             self._publish_discovery()
         self.flush()
 
@@ -182,10 +194,33 @@ class MqttPublisher:
             self._say(f"lost the MQTT broker ({reason_code}); reconnecting with backoff", logging.WARNING)
 
     def _on_message(self, client, userdata, msg) -> None:
+        m = self.cfg.mqtt
         if msg.topic == self.discovery_topic and msg.payload == b"online":
             log.info("Home Assistant is online: re-publishing discovery")
             self._publish_discovery()
             self.flush()
+        elif homeassistant.is_ours(msg.topic, m.discovery_prefix, self.cfg.camera_id):
+            with self.lock:
+                stale = msg.payload and msg.topic not in self.discovered
+                if stale:  # a person forgotten (or the snapshot switched off) since it was published
+                    self.waiting[msg.topic] = ("", 1)
+            if stale:
+                log.info("removing the Home Assistant entity %s", msg.topic)
+                self.flush()
+        elif msg.topic == self.topic("command"):
+            self._command(msg.payload.decode("utf-8", "replace").strip())
+
+    def _command(self, text: str) -> None:
+        """Commands on the camera's own command topic (broker ACLs decide who may send them)."""
+        now = time.monotonic()
+        if text != "reload":
+            log.warning("ignored command %r on %s: the known command is 'reload'", text[:40], self.topic("command"))
+        elif now - self.last_command < COMMAND_INTERVAL:
+            log.warning("ignored 'reload': one per %.0f s", COMMAND_INTERVAL)
+        else:
+            self.last_command = now
+            log.info("command: reload the gallery")
+            self.on_command(text)
 
     def _say(self, text: str, level: int) -> None:
         """Log a connection problem once per change, not on every retry."""
@@ -218,6 +253,7 @@ class MqttPublisher:
             return
         with self.lock:
             self.events.append(info)
+        self._state("last", json.dumps(payload), 1)  # retained: the dashboard's "Last person" after a restart
 
     def _state(self, leaf: str, payload: str | bytes, qos: int) -> None:
         with self.lock:
@@ -245,8 +281,7 @@ class MqttPublisher:
         self._state("status", json.dumps(payload), 0)
 
     def snapshot(self, jpeg: bytes) -> None:
-        if self.connected:  # QoS 0, not retained: a snapshot is news only now
-            self.client.publish(self.topic("snapshot"), jpeg, qos=0)
+        self._state("snapshot", jpeg, 0)  # retained, the newest only: the dashboard's image entity
 
     @property
     def queue_depth(self) -> int:
@@ -265,30 +300,24 @@ class MqttPublisher:
 
     def discovery_messages(self) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
-        uid = f"facepi_{cfg.camera_id}"
-        device = {"identifiers": [uid], "name": cfg.camera_name, "manufacturer": "facepi",
-                  "model": "facepi door camera", "sw_version": __version__}
-        avail = {"availability_topic": self.topic("availability"), "payload_available": "online",
-                 "payload_not_available": "offline"}
-        prefix = cfg.mqtt.discovery_prefix
-        return {
-            f"{prefix}/sensor/{uid}/last_person/config": {
-                "name": "Last person", "unique_id": f"{uid}_last_person", "object_id": f"{uid}_last_person",
-                "state_topic": self.topic("event"), "value_template": "{{ value_json.name }}",
-                "json_attributes_topic": self.topic("event"), "icon": "mdi:account-eye",
-                "device": device, **avail},
-            f"{prefix}/event/{uid}/recognition/config": {
-                "name": "Recognition", "unique_id": f"{uid}_recognition", "object_id": f"{uid}_recognition",
-                "state_topic": self.topic("event"), "event_types": ["recognized", "unknown"],
-                "value_template": ('{ "event_type": "{{ "unknown" if value_json.name == "unknown" '
-                                   'else "recognized" }}", "name": "{{ value_json.name }}", '
-                                   '"score": {{ value_json.score }} }'),
-                "device": device, **avail},
-        }
+        return homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
+                                       self.people, cfg.mqtt.snapshot)
+
+    def set_people(self, people: list[str]) -> None:
+        """The gallery's people (at start and after a reload): presence entities follow them."""
+        self.people = sorted(people)
+        if self.cfg.mqtt.discovery and self.connected:
+            self._publish_discovery()
+            self.flush()
 
     def _publish_discovery(self) -> None:
+        """Every config, and an empty retained one for each that is gone (a person forgotten since)."""
+        configs = self.discovery_messages()
         with self.lock:
-            for topic, payload in self.discovery_messages().items():
+            for topic in self.discovered - set(configs):
+                self.waiting[topic] = ("", 1)
+            self.discovered = set(configs)
+            for topic, payload in configs.items():
                 self.waiting[topic] = (json.dumps(payload), 1)
 
     def stop(self, timeout: float = 5.0) -> int:

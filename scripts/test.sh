@@ -8,4 +8,13 @@ scripts/setup.sh convert,test mosquitto mosquitto-clients systemd "${extra[@]}"
 export TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/facepi-convert fetch          # pinned downloads into the cache, with progress
 .venv/bin/ruff check .
+# Home Assistant Core, pinned, in a venv of its own (its pins must not touch facepi's): the
+# discovery payloads are checked against its own schema and template engine.
+ha=2024.3.3
+if [ ! -f ".venv-ha/.installed-$ha" ]; then
+  echo "setup: installing Home Assistant Core $ha into .venv-ha (once; pip's cache makes reruns fast)" >&2
+  python3 -m venv .venv-ha
+  .venv-ha/bin/python -m pip install -q --disable-pip-version-check "homeassistant==$ha"
+  touch ".venv-ha/.installed-$ha"
+fi
 exec .venv/bin/python -m pytest -q "$@"

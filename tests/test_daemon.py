@@ -55,13 +55,22 @@ def test_end_to_end_one_event_per_visit(broker, gallery4, val_video):
     assert sub.on(f"{base}/person")[-1] == b"[]"
     configs = {t: json.loads(p) for t, p, _ in sub.messages if t.startswith("homeassistant/") and
                t.endswith("/config")}
-    assert set(configs) == {"homeassistant/sensor/facepi_testcam/last_person/config",
-                            "homeassistant/event/facepi_testcam/recognition/config"}
+    from facepi.homeassistant import person_key
+
+    people = sorted({p for p in people if p != STRANGER})
+    presence = {f"homeassistant/binary_sensor/facepi_testcam/present_{person_key(p)}/config" for p in people}
+    assert {"homeassistant/sensor/facepi_testcam/last_person/config",
+            "homeassistant/event/facepi_testcam/recognition/config",
+            "homeassistant/binary_sensor/facepi_testcam/someone/config",
+            "homeassistant/button/facepi_testcam/reload/config"} | presence <= set(configs)
     for c in configs.values():
         assert c["device"]["identifiers"] == ["facepi_testcam"] and c["unique_id"].startswith("facepi_testcam")
-        assert c["availability_topic"] == f"{base}/availability" and c["state_topic"] == f"{base}/event"
+        assert c["device"]["name"] == "Testcam" and c["origin"]["name"] == "facepi" and "object_id" not in c
+        assert c["availability_topic"] == f"{base}/availability"
     assert configs["homeassistant/event/facepi_testcam/recognition/config"]["event_types"] == ["recognized",
                                                                                                 "unknown"]
+    last = json.loads(sub.on(f"{base}/last")[-1])  # retained: the dashboard's Last person after a restart
+    assert last == events[-1]
 
 
 def test_stdout_is_the_embedded_default(gallery4, faces_root, tmp_path):

@@ -1,0 +1,104 @@
+"""Home Assistant MQTT discovery: what a household sees of facepi on its dashboard.
+
+One device per camera ("Front door"), with:
+- **Last person** (sensor, retained ``last`` topic: survives a Home Assistant restart
+  without re-firing anything); a stranger is the state ``Stranger``, never HA's
+  own ``unknown`` (which means "no value" and leaves a gap in history);
+- **Recognition** (event entity on the ``event`` topic: fires once per announcement,
+  ``recognized`` or ``unknown``, attributes name, score, distance, camera, timestamp, box);
+- **Someone in view** and one presence binary_sensor per enrolled person, from the
+  retained ``person`` topic; they follow the gallery (added on enrol, removed on forget);
+- **Snapshot** (image entity, only with ``mqtt.snapshot = true``: the frame of each
+  announcement with the face box drawn);
+- diagnostics from the ``status`` topic (fps, latency p95, source, frames and events
+  dropped, gallery size, model) and a **Reload gallery** button (``command`` topic).
+
+Payloads use ``default_entity_id`` (not the deprecated ``object_id``) and carry an
+``origin`` block. Names reach templates only as JSON string literals (``tojson``
+output or :func:`literal`), so a name with quotes cannot break a template.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from facepi import __version__
+
+STRANGER = "Stranger"  # the dashboard's word for facepi's "unknown"
+
+
+def literal(text: str) -> str:
+    """``text`` as a Jinja string literal (JSON string syntax is valid Jinja)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def person_key(name: str) -> str:
+    """A topic- and id-safe key for a person's entities: readable part + hash (names may be anything)."""
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:32] or "person"
+    return f"{slug}_{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+
+
+def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: list[str],
+              snapshot: bool) -> dict[str, dict[str, Any]]:
+    """Every discovery config: topic -> payload."""
+    uid = f"facepi_{camera_id}"
+    device = {"identifiers": [uid], "name": camera_name, "manufacturer": "facepi",
+              "model": "facepi door camera", "sw_version": __version__}
+    common = {"device": device, "origin": {"name": "facepi", "sw_version": __version__},
+              "availability_topic": f"{base}/availability", "payload_available": "online",
+              "payload_not_available": "offline"}
+
+    def entity(component: str, key: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        return (f"{prefix}/{component}/{uid}/{key}/config",
+                {"unique_id": f"{uid}_{key}", "default_entity_id": f"{component}.{uid}_{key}", **fields, **common})
+
+    def diagnostic(key: str, name: str, template: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        return entity("sensor", key, name=name, state_topic=f"{base}/status", value_template=template,
+                      entity_category="diagnostic", **fields)
+
+    event_json = ('{{ {"event_type": "unknown" if value_json.name == "unknown" else "recognized", '
+                  '"name": value_json.name, "score": value_json.score, "distance": value_json.distance, '
+                  '"camera": value_json.camera, "timestamp": value_json.timestamp, "box": value_json.box} '
+                  '| tojson }}')
+    configs = dict([
+        entity("sensor", "last_person", name="Last person", state_topic=f"{base}/last",
+               value_template=f'{{{{ {literal(STRANGER)} if value_json.name == "unknown" else value_json.name }}}}',
+               json_attributes_topic=f"{base}/last", icon="mdi:account-eye"),
+        entity("event", "recognition", name="Recognition", state_topic=f"{base}/event",
+               event_types=["recognized", "unknown"], value_template=event_json, device_class="motion",
+               icon="mdi:face-recognition"),
+        entity("binary_sensor", "someone", name="Someone in view", state_topic=f"{base}/person",
+               value_template="{{ 'ON' if value_json | length > 0 else 'OFF' }}", device_class="occupancy"),
+        entity("button", "reload", name="Reload gallery", command_topic=f"{base}/command", payload_press="reload",
+               entity_category="config", icon="mdi:reload"),
+        diagnostic("fps", "Frames per second", "{{ value_json.fps }}", unit_of_measurement="fps",
+                   state_class="measurement"),
+        diagnostic("latency", "Latency p95", "{{ value_json.latency_ms_p95 }}", unit_of_measurement="ms",
+                   device_class="duration", state_class="measurement"),
+        diagnostic("source", "Source", "{{ value_json.source }}", icon="mdi:cctv"),
+        diagnostic("events_dropped", "Events dropped", "{{ value_json.events_dropped }}",
+                   state_class="total_increasing"),
+        diagnostic("frames_dropped", "Frames dropped", "{{ value_json.frames_dropped }}",
+                   state_class="total_increasing"),
+        diagnostic("people", "People enrolled", "{{ value_json.people }}", icon="mdi:account-group"),
+        diagnostic("model", "Model", "{{ value_json.model }}", icon="mdi:brain"),
+    ])
+    if snapshot:
+        configs.update([entity("image", "snapshot", name="Snapshot", image_topic=f"{base}/snapshot",
+                               content_type="image/jpeg")])
+    for name in people:
+        configs.update([entity("binary_sensor", f"present_{person_key(name)}", name=f"{name} in view",
+                               state_topic=f"{base}/person", device_class="presence",
+                               value_template=f"{{{{ 'ON' if {literal(name)} in value_json else 'OFF' }}}}")])
+    return configs
+
+
+def is_ours(topic: str, prefix: str, camera_id: str) -> bool:
+    """A discovery config topic of this camera (so one left over from a forgotten person can be cleared)."""
+    if not topic.startswith(prefix + "/"):
+        return False
+    parts = topic[len(prefix) + 1:].split("/")
+    return len(parts) == 4 and parts[1] == f"facepi_{camera_id}" and parts[3] == "config"

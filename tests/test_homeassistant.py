@@ -1,0 +1,136 @@
+"""Home Assistant: discovery through HA's own schema and templates, entities over a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT, Subscriber, one_face_photos, run_daemon
+
+from facepi import config
+from facepi.demo import make_video
+from facepi.homeassistant import STRANGER as SHOWN
+from facepi.homeassistant import discovery, is_ours, person_key
+
+QUOTED = 'Anne "Annie" Smith'
+HA_PYTHON = Path(os.environ.get("FACEPI_HA_VENV", ROOT / ".venv-ha")) / "bin" / "python"
+
+
+def configs(people: list[str], snapshot: bool = True) -> dict[str, dict]:
+    return discovery("door", "Front door", "facepi/door", "homeassistant", people, snapshot)
+
+
+def test_device_name_comes_from_the_camera_id():
+    assert config.load(None, env={"FACEPI_CAMERA_ID": "back_door"}).device_name == "Back door"
+    cfg = config.load(None, env={"FACEPI_CAMERA_ID": "back_door"}, overrides={"camera_name": "Garden gate"})
+    assert cfg.device_name == "Garden gate"
+
+
+def test_every_config_is_ours_and_unique():
+    c = configs(["alice", QUOTED, "Zoë"])
+    assert all(is_ours(t, "homeassistant", "door") for t in c)
+    assert len({p["unique_id"] for p in c.values()}) == len(c)
+    assert person_key(QUOTED) != person_key('Anne "Annie" Smyth')
+    assert not is_ours("homeassistant/sensor/facepi_doorbell/x/config", "homeassistant", "door")
+
+
+@pytest.mark.skipif(not HA_PYTHON.exists() and not os.environ.get("CI"),
+                    reason="Home Assistant venv not made (scripts/test.sh makes it)")
+def test_discovery_passes_home_assistants_own_schema_and_templates():
+    """Home Assistant Core 2024.3.3 (pinned, in its own venv): every payload passes the platform's
+    DISCOVERY_SCHEMA; every template renders as HA renders it, quotes in names included."""
+    c = configs(["alice", QUOTED, "Zoë"])
+    base = "homeassistant/{}/facepi_door/{}/config"
+    event = base.format("event", "recognition")
+    last = base.format("sensor", "last_person")
+    quoted = base.format("binary_sensor", f"present_{person_key(QUOTED)}")
+    someone = base.format("binary_sensor", "someone")
+    fps = base.format("sensor", "fps")
+    ev = {"camera": "door", "timestamp": "2026-11-28T03:00:00.000+00:00", "name": QUOTED, "score": 0.8,
+          "distance": 0.2, "box": [1, 2, 3, 4], "track_id": 1, "seq": 1, "run": "x", "model": "m"}
+    renders = [[event, "value_template", json.dumps(ev)],
+               [event, "value_template", json.dumps(ev | {"name": "unknown"})],
+               [last, "value_template", json.dumps(ev)],
+               [last, "value_template", json.dumps(ev | {"name": "unknown"})],
+               [quoted, "value_template", json.dumps([QUOTED, "bob"])],
+               [quoted, "value_template", json.dumps(["Anne"])],
+               [someone, "value_template", "[]"],
+               [someone, "value_template", json.dumps(["bob"])],
+               [fps, "value_template", json.dumps({"fps": 7.5})]]
+    proc = subprocess.run([str(HA_PYTHON), str(ROOT / "tests" / "ha_check.py")], capture_output=True, text=True,
+                          input=json.dumps({"configs": c, "renders": renders}), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert {t: e for t, e in out["valid"].items() if e} == {}
+    r = out["rendered"]
+    fired = json.loads(r[0])
+    assert fired == {"event_type": "recognized", "name": QUOTED, "score": 0.8, "distance": 0.2, "camera": "door",
+                     "timestamp": ev["timestamp"], "box": [1, 2, 3, 4]}
+    assert json.loads(r[1])["event_type"] == "unknown"
+    assert r[2] == QUOTED and r[3] == SHOWN  # a stranger is "Stranger", never HA's own "unknown"
+    assert r[4:8] == ["ON", "OFF", "OFF", "ON"]
+    assert r[8] in ("7.5", 7.5)
+
+
+def wait(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_entities_follow_the_gallery_and_the_dashboard_can_reload(broker, gallery4, faces_root, tmp_path):
+    """A real daemon on a live-paced video, a real broker: retained Last person, presence on and off,
+    a frame-sized snapshot of the announced face, forget + the Reload button removes the presence entity."""
+    import shutil
+
+    from facepi.detect import Detector, DetectorParams
+
+    g = tmp_path / "gallery.npz"
+    shutil.copy(gallery4, g)
+    photos = one_face_photos([sorted((faces_root / "val" / "madonna").glob("*.jpg"))[0]], tmp_path)
+    video = make_video(photos * 12, tmp_path / "madonna.avi", fps=8, hold=1.5, gap=2.5)
+    sub = Subscriber(broker.port)
+    proc = run_daemon(["--source", str(video), "--classifier", str(g), "--mqtt-host", "127.0.0.1",
+                       "--mqtt-port", str(broker.port)],
+                      env={"FACEPI_MQTT_SNAPSHOT": "1", "FACEPI_RECOGNITION_VISIT_GAP": "2.0"})
+    try:
+        base = "facepi/door"
+        madonna = f"homeassistant/binary_sensor/facepi_door/present_{person_key('madonna')}/config"
+        assert wait(lambda: sub.on(f"{base}/last"), 60)
+        assert json.loads(sub.on(f"{base}/last")[-1])["name"] == "madonna"
+        assert wait(lambda: sub.on(madonna) and json.loads(sub.on(madonna)[-1])["state_topic"] == f"{base}/person")
+        # presence: on while in view, off between visits (after presence_hold)
+        assert wait(lambda: b'["madonna"]' in sub.on(f"{base}/person") and sub.on(f"{base}/person")[-1] == b"[]")
+        jpeg = sub.on(f"{base}/snapshot")[-1]
+        view = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert view.shape == (480, 640, 3)  # the frame, not the 112x112 crop
+        boxes, _ = Detector(params=DetectorParams(minsize=40)).detect(cv2.cvtColor(view, cv2.COLOR_BGR2RGB))
+        ev = json.loads(sub.on(f"{base}/event")[-1])
+        x, y, w, h = ev["box"]
+        assert any(abs(b[0] - x) < 0.25 * w and abs(b[1] - y) < 0.25 * h for b in boxes)  # the announced face
+        # forget madonna; the dashboard's Reload gallery button (the command topic) reloads
+        r = subprocess.run([sys.executable, "-m", "facepi", "forget", "madonna", "--gallery", str(g)], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        sub.client.publish(f"{base}/command", "reload", qos=1)
+        if not wait(lambda: sub.on(madonna)[-1:] == [b""]):
+            proc.send_signal(signal.SIGTERM)
+            raise AssertionError(proc.communicate(timeout=60)[1][-3000:])
+        assert wait(lambda: json.loads(sub.on(f"{base}/last")[-1])["name"] == "unknown", 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        sub.close()
+    assert proc.returncode == 0, err[-3000:]
+    assert "command: reload the gallery" in err and "command: gallery reloaded" in err
