@@ -229,7 +229,61 @@ def _forget(args: argparse.Namespace) -> int:
         gallery.save(path)
     print(f"Forgot {args.name} ({removed} photo(s)); {len(gallery.people)} people remain in {path}"
           + ("" if gallery.people else " (nobody: every face is unknown)"))
-    print("A running daemon picks this up on reload: systemctl reload facepi")
+    print("A running daemon picks the change up within seconds (or at once: systemctl reload facepi)")
+    return 0
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    return Path(args.store or os.environ.get("FACEPI_LEARNING_PATH") or "/var/lib/facepi/visitors.npz")
+
+
+def _visitors(args: argparse.Namespace) -> int:
+    from facepi.visitors import Visitors, sheet
+
+    path = _store_path(args)
+    store = Visitors.load(path)
+    if args.sheet:
+        print(f"Wrote {args.sheet} ({sheet(store, args.sheet)} visitor(s))")
+    rows = [{"id": v.id, "visits": v.visits, "first_seen": v.first_seen, "last_seen": v.last_seen,
+             "faces": int((store.owner == i).sum())} for i, v in enumerate(store.visitors)]
+    if args.json:
+        print(json.dumps({"store": str(path), "visitors": rows}, indent=2))
+    elif not args.sheet:
+        for r in rows:
+            print(f"{r['id']:>5}  {r['visits']:3d} visit(s)  first {r['first_seen']}  last {r['last_seen']}  "
+                  f"{r['faces']} face(s)")
+        if not rows:
+            print(f"No visitors in {path}")
+    return 0
+
+
+def _visitors_name(args: argparse.Namespace) -> int:
+    from facepi.workflow import name_visitor
+
+    vid, report = name_visitor(_store_path(args), args.visitor, _gallery_path(args), args.name, args.force,
+                               args.models)
+    for n in report.notes:
+        print(f"facepi: note: {n}", file=sys.stderr)
+    for p in report.problems:
+        print(f"facepi: {'warning' if args.force else 'refused'}: {p}", file=sys.stderr)
+    if not report.added or (report.problems and not args.force):
+        print(f"facepi: error: {vid} not enrolled as {report.name}; nothing changed", file=sys.stderr)
+        return 2
+    print(f"Enrolled {report.added} door face(s) of {vid} as {report.name} in {_gallery_path(args)}; "
+          f"a running daemon picks the gallery up within seconds")
+    return 0
+
+
+def _visitors_forget(args: argparse.Namespace) -> int:
+    from facepi.gallery import locked
+    from facepi.visitors import Visitors
+
+    path = _store_path(args)
+    with locked(path):
+        store = Visitors.load(path)
+        v = store.remove(args.visitor)
+        store.save(path)
+    print(f"Forgot {v.id} ({v.visits} visit(s)); {len(store.visitors)} visitor(s) remain")
     return 0
 
 
@@ -408,6 +462,24 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--json", action="store_true")
     chk.set_defaults(func=_gallery_check)
 
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--store", help="visitor store (default: $FACEPI_LEARNING_PATH or "
+                                       "/var/lib/facepi/visitors.npz)")
+    vi = sub.add_parser("visitors", parents=[common, store],
+                        help="unknown visitors the daemon kept ([learning]): list, sheet, name, forget")
+    vi.add_argument("--json", action="store_true")
+    vi.add_argument("--sheet", type=Path, help="PNG of each visitor's best door crops")
+    vi.set_defaults(func=_visitors)
+    vsub = vi.add_subparsers(dest="visitors_command")
+    vn = vsub.add_parser("name", parents=[common, store, gal], help="enrol a visitor's door crops as NAME")
+    vn.add_argument("visitor", help="e.g. V7 (facepi visitors lists them)")
+    vn.add_argument("name")
+    vn.add_argument("--force", action="store_true", help="enrol despite the gallery health checks")
+    vn.set_defaults(func=_visitors_name)
+    vf = vsub.add_parser("forget", parents=[common, store], help="drop a visitor and its crops")
+    vf.add_argument("visitor")
+    vf.set_defaults(func=_visitors_forget)
+
     f = sub.add_parser("forget", parents=[common, gal], help="remove a person from the gallery")
     f.add_argument("name")
     f.set_defaults(func=_forget)
@@ -464,11 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     from facepi.images import ImageError
     from facepi.redact import mask
     from facepi.source import SourceError
+    from facepi.visitors import VisitorError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (runtime.ModelError, GalleryError, ImageError, ValueError, ConfigError, SourceError) as e:
+    except (runtime.ModelError, GalleryError, ImageError, ValueError, ConfigError, SourceError, VisitorError) as e:
         print(f"facepi: error: {mask(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # an unwritable folder, a directory where a file was expected, ...

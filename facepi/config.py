@@ -96,6 +96,15 @@ class RecognitionConfig:
 
 
 @dataclass
+class LearningConfig:
+    enabled: bool = _f(False, "keep unknown visitors' best door crops locally, to be named later (privacy: off)")
+    path: str = _f("/var/lib/facepi/visitors.npz", "the visitor store (0600, like the gallery)")
+    max_visitors: int = _f(50, "visitors kept; the longest unseen are forgotten first", 1, 10000)
+    keep_days: float = _f(30.0, "visitors unseen for this long are forgotten", 0.01, 3650)
+    crops_per_visitor: int = _f(5, "best crops kept per visitor (detector score x size x sharpness)", 1, 50)
+
+
+@dataclass
 class MqttConfig:
     host: str = _f("", "broker host; empty: print events as JSON lines on stdout")
     port: int = _f(1883, "broker port", 1, 65535)
@@ -129,6 +138,7 @@ class Config:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
     mqtt_password: str | None = field(default=None, repr=False, metadata={"secret": True})
     camera_password: str | None = field(default=None, repr=False, metadata={"secret": True})
 
@@ -143,7 +153,7 @@ class Config:
 
 def _sections(cfg: Config) -> dict[str, Any]:
     return {"source": cfg.source, "models": cfg.models, "detection": cfg.detection,
-            "recognition": cfg.recognition, "mqtt": cfg.mqtt}
+            "recognition": cfg.recognition, "mqtt": cfg.mqtt, "learning": cfg.learning}
 
 
 def _coerce(key: str, value: Any, f: dataclasses.Field, from_text: bool) -> Any:

@@ -31,16 +31,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facepi.classify import Prediction
+from facepi.classify import UNKNOWN, Prediction
 from facepi.config import Config
 from facepi.detect import DetectorParams
 from facepi.faces import FacePipeline
+from facepi.gallery import locked
 from facepi.notify import Notifier
 from facepi.publish import make_publisher
 from facepi.redact import mask, with_password
 from facepi.source import Capture, Frame, make_source
 from facepi.track import Track, Tracker
-from facepi.workflow import Recognizer
+from facepi.visitors import Visitors, crop_quality
+from facepi.workflow import Recognizer, name_visitor
 
 log = logging.getLogger("facepi.daemon")
 FPS_WINDOW = 60.0  # seconds: status.fps is the rate over the last minute, so a stall shows at once
@@ -98,6 +100,11 @@ class Daemon:
         self.reload_error: str | None = None
         self.reload_reason = "SIGHUP"
         self.stalled: str | None = None
+        self.gallery_stamp = self._gallery_stamp()
+        self.next_gallery_check = 0.0
+        self.candidates: dict[int, list[tuple[float, np.ndarray, np.ndarray]]] = {}  # learning, per track
+        self.learning_tracks: dict[int, Track] = {}
+        self.names_asked: deque[str] = deque(maxlen=4)  # "Name last visitor" from the dashboard
 
     def _load_recognizer(self, pipeline: FacePipeline | None = None) -> Recognizer:
         """The gallery and its classifier; on reload, on the running pipeline (no interpreter rebuilt)."""
@@ -126,6 +133,7 @@ class Daemon:
     def run(self) -> int:
         self.capture.start()
         self.publisher.on_command = lambda text: self._ask_reload("command")  # "Reload gallery" on the dashboard
+        self.publisher.on_name = self.names_asked.append  # handled in this loop, not paho's thread
         self.publisher.set_people(self.recognizer.gallery.people)
         self.publisher.start()
         self.notifier.ready(f"serving {self.source_name}")
@@ -138,6 +146,8 @@ class Daemon:
                 if self.reload_event.is_set():
                     self.reload_event.clear()
                     self._reload()
+                while self.names_asked:
+                    self._name_last_visitor(self.names_asked.popleft())
                 if self.publisher.fatal:
                     log.error("%s", self.publisher.fatal)
                     code = EXIT_CONFIG
@@ -159,6 +169,10 @@ class Daemon:
                 else:
                     self.notifier.watchdog()
                 self.publisher.flush()
+                if now >= self.next_gallery_check:  # enroll/forget/visitors name: picked up without a signal
+                    self.next_gallery_check = now + 2.0
+                    if self._gallery_stamp() != self.gallery_stamp:
+                        self._ask_reload("gallery changed")
                 if now - last_status >= self.cfg.mqtt.status_interval:
                     last_status = now
                     self._publish_status()
@@ -227,12 +241,79 @@ class Daemon:
             if not self.cfg.recognition.debug_every_frame and self.tracker.announce(tr, tr.last_t, final=True):
                 assert tr.decision is not None
                 self._publish(tr, tr.decision, now)
+        for tid in list(self.candidates):
+            self._learn(tid)
+
+    # ------------------------------------------------------------------ learning (opt-in)
+    def _keep_candidate(self, tr: Track, crop: np.ndarray, emb: np.ndarray) -> None:
+        """A face of a track that may turn out to be an unknown visitor: kept (the best few) until it ends."""
+        keep = self.candidates.setdefault(tr.id, [])
+        keep.append((crop_quality(tr.scores[-1], float(tr.box[2] - tr.box[0]), crop), crop, emb))
+        keep.sort(key=lambda c: -c[0])
+        del keep[2 * self.cfg.learning.crops_per_visitor:]
+        self.learning_tracks[tr.id] = tr
+
+    def _learn(self, tid: int) -> None:
+        """A track has ended: if it was an announced unknown visitor, store its best faces."""
+        faces = self.candidates.pop(tid, [])
+        tr = self.learning_tracks.pop(tid, None)
+        if tr is None or tr.visitor is None or tr.decision is None or tr.decision.name != UNKNOWN or not faces:
+            return
+        lc = self.cfg.learning
+        path = Path(lc.path)
+        try:
+            with locked(path):
+                store = Visitors.load(path, self.recognizer.gallery.model, self.recognizer.gallery.dim)
+                vid = store.add_visit(np.stack([f[1] for f in faces]), np.stack([f[2] for f in faces]),
+                                      np.array([f[0] for f in faces]), self.tracker.split_distance,
+                                      lc.crops_per_visitor)
+                store.prune(lc.max_visitors, lc.keep_days)
+                store.save(path)
+        except Exception as e:  # learning must never stop recognition
+            log.error("learning: could not store the visitor: %s", e)
+            return
+        v = store.visitors[store.index(vid)]
+        log.info("learning: %s stored (%d visit(s))", vid, v.visits)
+        best = cv2.resize(store.faces(vid)[0][0], (224, 224), interpolation=cv2.INTER_CUBIC)
+        self.publisher.visitor(cv2.imencode(".jpg", cv2.cvtColor(best, cv2.COLOR_RGB2BGR))[1].tobytes())
+        self.publisher.learning({"message": f"{vid}: {v.visits} visit(s), last seen {v.last_seen}",
+                                 "visitor": vid, "visits": v.visits, "first_seen": v.first_seen,
+                                 "last_seen": v.last_seen})
+
+    def _name_last_visitor(self, name: str) -> None:
+        """"Name last visitor" from the dashboard: enrol the last visitor's door crops, say what happened."""
+        lc = self.cfg.learning
+        try:
+            vid, report = name_visitor(Path(lc.path), None, Path(self.cfg.recognition.gallery), name,
+                                       models_dir=self.cfg.models.dir or None)
+        except Exception as e:  # a bad name, no visitor, a locked or unreadable file: said, never fatal
+            self.publisher.learning({"message": f"not named: {e}", "ok": False})
+            log.warning("learning: not named: %s", e)
+            return
+        if not report.added or report.problems:
+            why = "; ".join(report.problems or report.notes or report.failures) or "nothing to add"
+            self.publisher.learning({"message": f"{vid} not named {report.name}: {why}", "ok": False})
+            log.warning("learning: %s not named %s: %s", vid, report.name, why)
+            return
+        self.publisher.learning({"message": f"{vid} enrolled as {report.name} ({report.added} face(s))",
+                                 "ok": True, "visitor": vid, "name": report.name})
+        log.info("learning: %s enrolled as %s (%d face(s))", vid, report.name, report.added)
+        self.reload_reason = "learning"
+        self._reload()
+
+    def _gallery_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = Path(self.cfg.recognition.gallery).stat()
+            return st.st_mtime_ns, st.st_size
+        except OSError:
+            return None
 
     def _ask_reload(self, why: str) -> None:
         self.reload_reason = why
         self.reload_event.set()
 
     def _reload(self) -> None:
+        self.gallery_stamp = self._gallery_stamp()
         try:
             rec = self._load_recognizer(self.pipeline)
         except Exception as e:  # keep serving with the old gallery, and say so where it is seen
@@ -269,12 +350,17 @@ class Daemon:
             for tr, crop, emb in zip(todo, crops, embs, strict=True):
                 joined = self.tracker.add_embedding(tr, emb, t, self._decide)
                 joined.crop = crop
+                if self.cfg.learning.enabled:
+                    self._keep_candidate(joined, crop, emb)
                 if joined is not tr:  # somebody else took this spot: a new track
                     visible[visible.index(tr)] = joined
                 if self.cfg.recognition.debug_every_frame:
                     self._publish(joined, self._decide(emb), captured)
         for tr in visible:
             self._maybe_announce(tr, t, captured, rgb)
+        if self.candidates:
+            for tid in [tid for tid in self.candidates if tid not in self.tracker.tracks]:
+                self._learn(tid)
         names = self.tracker.names_in_view(t)
         if names != self.last_names:
             self.last_names = names

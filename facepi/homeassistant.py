@@ -11,7 +11,10 @@ One device per camera ("Front door"), with:
 - **Snapshot** (image entity, only with ``mqtt.snapshot = true``: the frame of each
   announcement with the face box drawn);
 - diagnostics from the ``status`` topic (fps, latency p95, source, frames and events
-  dropped, gallery size, model) and a **Reload gallery** button (``command`` topic).
+  dropped, gallery size, model) and a **Reload gallery** button (``command`` topic);
+- with ``[learning]`` on: **Last unknown visitor** (image: the visitor's best door crop),
+  **Name last visitor** (text: typing ``alice`` enrols that visitor's crops as alice)
+  and **Learning** (sensor: what the last naming did, or why it was refused).
 
 Payloads use ``default_entity_id`` (not the deprecated ``object_id``) and carry an
 ``origin`` block. Names reach templates only as JSON string literals (``tojson``
@@ -42,7 +45,7 @@ def person_key(name: str) -> str:
 
 
 def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: list[str],
-              snapshot: bool) -> dict[str, dict[str, Any]]:
+              snapshot: bool, learning: bool = False) -> dict[str, dict[str, Any]]:
     """Every discovery config: topic -> payload."""
     uid = f"facepi_{camera_id}"
     device = {"identifiers": [uid], "name": camera_name, "manufacturer": "facepi",
@@ -89,6 +92,16 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
     if snapshot:
         configs.update([entity("image", "snapshot", name="Snapshot", image_topic=f"{base}/snapshot",
                                content_type="image/jpeg")])
+    if learning:
+        configs.update([
+            entity("image", "last_visitor", name="Last unknown visitor", image_topic=f"{base}/visitor",
+                   content_type="image/jpeg"),
+            entity("text", "name_visitor", name="Name last visitor", command_topic=f"{base}/name_visitor",
+                   min=1, max=64, mode="text", icon="mdi:account-plus"),
+            entity("sensor", "learning", name="Learning", state_topic=f"{base}/learning",
+                   value_template="{{ value_json.message }}", json_attributes_topic=f"{base}/learning",
+                   icon="mdi:school"),
+        ])
     for name in people:
         configs.update([entity("binary_sensor", f"present_{person_key(name)}", name=f"{name} in view",
                                state_topic=f"{base}/person", device_class="presence",

@@ -41,6 +41,7 @@ class StdoutPublisher:
         self.connected = True
         self.fatal: str | None = None
         self.on_command: Callable[[str], None] = lambda text: None
+        self.on_name: Callable[[str], None] = lambda text: None
 
     def start(self) -> None:
         pass
@@ -63,6 +64,12 @@ class StdoutPublisher:
 
     def set_people(self, people: list[str]) -> None:
         pass
+
+    def visitor(self, jpeg: bytes) -> None:
+        pass
+
+    def learning(self, payload: dict[str, Any]) -> None:
+        log.info("learning: %s", payload.get("message"))
 
     @property
     def queue_depth(self) -> int:
@@ -156,6 +163,7 @@ class MqttPublisher:
         self.people: list[str] = []
         self.discovered: set[str] = set()
         self.on_command: Callable[[str], None] = lambda text: None
+        self.on_name: Callable[[str], None] = lambda text: None
         self.last_command = float("-inf")
 
     def topic(self, leaf: str) -> str:
@@ -175,7 +183,7 @@ class MqttPublisher:
         self.problem = None
         log.info("connected to MQTT broker %s:%d", m.host, m.port)
         self._state("availability", "online", 1)
-        client.subscribe(self.topic("command"), qos=1)
+        client.subscribe([(self.topic("command"), 1), (self.topic("name_visitor"), 1)])
         if m.discovery:
             ours = f"{m.discovery_prefix}/+/facepi_{self.cfg.camera_id}/+/config"  # to clear stale ones
             client.subscribe([(self.discovery_topic, 1), (ours, 1)])
@@ -209,11 +217,19 @@ class MqttPublisher:
                 self.flush()
         elif msg.topic == self.topic("command"):
             self._command(msg.payload.decode("utf-8", "replace").strip())
+        elif msg.topic == self.topic("name_visitor") and self.cfg.learning.enabled:
+            self._command(msg.payload.decode("utf-8", "replace").strip(), naming=True)
 
-    def _command(self, text: str) -> None:
-        """Commands on the camera's own command topic (broker ACLs decide who may send them)."""
+    def _command(self, text: str, naming: bool = False) -> None:
+        """Commands on the camera's own command topics (broker ACLs decide who may send them)."""
         now = time.monotonic()
-        if text != "reload":
+        if naming:
+            if now - self.last_command < COMMAND_INTERVAL:
+                log.warning("ignored a visitor name: one command per %.0f s", COMMAND_INTERVAL)
+            else:
+                self.last_command = now
+                self.on_name(text)  # validated by the daemon, as enroll validates names
+        elif text != "reload":
             log.warning("ignored command %r on %s: the known command is 'reload'", text[:40], self.topic("command"))
         elif now - self.last_command < COMMAND_INTERVAL:
             log.warning("ignored 'reload': one per %.0f s", COMMAND_INTERVAL)
@@ -283,6 +299,12 @@ class MqttPublisher:
     def snapshot(self, jpeg: bytes) -> None:
         self._state("snapshot", jpeg, 0)  # retained, the newest only: the dashboard's image entity
 
+    def visitor(self, jpeg: bytes) -> None:
+        self._state("visitor", jpeg, 0)  # retained: "Last unknown visitor"
+
+    def learning(self, payload: dict[str, Any]) -> None:
+        self._state("learning", json.dumps(payload), 1)
+
     @property
     def queue_depth(self) -> int:
         """Events not yet acknowledged by the broker."""
@@ -301,7 +323,7 @@ class MqttPublisher:
     def discovery_messages(self) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
         return homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
-                                       self.people, cfg.mqtt.snapshot)
+                                       self.people, cfg.mqtt.snapshot, cfg.learning.enabled)
 
     def set_people(self, people: list[str]) -> None:
         """The gallery's people (at start and after a reload): presence entities follow them."""

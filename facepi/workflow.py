@@ -240,11 +240,75 @@ def enroll(gallery: Gallery, pipeline: FacePipeline, name: str, paths: list[Path
         hashes.append(digest)
     if not embs:
         return report
-    x = np.stack(embs)
-    _near_duplicates(gallery, name, x, used, report)
-    keep = [i for i in range(len(used)) if used[i] is not None]
+    return add_faces(gallery, name, np.stack(embs), crops, [str(u) for u in used],
+                     [f"{name}/{u.name}" for u in used], hashes, report, force, models_dir, operating_points)
+
+
+def enroll_crops(gallery: Gallery, name: str, embeddings: np.ndarray, crops: np.ndarray, labels: list[str],
+                 force: bool = False, models_dir: str | os.PathLike[str] | None = None) -> EnrolReport:
+    """Enrol faces that are already aligned and embedded (a door visitor's best crops), with the same
+    checks as ``enroll``. ``labels`` name each face in messages and in the gallery's sources."""
+    import hashlib
+
+    name = check_name(name)
+    report = EnrolReport(name)
+    known = dict(zip(gallery.hashes, gallery.labels.tolist(), strict=True))
+    keep, hashes = [], []
+    for i, crop in enumerate(crops):
+        digest = hashlib.sha256(np.ascontiguousarray(crop).tobytes()).hexdigest()
+        if digest in known:
+            owner = gallery.people[known[digest]]
+            (report.notes if owner == name else report.problems).append(
+                f"{labels[i]}: already enrolled as {owner}" + ("; skipped" if owner == name else ""))
+            continue
+        keep.append(i)
+        hashes.append(digest)
+    if not keep:
+        return report
+    return add_faces(gallery, name, embeddings[keep], [crops[i] for i in keep], [labels[i] for i in keep],
+                     [f"{name}/{labels[i]}" for i in keep], hashes, report, force, models_dir, None)
+
+
+def name_visitor(store_path: Path, vid: str | None, gallery_path: Path, name: str, force: bool = False,
+                 models_dir: str | os.PathLike[str] | None = None) -> tuple[str, EnrolReport]:
+    """Enrol a door visitor's stored crops as ``name`` (``vid`` None: the last visitor seen); on
+    success the visitor leaves the store. Both files are changed under their locks."""
+    from facepi.gallery import locked
+    from facepi.visitors import VisitorError, Visitors
+
+    name = check_name(name)
+    with locked(store_path):
+        store = Visitors.load(store_path)
+        last = store.last()
+        if vid is None:
+            if last is None:
+                raise VisitorError(f"{store_path}: no visitors to name")
+            vid = last.id
+        crops, embs = store.faces(vid)
+        with locked(gallery_path):
+            gallery = Gallery.load(gallery_path)
+            if gallery.model != store.model:
+                raise VisitorError(f"{vid} was seen with model {store.model!r}; {gallery_path} uses "
+                                   f"{gallery.model!r}")
+            report = enroll_crops(gallery, name, embs, crops, [f"door-{vid}-{k + 1}" for k in range(len(crops))],
+                                  force, models_dir)
+            if report.added and (force or not report.problems):
+                gallery.save(gallery_path)
+                store.remove(vid)
+                store.save(store_path)
+    return vid, report
+
+
+def add_faces(gallery: Gallery, name: str, x: np.ndarray, crops: list[np.ndarray], used: list[str],
+              sources: list[str], hashes: list[str], report: EnrolReport, force: bool,
+              models_dir: str | os.PathLike[str] | None,
+              operating_points: classify.OperatingPoints | None) -> EnrolReport:
+    """The gallery's health checks, then the faces added (unless a problem and not ``force``)."""
+    kept: list[str | None] = list(used)
+    _near_duplicates(gallery, name, x, kept, report)
+    keep = [i for i in range(len(kept)) if kept[i] is not None]
     x, crops = x[keep], [crops[i] for i in keep]
-    used, hashes = [used[i] for i in keep], [hashes[i] for i in keep]
+    used, sources, hashes = [used[i] for i in keep], [sources[i] for i in keep], [hashes[i] for i in keep]
     if not len(x):
         return report
     if "outlier_distance" not in gallery.meta:
@@ -253,13 +317,13 @@ def enroll(gallery: Gallery, pipeline: FacePipeline, name: str, paths: list[Path
     _outliers(gallery, name, x, used, float(gallery.meta["outlier_distance"]), report)
     if report.problems and not force:
         return report
-    gallery.add(name, x, [f"{name}/{p.name}" for p in used], hashes, np.stack(crops))
+    gallery.add(name, x, sources, hashes, np.stack(crops))
     report.added = len(x)
     report.calibration = recalibrate(gallery, models_dir, operating_points)
     return report
 
 
-def _near_duplicates(gallery: Gallery, name: str, x: np.ndarray, used: list[Path | None],
+def _near_duplicates(gallery: Gallery, name: str, x: np.ndarray, used: list[str | None],
                      report: EnrolReport) -> None:
     """Drop (set to None in ``used``) photos that are the same shot as an enrolled or an earlier one."""
     for i in range(len(x)):
@@ -300,7 +364,7 @@ def _same_person_elsewhere(gallery: Gallery, name: str, x: np.ndarray, threshold
                                f"{threshold:.2f}): the same person under two names?")
 
 
-def _outliers(gallery: Gallery, name: str, x: np.ndarray, used: list[Path], limit: float,
+def _outliers(gallery: Gallery, name: str, x: np.ndarray, used: list[str], limit: float,
               report: EnrolReport) -> None:
     """A photo far from the person's other photos is probably someone else (Frigate drops such photos)."""
     mine = gallery.embeddings[gallery.labels == gallery.people.index(name)] if name in gallery.people \

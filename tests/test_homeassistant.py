@@ -25,7 +25,7 @@ HA_PYTHON = Path(os.environ.get("FACEPI_HA_VENV", ROOT / ".venv-ha")) / "bin" / 
 
 
 def configs(people: list[str], snapshot: bool = True) -> dict[str, dict]:
-    return discovery("door", "Front door", "facepi/door", "homeassistant", people, snapshot)
+    return discovery("door", "Front door", "facepi/door", "homeassistant", people, snapshot, learning=True)
 
 
 def test_device_name_comes_from_the_camera_id():
@@ -70,6 +70,8 @@ def test_discovery_passes_home_assistants_own_schema_and_templates():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert {t: e for t, e in out["valid"].items() if e} == {}
+    platforms = {t.split("/")[1] for t in out["valid"]}
+    assert platforms == {"sensor", "event", "binary_sensor", "button", "image", "text"}
     r = out["rendered"]
     fired = json.loads(r[0])
     assert fired == {"event_type": "recognized", "name": QUOTED, "score": 0.8, "distance": 0.2, "camera": "door",
