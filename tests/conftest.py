@@ -131,12 +131,12 @@ class Subscriber:
     """A real MQTT subscriber (persistent session, QoS 1) that records everything it gets."""
 
     def __init__(self, port: int, topics: tuple[str, ...] = ("facepi/#", "homeassistant/#"),
-                 ca_file: Path | None = None) -> None:
+                 ca_file: Path | None = None, name: str = "test-sub") -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}",
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{port}",
                                   clean_session=False)
         self.topics = topics
         self.subscribed = threading.Event()

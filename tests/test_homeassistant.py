@@ -136,3 +136,11 @@ def test_entities_follow_the_gallery_and_the_dashboard_can_reload(broker, galler
         sub.close()
     assert proc.returncode == 0, err[-3000:]
     assert "command: reload the gallery" in err and "command: gallery reloaded" in err
+    # Home Assistant restarting later (a new subscriber) gets the last person from the retained topic,
+    # while the event topic (the event entity) has nothing retained to fire again
+    later = Subscriber(broker.port, topics=(f"{base}/last", f"{base}/event"), name="ha-restarted")
+    assert later.wait_for(lambda: later.on(f"{base}/last"), 10)
+    time.sleep(1)
+    later.close()
+    assert json.loads(later.on(f"{base}/last")[-1])["name"] == "unknown" and later.on(f"{base}/event") == []
+    assert all(retained for t, _, retained in later.messages if t == f"{base}/last")
