@@ -72,6 +72,21 @@ class DetectionConfig:
 
 
 @dataclass
+class MotionConfig:
+    enabled: bool = _f(True, "detect only when and where the scene changes (and every still_interval)")
+    width: int = _f(160, "width of the grey copy the change is measured on", 32, 1280)
+    pixel_threshold: float = _f(18.0, "grey levels a pixel must change by (after brightness matching)", 1, 255)
+    min_area: float = _f(0.004, "share of the frame (zone) that must change to be motion", 0.0001, 1)
+    alpha: float = _f(0.05, "how fast the background follows the scene, per frame", 0.001, 1)
+    still_interval: float = _f(2.0, "on a still scene, detect once this often (seconds)", 0.1, 600)
+    region_margin: float = _f(0.5, "around motion and tracks, detect this much of their size further out", 0, 10)
+    region_max_share: float = _f(0.6, "detect on the region only when it is at most this share of the frame",
+                                 0, 1)
+    zone: list[float] = _f([], "the part of the view that matters: x1, y1, x2, y2, ... (0..1, a polygon of "
+                               "at least 3 points); empty: all of it")
+
+
+@dataclass
 class RecognitionConfig:
     gallery: str = _f("/var/lib/facepi/gallery.npz", "gallery file (facepi train / enroll)")
     threshold: float = _f(0.0, "cosine-distance threshold; 0: the gallery's calibrated one", 0.0, 2.0)
@@ -136,6 +151,7 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
@@ -152,7 +168,7 @@ class Config:
 
 
 def _sections(cfg: Config) -> dict[str, Any]:
-    return {"source": cfg.source, "models": cfg.models, "detection": cfg.detection,
+    return {"source": cfg.source, "models": cfg.models, "detection": cfg.detection, "motion": cfg.motion,
             "recognition": cfg.recognition, "mqtt": cfg.mqtt, "learning": cfg.learning}
 
 
@@ -294,6 +310,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"camera_id = {cfg.camera_id!r}: use 1-64 letters, digits, '_' or '-'")
     if len(cfg.detection.thresholds) != 3 or not all(0 <= t <= 1 for t in cfg.detection.thresholds):
         raise ConfigError(f"detection.thresholds = {cfg.detection.thresholds}: need three values in [0, 1]")
+    zone = cfg.motion.zone
+    if zone and (len(zone) < 6 or len(zone) % 2 or not all(0 <= v <= 1 for v in zone)):
+        raise ConfigError(f"motion.zone = {zone}: expected x, y pairs in 0..1, at least three points")
     m = cfg.mqtt
     for key in ("ca_file", "cert_file", "key_file"):
         value = getattr(m, key)

@@ -36,6 +36,7 @@ from facepi.config import Config
 from facepi.detect import DetectorParams
 from facepi.faces import FacePipeline
 from facepi.gallery import locked
+from facepi.motion import MotionGate, region
 from facepi.notify import Notifier
 from facepi.publish import make_publisher
 from facepi.redact import mask, with_password
@@ -77,7 +78,7 @@ class Daemon:
         r = cfg.recognition
         self.tracker = Tracker(r.iou, r.visit_gap, r.vote_frames, r.reidentify_seconds, r.cooldown, r.track_gap,
                                r.presence_hold, self._split_distance(), r.unknown_min_frames, r.min_face_score,
-                               r.max_landmark_error, r.min_face_in_view)
+                               r.max_landmark_error, r.min_face_in_view, float(det.minsize))
         self.publisher = make_publisher(cfg)
         src = cfg.source
         self.source_name = mask(src.uri)
@@ -105,6 +106,13 @@ class Daemon:
         self.candidates: dict[int, list[tuple[float, np.ndarray, np.ndarray]]] = {}  # learning, per track
         self.learning_tracks: dict[int, Track] = {}
         self.names_asked: deque[str] = deque(maxlen=4)  # "Name last visitor" from the dashboard
+        mc = cfg.motion
+        zone = [list(mc.zone[i:i + 2]) for i in range(0, len(mc.zone), 2)] or None
+        self.gate = MotionGate(mc.width, mc.pixel_threshold, mc.min_area, mc.alpha, zone=zone) if mc.enabled \
+            else None
+        self.zone_cache: np.ndarray | None = None
+        self.detected = 0  # frames the detector ran on (the rest: a still scene, skipped by the gate)
+        self.last_detect_t = float("-inf")
 
     def _load_recognizer(self, pipeline: FacePipeline | None = None) -> Recognizer:
         """The gallery and its classifier; on reload, on the running pipeline (no interpreter rebuilt)."""
@@ -220,6 +228,8 @@ class Daemon:
             if frame.cut:
                 self._final_announcements()
                 self.tracker.cut()
+                if self.gate is not None:
+                    self.gate.reset()
             self.process(frame.rgb, frame.t, frame.captured)
         except Exception:
             self.frame_errors += 1
@@ -328,14 +338,15 @@ class Daemon:
     # ------------------------------------------------------------------ per frame
     def process(self, rgb: np.ndarray, t: float, captured: float) -> None:
         t0 = time.perf_counter()
-        scale = self.cfg.detection.downscale
-        small = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        boxes, points = self.pipeline.detector.detect(small)
-        if scale < 1.0 and len(boxes):
-            boxes[:, :4] /= scale
-            points = points / scale
+        roi = self._where_to_detect(rgb, t)
+        if roi is None:
+            boxes, points = np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
+        else:
+            boxes, points = self._detect(rgb, roi)
+            self.detected += 1
+            self.last_detect_t = t
+            self.det_ms.append((time.perf_counter() - t0) * 1000)
         t1 = time.perf_counter()
-        self.det_ms.append((t1 - t0) * 1000)
         self.frames += 1
         now = time.monotonic()
         self.frame_times.append(now)
@@ -365,6 +376,48 @@ class Daemon:
         if names != self.last_names:
             self.last_names = names
             self.publisher.person(names)
+
+    def _where_to_detect(self, rgb: np.ndarray, t: float) -> tuple[int, int, int, int] | None:
+        """The motion gate's answer: None (skip this frame), or the rectangle to run the detector on."""
+        h, w = rgb.shape[:2]
+        full = (0, 0, w, h)
+        if self.gate is None:
+            return full
+        m = self.gate.update(rgb)
+        live = [tr.box for tr in self.tracker.tracks.values() if t - tr.last_t <= self.tracker.track_gap]
+        if not m.moving and not live:
+            return full if t - self.last_detect_t >= self.cfg.motion.still_interval else None
+        mc = self.cfg.motion
+        roi = region(([m.box] if m.box is not None else []) + live, rgb.shape, mc.region_margin,
+                     2.0 * self.cfg.detection.minsize)
+        if roi is None or (roi[2] - roi[0]) * (roi[3] - roi[1]) > mc.region_max_share * w * h:
+            return full
+        return roi
+
+    def _detect(self, rgb: np.ndarray, roi: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """MTCNN on the region (optionally downscaled); boxes and landmarks in frame pixels, zone applied."""
+        x1, y1, x2, y2 = roi
+        part = rgb[y1:y2, x1:x2]
+        scale = self.cfg.detection.downscale
+        small = part if scale >= 1.0 else cv2.resize(part, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        boxes, points = self.pipeline.detector.detect(np.ascontiguousarray(small))
+        if len(boxes):
+            boxes = boxes.copy()
+            boxes[:, :4] = boxes[:, :4] / scale + [x1, y1, x1, y1]
+            points = points / scale + [x1, y1]
+            if self.gate is not None and self.gate.zone_points:
+                zone = self._zone(rgb.shape[:2])
+                cx = np.clip(((boxes[:, 0] + boxes[:, 2]) / 2).astype(int), 0, rgb.shape[1] - 1)
+                cy = np.clip(((boxes[:, 1] + boxes[:, 3]) / 2).astype(int), 0, rgb.shape[0] - 1)
+                keep = zone[cy, cx].astype(bool)
+                boxes, points = boxes[keep], points[keep]
+        return boxes, points
+
+    def _zone(self, shape: tuple[int, int]) -> np.ndarray:
+        if self.zone_cache is None or self.zone_cache.shape != shape:
+            assert self.gate is not None
+            self.zone_cache = self.gate.zone_mask(shape)
+        return self.zone_cache
 
     def _decide(self, embedding: np.ndarray) -> Prediction:
         return self.recognizer.predict(embedding[None])[0]
@@ -399,6 +452,7 @@ class Daemon:
                 "embed_ms_p50": _pct(self.emb_ms, 50), "embed_ms_p95": _pct(self.emb_ms, 95),
                 "latency_ms_p50": _pct(self.latency_ms, 50), "latency_ms_p95": _pct(self.latency_ms, 95),
                 "frames": self.frames, "frames_dropped": self.capture.dropped,
+                "detect_share": round(self.detected / self.frames, 3) if self.frames else None,
                 "source": self.stalled or self.capture.state, "source_failures": self.capture.failures,
                 "frame_errors": self.frame_errors, "track_splits": self.tracker.splits,
                 "queue_depth": self.publisher.queue_depth, "events": self.seq,

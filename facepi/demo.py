@@ -25,6 +25,45 @@ def letterbox(rgb: np.ndarray, size: tuple[int, int] = (640, 480), background: i
     return canvas
 
 
+def door_scene(visits: list[tuple[Path, float, float]], out: Path, seconds: float, fps: float = 15.0,
+               size: tuple[int, int] = (640, 480), exposure_step: float | None = None, seed: int = 0) -> Path:
+    """A door-camera video of an empty scene with what a real one has: sensor noise, a slow drift of
+    the light, one exposure step (at ``exposure_step`` s, +25 %), and visits ``(photo, start, hold)``:
+    the person slides into view from the side over 0.5 s, stays ``hold`` s, and slides out.
+    The face is fully in view from ``start`` (its first sighting) to ``start + hold``."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    scene = np.stack([70 + 60 * xx / w, 80 + 40 * yy / h, 90 + 20 * np.sin(xx / 37.0)], axis=-1)
+    scene[h // 8:h - 10, w // 3:2 * w // 3] = (120, 95, 70)  # the door
+    scene[h // 2 - 4:h // 2 + 4, 2 * w // 3 - 30:2 * w // 3 - 18] = (200, 190, 120)  # its handle
+    people = [(letterbox(read_rgb(p), (w * 3 // 4, h)), start, hold) for p, start, hold in visits]
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"{out}: OpenCV cannot write MJPG video here")
+    slide = 0.5
+    for i in range(int(seconds * fps)):
+        t = i / fps
+        light = 1.0 + 0.08 * np.sin(2 * np.pi * t / 240.0)  # a slow drift over minutes
+        if exposure_step is not None and t >= exposure_step:
+            light *= 1.25
+        frame = scene * light
+        for person, start, hold in people:
+            if start - slide <= t <= start + hold + slide:
+                into = min(1.0, (t - start + slide) / slide, (start + hold + slide - t) / slide)
+                pw = person.shape[1]
+                x = int((w - pw) / 2 + (1 - into) * (w + pw) / 2)  # from the right edge to the middle
+                x0, x1 = max(0, x), min(w, x + pw)
+                if x1 > x0:
+                    frame[:, x0:x1] = person[:, x0 - x:x1 - x] * light
+        frame = frame + rng.normal(0, 3.0, frame.shape)  # sensor noise
+        writer.write(cv2.cvtColor(np.clip(frame, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    writer.release()
+    tmp.replace(out)
+    return out
+
+
 def phone_photo(src: Path, dst: Path, megapixels: float = 12.0, orientation: int = 6) -> Path:
     """``src`` as a phone would store it: upscaled to ~``megapixels``, its pixels turned sideways
     and an EXIF Orientation tag (6: turn 90° clockwise to view, 8: 270°) saying how to show it.

@@ -78,11 +78,13 @@ class Track:
         """This frame's say in the vote: detector score x face size (width, pixels)."""
         return max(self.scores[-1], 1e-3) * max(float(self.box[2] - self.box[0]), 1.0)
 
-    def looks_like_a_face(self, min_score: float, max_error: float, min_inside: float) -> bool:
-        """A detector score, a landmark geometry and a view (not cut by the frame's edge) of a real face,
-        as medians over the track's recent frames."""
+    def looks_like_a_face(self, min_score: float, max_error: float, min_inside: float, min_width: float = 0.0
+                          ) -> bool:
+        """A detector score, a landmark geometry, a size and a view (not cut by the frame's edge) of a
+        real face, as medians over the track's recent frames (the size: the current box)."""
         return bool(self.scores) and float(np.median(self.scores)) >= min_score and \
-            float(np.median(self.errors)) <= max_error and float(np.median(self.inside)) >= min_inside
+            float(np.median(self.errors)) <= max_error and float(np.median(self.inside)) >= min_inside and \
+            float(self.box[2] - self.box[0]) >= min_width
 
 
 def in_view(box: np.ndarray, frame_size: tuple[int, int] | None) -> float:
@@ -126,6 +128,7 @@ class Tracker:
     min_face_score: float = 0.95
     max_landmark_error: float = 0.12
     min_face_in_view: float = 0.85
+    min_face_width: float = 0.0  # pixels: the detector's minsize (its refined boxes can come out smaller)
     tracks: dict[int, Track] = field(default_factory=dict)
     visiting: dict[str, float] = field(default_factory=dict)  # announced name -> last time in view
     last_announced: dict[str, float] = field(default_factory=dict)
@@ -215,7 +218,8 @@ class Tracker:
             return False
         if d.name == UNKNOWN:
             if not (final or tr.frames >= self.unknown_min_frames) or \
-                    not tr.looks_like_a_face(self.min_face_score, self.max_landmark_error, self.min_face_in_view):
+                    not tr.looks_like_a_face(self.min_face_score, self.max_landmark_error, self.min_face_in_view,
+                                             self.min_face_width):
                 return False  # not yet (or never): too brief, not shaped like a face, or cut by the edge
             tr.announced = d.name
             return self._new_stranger(tr, t)

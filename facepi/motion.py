@@ -1,0 +1,106 @@
+"""The motion gate: spend the detector only when and where the door scene changes.
+
+An always-on door camera watches an empty door almost all day. Before detection,
+each frame is shrunk to a small blurred grey image (``width`` pixels wide) and
+compared with a slowly adapting background. Three things must not count as motion:
+- sensor noise: the blur and a per-pixel threshold (``pixel_threshold`` grey levels);
+- slow light drift: the background follows the scene (``alpha`` per frame);
+- the camera's own exposure steps: the frame is compared after matching its mean
+  brightness to the background's (a step scales every pixel alike), and a change
+  that covers most of the frame is looked at once (whole frame) and adopted as the
+  new background, so a step costs one detection, not a stream of them.
+What remains, when it covers at least ``min_area`` of the frame (inside the zone),
+is motion, with a box around it. The daemon then detects on every frame while
+there is motion or a live track, only every ``still_interval`` seconds on a still
+scene (so a person standing motionless is still found), and on the region around
+motion and tracks instead of the whole frame when that region is small.
+
+Zones: an optional polygon (``[[x, y], ...]`` in 0..1 frame coordinates) of the
+part of the view that matters; motion outside it is ignored, and so are faces
+whose centre lies outside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Motion:
+    moving: bool
+    area: float  # share of the (zone's) frame that changed
+    box: np.ndarray | None  # [x1, y1, x2, y2] in frame pixels around the change, or None
+    light: bool = False  # a change over most of the frame (light, exposure, a new scene): adopted
+
+
+class MotionGate:
+    def __init__(self, width: int = 160, pixel_threshold: float = 18.0, min_area: float = 0.004,
+                 alpha: float = 0.05, light_area: float = 0.6, zone: list[list[float]] | None = None) -> None:
+        self.width, self.pixel_threshold, self.min_area = width, pixel_threshold, min_area
+        self.alpha, self.light_area = alpha, light_area
+        self.zone_points = zone
+        self.background: np.ndarray | None = None
+        self.mask: np.ndarray | None = None  # the zone at the small size (uint8 0/1), or None: everything
+        self.scale = 1.0
+
+    def _small(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        self.scale = self.width / w
+        size = (self.width, max(1, round(h * self.scale)))
+        grey = cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        return cv2.GaussianBlur(grey, (5, 5), 0).astype(np.float32)
+
+    def zone_mask(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """The zone as a 0/1 mask of ``shape`` (h, w), or None when there is no zone."""
+        if not self.zone_points:
+            return None
+        h, w = shape
+        pts = np.round(np.asarray(self.zone_points, np.float64) * [w, h]).astype(np.int32)
+        mask = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(mask, [pts], 1)
+        return mask
+
+    def reset(self) -> None:
+        self.background = None
+
+    def update(self, rgb: np.ndarray) -> Motion:
+        small = self._small(rgb)
+        if self.background is None or self.background.shape != small.shape:  # a new scene: look at it once
+            self.background = small.copy()
+            self.mask = self.zone_mask(small.shape)
+            return Motion(True, 1.0, None, light=True)
+        bg = self.background
+        inside = self.mask.astype(bool) if self.mask is not None else np.ones(small.shape, bool)
+        gain = float(small[inside].mean()) / max(float(bg[inside].mean()), 1.0)
+        changed = (np.abs(small - bg * gain) > self.pixel_threshold) & inside
+        area = float(changed.sum()) / max(int(inside.sum()), 1)
+        if area >= self.light_area:  # most of the view changed at once: look once (whole frame), then
+            self.background = small.copy()  # adopt it, so an exposure step costs one detection
+            return Motion(True, area, None, light=True)
+        moving = area >= self.min_area
+        # The background follows everything at one rate: a visitor who stands still fades into it within
+        # seconds (the live track keeps the detector on them), and leaves no lasting ghost behind.
+        self.background = bg + self.alpha * (small - bg)
+        if not moving:
+            return Motion(False, area, None)
+        ys, xs = np.nonzero(changed)
+        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64) / self.scale
+        return Motion(True, area, box)
+
+
+def region(boxes: list[np.ndarray], frame_shape: tuple[int, ...], margin: float, min_side: float
+           ) -> tuple[int, int, int, int] | None:
+    """One rectangle (x1, y1, x2, y2) around the given boxes, grown by ``margin`` x their size (at least
+    ``min_side`` pixels each way) and clipped to the frame; None when there are no boxes."""
+    if not boxes:
+        return None
+    b = np.stack([np.asarray(x[:4], np.float64) for x in boxes])
+    x1, y1 = b[:, 0].min(), b[:, 1].min()
+    x2, y2 = b[:, 2].max(), b[:, 3].max()
+    grow_x = max((x2 - x1) * margin, min_side)
+    grow_y = max((y2 - y1) * margin, min_side)
+    h, w = frame_shape[:2]
+    return (int(max(0, x1 - grow_x)), int(max(0, y1 - grow_y)), int(min(w, x2 + grow_x)), int(min(h, y2 + grow_y)))
