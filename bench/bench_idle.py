@@ -118,6 +118,7 @@ def summarise(result: dict, visits: list[tuple[Path, float, float]], names: list
             "empty_seconds_measured": round(empty_wall, 1),
             "detect_share": result["final"].get("detect_share"), "events_per_visit": per_visit,
             "events_outside_visits": stray, "names_right": f"{right}/{len(visits)}",
+            "first_sighting_latency_ms": [round(x) for x in latencies],
             "first_sighting_latency_ms_p50": round(statistics.median(latencies)) if latencies else None,
             "first_sighting_latency_ms_p95": round(sorted(latencies)[max(0, round(0.95 * len(latencies)) - 1)])
             if latencies else None,

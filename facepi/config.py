@@ -80,8 +80,8 @@ class MotionConfig:
     alpha: float = _f(0.05, "how fast the background follows the scene, per frame", 0.001, 1)
     still_interval: float = _f(2.0, "on a still scene, detect once this often (seconds)", 0.1, 600)
     region_margin: float = _f(0.5, "around motion and tracks, detect this much of their size further out", 0, 10)
-    region_max_share: float = _f(0.6, "detect on the region only when it is at most this share of the frame",
-                                 0, 1)
+    region_max_share: float = _f(0.6, "detect on a window (half or three quarters of the frame's sides) only "
+                                      "when it is at most this share of the frame", 0, 1)
     zone: list[float] = _f([], "the part of the view that matters: x1, y1, x2, y2, ... (0..1, a polygon of "
                                "at least 3 points); empty: all of it")
 

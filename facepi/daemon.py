@@ -36,7 +36,7 @@ from facepi.config import Config
 from facepi.detect import DetectorParams
 from facepi.faces import FacePipeline
 from facepi.gallery import locked
-from facepi.motion import MotionGate, region
+from facepi.motion import MotionGate, region, window
 from facepi.notify import Notifier
 from facepi.publish import make_publisher
 from facepi.redact import mask, with_password
@@ -113,6 +113,8 @@ class Daemon:
         self.zone_cache: np.ndarray | None = None
         self.detected = 0  # frames the detector ran on (the rest: a still scene, skipped by the gate)
         self.last_detect_t = float("-inf")
+        self.last_face_t = float("-inf")
+        self.last_faces: list[np.ndarray] = []
 
     def _load_recognizer(self, pipeline: FacePipeline | None = None) -> Recognizer:
         """The gallery and its classifier; on reload, on the running pipeline (no interpreter rebuilt)."""
@@ -343,6 +345,8 @@ class Daemon:
             boxes, points = np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
         else:
             boxes, points = self._detect(rgb, roi)
+            if len(boxes):
+                self.last_face_t, self.last_faces = t, [b[:4].copy() for b in boxes]
             self.detected += 1
             self.last_detect_t = t
             self.det_ms.append((time.perf_counter() - t0) * 1000)
@@ -385,14 +389,18 @@ class Daemon:
             return full
         m = self.gate.update(rgb)
         live = [tr.box for tr in self.tracker.tracks.values() if t - tr.last_t <= self.tracker.track_gap]
+        if not live and t - self.last_face_t <= self.tracker.visit_gap:
+            live = self.last_faces  # a face missed for a moment: keep looking, or a still visitor's
+            # next sighting could come a still_interval later, after their visit has ended
         if not m.moving and not live:
             return full if t - self.last_detect_t >= self.cfg.motion.still_interval else None
         mc = self.cfg.motion
         roi = region(([m.box] if m.box is not None else []) + live, rgb.shape, mc.region_margin,
                      2.0 * self.cfg.detection.minsize)
-        if roi is None or (roi[2] - roi[0]) * (roi[3] - roi[1]) > mc.region_max_share * w * h:
+        win = window(roi, rgb.shape) if roi is not None else None
+        if win is None or (win[2] - win[0]) * (win[3] - win[1]) > mc.region_max_share * w * h:
             return full
-        return roi
+        return win
 
     def _detect(self, rgb: np.ndarray, roi: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """MTCNN on the region (optionally downscaled); boxes and landmarks in frame pixels, zone applied."""

@@ -104,3 +104,26 @@ def region(boxes: list[np.ndarray], frame_shape: tuple[int, ...], margin: float,
     grow_y = max((y2 - y1) * margin, min_side)
     h, w = frame_shape[:2]
     return (int(max(0, x1 - grow_x)), int(max(0, y1 - grow_y)), int(min(w, x2 + grow_x)), int(min(h, y2 + grow_y)))
+
+
+WINDOWS = (0.5, 0.75)  # detection windows as fractions of the frame's sides (then the whole frame)
+
+
+def window(roi: tuple[int, int, int, int], frame_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """The smallest of a few fixed window sizes (half, three quarters of the frame) that holds ``roi``,
+    centred on it and kept inside the frame; None when only the whole frame holds it.
+
+    Fixed sizes matter: the detector keeps one interpreter per input shape, and a
+    window of a new size every frame would build new ones (tens of ms each) again
+    and again; with three sizes, every shape is built once.
+    """
+    h, w = frame_shape[:2]
+    x1, y1, x2, y2 = roi
+    for f in WINDOWS:
+        ww, wh = int(w * f) // 2 * 2, int(h * f) // 2 * 2
+        if x2 - x1 <= ww and y2 - y1 <= wh:
+            cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+            left = min(max(0, cx - ww // 2), w - ww)
+            top = min(max(0, cy - wh // 2), h - wh)
+            return left, top, left + ww, top + wh
+    return None

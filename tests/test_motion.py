@@ -99,9 +99,21 @@ def test_the_gate_keeps_every_event_and_skips_the_empty_door(gallery4, door_vide
     gated, final = run(gallery4, door_video)
     ungated, full = run(gallery4, door_video, {"FACEPI_MOTION_ENABLED": "0"})
     assert gated == ungated == ["madonna", "unknown", "elton_john"]
-    assert full["detect_share"] == 1.0 and final["detect_share"] < 0.6
+    assert full["detect_share"] == 1.0 and final["detect_share"] < 0.75  # 14 s of visitors in 40 s
 
 
 def test_a_zone_hides_faces_outside_it(gallery4, door_video):
     names, _ = run(gallery4, door_video, {"FACEPI_MOTION_ZONE": "0,0,0.2,0,0.2,1,0,1"})
     assert names == []  # the visitors stand in the middle of the view, outside the zone
+
+
+def test_detection_windows_come_in_few_sizes():
+    from facepi.motion import window
+
+    sizes = {(b[2] - b[0], b[3] - b[1]) for x in range(0, 600, 37) for y in range(0, 440, 29)
+             if (b := window((x, y, x + 40, y + 40), (480, 640))) is not None}
+    assert sizes == {(320, 240)}
+    assert window((10, 10, 400, 300), (480, 640)) == (0, 0, 480, 360)
+    assert window((0, 0, 600, 400), (480, 640)) is None
+    left, top, right, bottom = window((600, 440, 640, 480), (480, 640))
+    assert (right, bottom) == (640, 480)  # kept inside the frame
