@@ -76,9 +76,12 @@ class Daemon:
         self.recognizer = self._load_recognizer()
         self.pipeline = self.recognizer.pipeline
         r = cfg.recognition
-        self.tracker = Tracker(r.iou, r.visit_gap, r.vote_frames, r.reidentify_seconds, r.cooldown, r.track_gap,
-                               r.presence_hold, self._split_distance(), r.unknown_min_frames, r.min_face_score,
-                               r.max_landmark_error, r.min_face_in_view, float(det.minsize))
+        self.tracker = Tracker(iou=r.iou, visit_gap=r.visit_gap, vote_frames=r.vote_frames,
+                               reidentify_seconds=r.reidentify_seconds, cooldown=r.cooldown, track_gap=r.track_gap,
+                               presence_hold=r.presence_hold, split_distance=self._split_distance(),
+                               unknown_min_frames=r.unknown_min_frames, min_face_score=r.min_face_score,
+                               max_landmark_error=r.max_landmark_error, min_face_in_view=r.min_face_in_view,
+                               min_face_width=float(det.minsize))
         self.publisher = make_publisher(cfg)
         src = cfg.source
         self.source_name = mask(src.uri)
@@ -388,6 +391,8 @@ class Daemon:
         if self.gate is None:
             return full
         m = self.gate.update(rgb)
+        if m.light:  # most of the view changed (a new scene, light, someone right at the lens): look at it all
+            return full
         live = [tr.box for tr in self.tracker.tracks.values() if t - tr.last_t <= self.tracker.track_gap]
         if not live and t - self.last_face_t <= self.tracker.visit_gap:
             live = self.last_faces  # a face missed for a moment: keep looking, or a still visitor's

@@ -327,12 +327,14 @@ class FlakySource:
         self.path, self.plan, self.open_failures = path, dict(plan), open_failures
         self.cap: cv2.VideoCapture | None = None
         self.reads = 0
+        self.pos = 0
 
     def open(self) -> None:
         if self.open_failures:
             self.open_failures -= 1
             raise cv2.error("VIDEOIO(V4L2:/dev/video0): can't open camera by index")
         self.cap = cv2.VideoCapture(str(self.path))
+        self.cap.set(cv2.CAP_PROP_POS_FRAMES, self.pos)  # a live camera's scene goes on while it is away
 
     def read(self):
         self.reads += 1
@@ -343,6 +345,7 @@ class FlakySource:
         if not ok:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, bgr = self.cap.read()
+        self.pos = int(self.cap.get(cv2.CAP_PROP_POS_FRAMES))
         time.sleep(0.1)
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.monotonic()
 
@@ -467,7 +470,7 @@ def test_camera_login_never_leaks(broker, gallery4, door_video, tmp_path):
     secret = "door-s3cret-Pw"
     cam_env = {**os.environ, "CAMERA_PASSWORD": secret}
     cam = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mjpeg_camera.py"), str(port), str(door_video),
-                            "--fps", "10", "--user", "admin", "--seconds", "6"], env=cam_env)
+                            "--fps", "10", "--user", "admin", "--seconds", "9"], env=cam_env)
     notify = NotifySocket(tmp_path / "notify")
     try:
         time.sleep(1)

@@ -82,15 +82,6 @@ def test_discovery_passes_home_assistants_own_schema_and_templates():
     assert r[8] in ("7.5", 7.5)
 
 
-def wait(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_entities_follow_the_gallery_and_the_dashboard_can_reload(broker, gallery4, faces_root, tmp_path):
     """A real daemon on a live-paced video, a real broker: retained Last person, presence on and off,
     a frame-sized snapshot of the announced face, forget + the Reload button removes the presence entity."""
@@ -109,11 +100,13 @@ def test_entities_follow_the_gallery_and_the_dashboard_can_reload(broker, galler
     try:
         base = "facepi/door"
         madonna = f"homeassistant/binary_sensor/facepi_door/present_{person_key('madonna')}/config"
-        assert wait(lambda: sub.on(f"{base}/last"), 60)
+        assert sub.wait_for(lambda: sub.on(f"{base}/last"), 60)
         assert json.loads(sub.on(f"{base}/last")[-1])["name"] == "madonna"
-        assert wait(lambda: sub.on(madonna) and json.loads(sub.on(madonna)[-1])["state_topic"] == f"{base}/person")
+        assert sub.wait_for(lambda: sub.on(madonna) and
+                            json.loads(sub.on(madonna)[-1])["state_topic"] == f"{base}/person")
         # presence: on while in view, off between visits (after presence_hold)
-        assert wait(lambda: b'["madonna"]' in sub.on(f"{base}/person") and sub.on(f"{base}/person")[-1] == b"[]")
+        person = f"{base}/person"
+        assert sub.wait_for(lambda: b'["madonna"]' in sub.on(person) and sub.on(person)[-1] == b"[]")
         jpeg = sub.on(f"{base}/snapshot")[-1]
         view = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert view.shape == (480, 640, 3)  # the frame, not the 112x112 crop
@@ -126,10 +119,10 @@ def test_entities_follow_the_gallery_and_the_dashboard_can_reload(broker, galler
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         sub.client.publish(f"{base}/command", "reload", qos=1)
-        if not wait(lambda: sub.on(madonna)[-1:] == [b""]):
+        if not sub.wait_for(lambda: sub.on(madonna)[-1:] == [b""]):
             proc.send_signal(signal.SIGTERM)
             raise AssertionError(proc.communicate(timeout=60)[1][-3000:])
-        assert wait(lambda: json.loads(sub.on(f"{base}/last")[-1])["name"] == "unknown", 60)
+        assert sub.wait_for(lambda: json.loads(sub.on(f"{base}/last")[-1])["name"] == "unknown", 60)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
