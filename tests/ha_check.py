@@ -23,6 +23,7 @@ async def main() -> None:
     from homeassistant.helpers.template import Template
 
     cases = json.load(sys.stdin)
+    hass = HomeAssistant(tempfile.mkdtemp())  # newer Home Assistant validates templates against a running hass
     valid: dict[str, str | None] = {}
     for topic, payload in cases["configs"].items():
         platform = topic.split("/")[1]
@@ -32,7 +33,6 @@ async def main() -> None:
             valid[topic] = None
         except Exception as e:  # noqa: BLE001 (reported back, whatever it is)
             valid[topic] = f"{type(e).__name__}: {e}"
-    hass = HomeAssistant(tempfile.mkdtemp())
     rendered = []
     for topic, key, mqtt_payload in cases["renders"]:
         template = Template(cases["configs"][topic][key], hass)
