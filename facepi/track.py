@@ -61,7 +61,6 @@ class Track:
     decision: Prediction | None = None
     announced: str | None = None  # the name last announced (or deliberately not) for this track
     visitor: int | None = None  # the unknown visitor this track was found to be
-    crop: np.ndarray | None = None
 
     def see(self, box: np.ndarray, landmarks: np.ndarray, t: float, frame_size: tuple[int, int] | None) -> None:
         self.box, self.landmarks, self.last_t = box[:4].astype(np.float64), landmarks.copy(), t
