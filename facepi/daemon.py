@@ -102,7 +102,7 @@ class Daemon:
         self.started = time.monotonic()
         self.last_names: list[str] | None = None
         self.reload_error: str | None = None
-        self.reload_reason = "SIGHUP"
+        self.reload_reasons: list[str] = []  # why the next reload happens: SIGHUP, command, gallery changed
         self.stalled: str | None = None
         self.gallery_stamp = self._gallery_stamp()
         self.next_gallery_check = 0.0
@@ -313,7 +313,8 @@ class Daemon:
         self.publisher.learning({"message": f"{vid} enrolled as {report.name} ({report.added} face(s))",
                                  "ok": True, "visitor": vid, "name": report.name})
         log.info("learning: %s enrolled as %s (%d face(s))", vid, report.name, report.added)
-        self.reload_reason = "learning"
+        self._ask_reload("learning")
+        self.reload_event.clear()
         self._reload()
 
     def _gallery_stamp(self) -> tuple[int, int] | None:
@@ -324,21 +325,25 @@ class Daemon:
             return None
 
     def _ask_reload(self, why: str) -> None:
-        self.reload_reason = why
+        """Ask the main loop to reload; every reason asked before it does is named in its log line."""
+        if why not in self.reload_reasons:
+            self.reload_reasons.append(why)
         self.reload_event.set()
 
     def _reload(self) -> None:
+        why = ", ".join(self.reload_reasons) or "reload"
+        self.reload_reasons.clear()
         self.gallery_stamp = self._gallery_stamp()
         try:
             rec = self._load_recognizer(self.pipeline)
         except Exception as e:  # keep serving with the old gallery, and say so where it is seen
             self.reload_error = f"gallery not reloaded: {e}"
-            log.error("%s: %s", self.reload_reason, self.reload_error)
+            log.error("%s: %s", why, self.reload_error)
             return
         self.recognizer, self.reload_error = rec, None
         self.tracker.split_distance = self._split_distance()
         self.publisher.set_people(rec.gallery.people)
-        log.info("%s: gallery reloaded", self.reload_reason)
+        log.info("%s: gallery reloaded", why)
 
     # ------------------------------------------------------------------ per frame
     def process(self, rgb: np.ndarray, t: float, captured: float) -> None:

@@ -241,3 +241,53 @@ def _no_daemon_outlives_its_test():
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+class Lines:
+    """A running daemon's stdout and stderr, read as they come.
+
+    A test waits for the line it needs ("ready", a reload, an announcement) instead of sleeping a guessed
+    time: on a loaded CI machine a guessed sleep raced the daemon (it had read its whole folder before the
+    SIGHUP arrived).
+    """
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        import threading
+
+        self.proc = proc
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(s, into), daemon=True)
+                         for s, into in ((proc.stdout, self.out), (proc.stderr, self.err))]
+        for r in self._readers:
+            r.start()
+
+    @staticmethod
+    def _read(stream, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def wait_for(self, predicate, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        time.sleep(0.2)  # the last lines of a process that just ended
+        return bool(predicate())
+
+    def err_has(self, pattern: str) -> bool:
+        import re
+
+        return any(re.search(pattern, line) for line in list(self.err))
+
+    def finish(self, timeout: float = 60.0) -> tuple[str, str]:
+        """SIGTERM (if still running), wait, and return everything it printed."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout)
+        for r in self._readers:
+            r.join(timeout=10)
+        return "".join(self.out), "".join(self.err)

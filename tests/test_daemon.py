@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, STRANGER, Broker, Subscriber, one_face_photos, run_daemon
+from conftest import ROOT, STRANGER, Broker, Lines, Subscriber, one_face_photos, run_daemon
 
 from facepi.demo import make_video
 
@@ -164,22 +164,22 @@ def test_sighup_reloads_the_gallery(gallery4, faces_root, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
     photo = sorted((faces_root / "val" / "madonna").glob("*.jpg"))[0]
-    for i in range(10):
+    for i in range(200):  # more than the test needs: it ends the daemon itself
         (folder / f"{i:03d}.jpg").symlink_to(photo)
-    proc = run_daemon(["--source", str(folder), "--classifier", str(gallery)],
-                      env={"FACEPI_SOURCE_FPS": "1", "FACEPI_RECOGNITION_VOTE_FRAMES": "1"})
-    time.sleep(4)
+    lines = Lines(run_daemon(["--source", str(folder), "--classifier", str(gallery)],
+                             env={"FACEPI_SOURCE_FPS": "1", "FACEPI_RECOGNITION_VOTE_FRAMES": "1"}))
+    assert lines.wait_for(lambda: lines.out), "".join(lines.err)  # madonna announced once at least
     forget = subprocess.run([sys.executable, "-m", "facepi", "forget", "madonna", "--gallery", str(gallery)],
                             cwd=ROOT, capture_output=True, text=True)
     assert forget.returncode == 0, forget.stderr
-    proc.send_signal(signal.SIGHUP)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert "SIGHUP: gallery reloaded" in err
-    names = [json.loads(line)["name"] for line in out.splitlines()]
-    assert len(names) == 10, err  # a folder is ten unrelated scenes: one announcement per photo
+    lines.proc.send_signal(signal.SIGHUP)
+    assert lines.wait_for(lambda: lines.err_has(r"SIGHUP[^\n]*: gallery reloaded")), "".join(lines.err)
+    assert lines.wait_for(lambda: '"unknown"' in lines.out[-1]), "".join(lines.err)
+    out, err = lines.finish()
+    assert lines.proc.returncode == 0, err
+    names = [json.loads(line)["name"] for line in out.splitlines()]  # a folder: one announcement per photo
     switch = names.index("unknown")
-    assert switch >= 1 and names == ["madonna"] * switch + ["unknown"] * (10 - switch), err
+    assert switch >= 1 and names == ["madonna"] * switch + ["unknown"] * (len(names) - switch), err
 
 
 def test_bad_config_is_named(tmp_path):

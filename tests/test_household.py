@@ -13,12 +13,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, Lines, run_daemon
 
 from facepi.cli import main as facepi_main
 from facepi.demo import phone_photo
@@ -269,21 +268,21 @@ def test_forget_the_last_person_with_a_running_daemon(phone, faces_root, tmp_pat
     folder = tmp_path / "frames"
     folder.mkdir()
     photo = sorted((faces_root / "val" / "madonna").glob("*.jpg"))[0]
-    for i in range(10):
+    for i in range(200):  # more than the test needs: it ends the daemon itself
         (folder / f"{i:03d}.jpg").symlink_to(photo)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FACEPI_SOURCE_FPS": "1", "FACEPI_RECOGNITION_VOTE_FRAMES": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "facepi", "run", "--source", str(folder), "--classifier", str(g)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    lines = Lines(run_daemon(["--source", str(folder), "--classifier", str(g)],
+                             env={"FACEPI_SOURCE_FPS": "1", "FACEPI_RECOGNITION_VOTE_FRAMES": "1"}))
+    assert lines.wait_for(lambda: lines.out), "".join(lines.err)  # madonna announced once at least
     r = run_cli("forget", "madonna", "--gallery", str(g))
     assert r.returncode == 0 and "nobody" in r.stdout, r.stderr
-    proc.send_signal(signal.SIGHUP)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert "SIGHUP: gallery reloaded" in err
+    lines.proc.send_signal(signal.SIGHUP)
+    assert lines.wait_for(lambda: lines.err_has(r"SIGHUP[^\n]*: gallery reloaded")), "".join(lines.err)
+    assert lines.wait_for(lambda: '"unknown"' in lines.out[-1]), "".join(lines.err)
+    out, err = lines.finish()
+    assert lines.proc.returncode == 0, err
     names = [json.loads(line)["name"] for line in out.splitlines()]  # a folder: one scene per photo
     switch = names.index("unknown")
-    assert len(names) == 10 and switch >= 1 and names == ["madonna"] * switch + ["unknown"] * (10 - switch), err
+    assert switch >= 1 and names == ["madonna"] * switch + ["unknown"] * (len(names) - switch), err
     assert json.loads(err.split("final status: ")[1].splitlines()[0])["people"] == 0
     # The empty gallery is valid for the commands and a fresh start of the daemon.
     r = run_cli("classify", str(faces_root / "val" / "madonna"), str(g), "--json")
@@ -298,16 +297,15 @@ def test_reload_error_shows_in_status(phone, faces_root, tmp_path):
     assert run_cli("enroll", "madonna", *map(str, phone["madonna"][:3]), "--gallery", str(g)).returncode == 0
     folder = tmp_path / "frames"
     folder.mkdir()
-    for i in range(8):
+    for i in range(200):  # more than the test needs: it ends the daemon itself
         (folder / f"{i:03d}.jpg").symlink_to(phone["madonna"][0])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FACEPI_SOURCE_FPS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "facepi", "run", "--source", str(folder), "--classifier", str(g)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    lines = Lines(run_daemon(["--source", str(folder), "--classifier", str(g)], env={"FACEPI_SOURCE_FPS": "1"}))
+    assert lines.wait_for(lambda: lines.err_has("ready: ")), "".join(lines.err)
     g.write_bytes(b"not a gallery")
-    proc.send_signal(signal.SIGHUP)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    lines.proc.send_signal(signal.SIGHUP)
+    assert lines.wait_for(lambda: lines.err_has(r"SIGHUP[^\n]*: gallery not reloaded")), "".join(lines.err)
+    out, err = lines.finish()
+    assert lines.proc.returncode == 0, err
     final = json.loads(err.split("final status: ")[1].splitlines()[0])
     assert "gallery not reloaded" in final["reload_error"] and final["people"] == 1
 
