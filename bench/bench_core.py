@@ -25,11 +25,11 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from _proc import run_with_peak_rss  # noqa: E402
 
-from convert import facenet, sources  # noqa: E402
-from convert.verify import median_ms  # noqa: E402
 from facepi import align, runtime  # noqa: E402
 from facepi.detect import Detector, DetectorParams  # noqa: E402
 from facepi.images import read_rgb  # noqa: E402
+from facepi_convert import facenet, sources  # noqa: E402
+from facepi_convert.verify import median_ms  # noqa: E402
 
 
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
@@ -41,8 +41,8 @@ def seed_classify(gallery: str, val_dir: str) -> None:
     """The seed's way, in one process: TF MTCNN + TF FaceNet graph + an SVM, on the val photos."""
     from sklearn.svm import SVC
 
-    from convert.seed import SeedMTCNN
     from facepi.gallery import Gallery
+    from facepi_convert.seed import SeedMTCNN
 
     cache = sources.cache_dir()
     seed = SeedMTCNN(sources.seed_align_dir(cache))
@@ -78,10 +78,10 @@ def main() -> int:
         print(median_ms(lambda: det.detect(frame), args.runs))
         return 0
 
-    from convert.seed import SeedMTCNN
     from facepi.classify import Classifier
     from facepi.embed import Embedder
     from facepi.workflow import load_pipeline, train
+    from facepi_convert.seed import SeedMTCNN
 
     cache = sources.cache_dir()
     faces = sources.celebrity_faces(cache)

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from _proc import run_with_peak_rss  # noqa: E402
 
-from convert import sources  # noqa: E402
 from facepi.demo import make_video, prepare  # noqa: E402
+from facepi_convert import sources  # noqa: E402
 
 
 def run(args: list[str], env: dict[str, str]) -> tuple[dict, float, float]:

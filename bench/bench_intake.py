@@ -77,7 +77,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--celeba", type=Path, default=ROOT.parent / "shared" / "data" / "celeba-dev")
     args = ap.parse_args()
-    from convert import sources
+    from facepi_convert import sources
 
     faces = sources.celebrity_faces(sources.cache_dir())
     src = sorted((faces / "val" / "madonna").glob("*.jpg"))[0]

@@ -31,6 +31,7 @@ comparisons).
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -161,6 +162,13 @@ def calibrate(gallery: Gallery, points: OperatingPoints | None, target_far: floa
                        f"{why}; {evidence}")
 
 
+def require(kind: str) -> None:
+    """Fail before any work when a classifier needs a library this install lacks (scikit-learn is an extra)."""
+    if kind == "svm" and importlib.util.find_spec("sklearn") is None:
+        raise ValueError("classifier 'svm' needs scikit-learn, which is not installed: pip install 'facepi[svm]', "
+                         "or use the default --classifier centroid")
+
+
 class Classifier:
     """Fitted from a gallery; ``predict(embeddings)`` returns one Prediction per row."""
 
@@ -176,7 +184,9 @@ class Classifier:
                           else np.empty((0, gallery.dim), np.float32))
         self.svm: Any = None
         if kind == "svm" and n >= 2:
-            # Imported here: scikit-learn costs ~100 MB of RSS, which the centroid default never needs.
+            # Imported here, and an extra (facepi[svm]): scikit-learn + scipy are ~200 MB on disk and
+            # ~100 MB of RSS, which the centroid default never needs.
+            require(kind)
             from sklearn.calibration import CalibratedClassifierCV
             from sklearn.model_selection import StratifiedKFold
             from sklearn.svm import SVC

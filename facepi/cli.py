@@ -34,13 +34,32 @@ def _pipeline(args: argparse.Namespace, mode: str | None = None, margin: int | N
 
 
 def _models(args: argparse.Namespace) -> int:
-    manifest = runtime.load_manifest(args.models)
+    """Each model: present, intact (size + sha256), and what it really runs on."""
+    directory = Path(args.models or runtime.models_dir())
+    manifest = runtime.load_manifest(directory)
+    rows, failed = [], 0
     for name, entry in manifest["models"].items():
-        present = (Path(args.models or runtime.models_dir()) / name).exists()
-        print(f"{name:<28}{entry.get('kind', '?'):<10}{entry.get('precision', '?'):<9}"
-              f"{entry['size'] / 1e6:>7.1f} MB  {'present' if present else 'missing (run facepi-convert)'}")
+        row = {"file": name, "kind": entry.get("kind", "?"), "precision": entry.get("precision", "?"),
+               "mb": round(entry["size"] / 1e6, 1)}
+        if not (directory / name).exists():
+            row["status"] = "missing (run facepi-convert)"
+        else:
+            try:
+                row |= runtime.Model.load(name, directory, args.threads).backend()
+                row["status"] = "ok"
+            except (runtime.ModelError, ValueError, RuntimeError) as e:
+                row["status"], failed = f"broken: {e}", failed + 1
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"dir": str(directory), "default_embedder": manifest.get("default_embedder"),
+                          "models": rows}, indent=1))
+        return 1 if failed else 0
+    print(f"models in {directory}")
+    for r in rows:
+        runs_on = f"  {runtime.describe(r)}" if r["status"] == "ok" else f"  {r['status']}"
+        print(f"{r['file']:<30}{r['kind']:<10}{r['precision']:<9}{r['mb']:>7.1f} MB{runs_on}")
     print(f"default embedder: {manifest.get('default_embedder')}")
-    return 0
+    return 1 if failed else 0
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -399,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--embedder", default=None,
                         help="embedding model file in the manifest, e.g. facenet_float32.tflite "
                              "(default: the manifest's default_embedder)")
-    common.add_argument("--threads", type=int, default=2, help="TFLite threads (default: 2)")
+    common.add_argument("--threads", type=int, default=0,
+                        help="TFLite threads (default 0: the cores this process may use, at most 4)")
     common.add_argument("--minsize", type=int, default=20, help="smallest face in pixels (default: 20)")
     gal = argparse.ArgumentParser(add_help=False)
     gal.add_argument("--gallery", type=Path, default=None,
@@ -417,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"facepi {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("models", parents=[common], help="list the models in the manifest").set_defaults(func=_models)
+    models = sub.add_parser("models", parents=[common], help="list the models: intact, and what each runs on")
+    models.add_argument("--json", action="store_true", help="one JSON object")
+    models.set_defaults(func=_models)
 
     d = sub.add_parser("detect", parents=[common], help="faces MTCNN finds in photos, as JSON lines")
     d.add_argument("images", nargs="+", type=Path)

@@ -58,7 +58,7 @@ class SourceConfig:
 class ModelsConfig:
     dir: str = _f("", "models folder (empty: the bundled models/)")
     embedder: str = _f("", "embedding model file in the manifest (empty: the gallery's / manifest's default)")
-    threads: int = _f(2, "TFLite threads", 1, 64)
+    threads: int = _f(0, "TFLite threads (0: the cores this process may use, at most 4)", 0, 64)
     embed_batch: int = _f(1, "faces embedded per call; larger batches save ~15 % per face, but every "
                              "batch size keeps its own copy of the packed weights (~30 MB)", 1, 64)
 

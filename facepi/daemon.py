@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facepi import runtime
 from facepi.classify import UNKNOWN, Prediction
 from facepi.config import Config
 from facepi.detect import DetectorParams
@@ -75,6 +76,7 @@ class Daemon:
         self.params = DetectorParams(det.minsize, tuple(det.thresholds), det.factor)  # type: ignore[arg-type]
         self.recognizer = self._load_recognizer()
         self.pipeline = self.recognizer.pipeline
+        self._log_backends()
         r = cfg.recognition
         self.tracker = Tracker(iou=r.iou, visit_gap=r.visit_gap, vote_frames=r.vote_frames,
                                reidentify_seconds=r.reidentify_seconds, cooldown=r.cooldown, track_gap=r.track_gap,
@@ -129,6 +131,12 @@ class Daemon:
         log.info("gallery %s: %d people, threshold %.4f, model %s", self.cfg.recognition.gallery,
                  len(rec.gallery.people), rec.classifier.threshold, rec.pipeline.embedder.name)
         return rec
+
+    def _log_backends(self) -> None:
+        """Say once what each model really runs on (XNNPACK or not, threads): read, not assumed."""
+        models = [*self.pipeline.detector.nets.values(), self.pipeline.embedder.model]
+        for m in models:
+            log.info("model %s: %s", m.spec.file, runtime.describe(m.backend()))
 
     def _split_distance(self) -> float:
         """How far a face may be from its track's own faces before it is somebody else."""

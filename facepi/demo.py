@@ -110,10 +110,10 @@ def prepare(cache: Path | None = None, stranger: str = "mindy_kaling", log=print
     Four people are enrolled from their train photos; the fifth is the stranger at the
     door. The video shows every val photo as one visit. Returns (video, gallery).
     """
-    from convert import sources  # the pinned fetcher; needs pip, not TensorFlow
     from facepi import runtime
     from facepi.gallery import Gallery
     from facepi.workflow import load_pipeline, train
+    from facepi_convert import sources  # the pinned fetcher; needs pip, not TensorFlow
 
     cache = cache or sources.cache_dir()
     faces = sources.celebrity_faces(cache, log)

@@ -149,7 +149,7 @@ class Detector:
     """MTCNN on TFLite. ``detect(rgb)`` returns (boxes (N,5), landmarks (N,5,2))."""
 
     def __init__(self, models_dir: str | Path | None = None, params: DetectorParams | None = None,
-                 threads: int = 2) -> None:
+                 threads: int = 0) -> None:
         self.params = params or DetectorParams()
         self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="pyramid")
         self.nets = {name: runtime.Model.load(f"mtcnn_{name}.tflite", models_dir, threads)

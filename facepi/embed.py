@@ -14,7 +14,7 @@ class Embedder:
     """``embed(crops)``: aligned RGB uint8 crops (N, S, S, 3) -> L2-normalised float32 (N, D)."""
 
     def __init__(self, models_dir: str | os.PathLike[str] | None = None, file: str | None = None,
-                 threads: int = 2, max_batch: int = 16) -> None:
+                 threads: int = 0, max_batch: int = 16) -> None:
         manifest = runtime.load_manifest(models_dir)
         file = file or manifest.get("default_embedder")
         if not file:

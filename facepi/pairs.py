@@ -54,7 +54,10 @@ def _fold_ids(n: int, folds: int) -> np.ndarray:
 
 def verification_report(dist: np.ndarray, same: np.ndarray, fold: np.ndarray, folds: int,
                         far_target: float = 1e-3) -> dict[str, Any]:
-    from sklearn.metrics import roc_auc_score, roc_curve
+    try:  # an extra (facepi[svm]): this is a workstation benchmark, not the Pi's job
+        from sklearn.metrics import roc_auc_score, roc_curve
+    except ImportError:
+        raise PairsError("validate-pairs needs scikit-learn: pip install 'facepi[svm]'") from None
 
     accs, vals, fars = [], [], []
     for k in range(folds):

@@ -1,14 +1,15 @@
 """The one place that loads a TFLite interpreter, and checks model files against the manifest.
 
-Why one place: a Pi may have ``ai-edge-litert`` (current), ``tflite-runtime``
-(older images) or, on a workstation, TensorFlow. Everything else in facepi asks
-this module for an interpreter and never cares which runtime it got.
+The runtime is ``ai-edge-litert`` and nothing else: the older ``tflite-runtime``
+cannot work in a current install (its last aarch64 wheel, 2.14, is built for
+numpy 1.x and fails under numpy 2), so facepi offers no fallback that would only
+exist in code. Which delegate a model really runs on is read from the
+interpreter's execution plan (``backend``), not assumed.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import importlib.metadata
 import json
 import os
 from collections import OrderedDict
@@ -21,7 +22,19 @@ import numpy as np
 from facepi.fileio import sha256_file
 
 MAX_BATCH = 256
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MAX_DEFAULT_THREADS = 4  # a Pi 4/5 has four cores; small models gain little beyond them
+
+
+def _bundled_models() -> Path:
+    """The models shipped with facepi: package data in a wheel, the top-level folder in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "models", here.parent / "models"):
+        if (candidate / "manifest.json").exists():
+            return candidate
+    return here / "models"
+
+
+DEFAULT_MODELS_DIR = _bundled_models()
 
 
 class ModelError(Exception):
@@ -29,16 +42,26 @@ class ModelError(Exception):
 
 
 def interpreter_class() -> type:
-    """Return the Interpreter class of the first TFLite runtime that is installed."""
-    for module in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
-        if importlib.util.find_spec(module.split(".")[0]) is not None:
-            return importlib.import_module(module).Interpreter
-    if importlib.util.find_spec("tensorflow") is not None:  # never required, only tolerated
-        return importlib.import_module("tensorflow").lite.Interpreter
-    raise ModelError(
-        "no TFLite runtime is installed: pip install ai-edge-litert "
-        "(or tflite-runtime on older Raspberry Pi OS images)"
-    )
+    """ai-edge-litert's Interpreter (a dependency of facepi; a clear error where it is missing)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as e:
+        raise ModelError(f"the TFLite runtime is missing or broken ({e}): pip install ai-edge-litert") from None
+    return Interpreter
+
+
+def default_threads() -> int:
+    """The cores this process may run on (systemd's CPUAffinity= and cgroups included), at most 4."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, MAX_DEFAULT_THREADS))
+
+
+def resolve_threads(threads: int) -> int:
+    """``threads`` if set (> 0), else the machine's default."""
+    return threads if threads > 0 else default_threads()
 
 
 def models_dir() -> Path:
@@ -107,9 +130,33 @@ def load_model_bytes(spec: ModelSpec) -> bytes:
     return path.read_bytes()
 
 
-def make_interpreter(model: bytes, num_threads: int = 2) -> Any:
+def make_interpreter(model: bytes, num_threads: int = 0) -> Any:
+    """An interpreter on ``num_threads`` threads (0: ``default_threads()``)."""
     cls = interpreter_class()
-    return cls(model_content=model, num_threads=num_threads)
+    return cls(model_content=model, num_threads=resolve_threads(num_threads))
+
+
+def backend(interpreter: Any, threads: int) -> dict[str, Any]:
+    """What an allocated interpreter really runs on: runtime, delegate, threads.
+
+    A delegate that took over part of the graph appears as DELEGATE nodes in the
+    interpreter's node list; ai-edge-litert's default resolver applies XNNPACK (and
+    no other) by itself, so DELEGATE nodes mean XNNPACK and none mean the reference
+    CPU kernels (XNNPACK refused the graph or is missing from the build).
+    """
+    ops = interpreter._get_ops_details()  # the only API that exposes the delegated nodes
+    partitions = sum(1 for op in ops if op["op_name"] == "DELEGATE")
+    try:
+        version = importlib.metadata.version("ai-edge-litert")
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    return {"runtime": f"ai-edge-litert {version}", "delegate": "XNNPACK" if partitions else "none",
+            "partitions": partitions, "ops": len(ops) - partitions, "threads": threads}
+
+
+def describe(info: dict[str, Any]) -> str:
+    where = f"XNNPACK ({info['partitions']} partition(s))" if info["partitions"] else "reference kernels (no XNNPACK)"
+    return f"{info['runtime']}, {where}, {info['threads']} thread(s)"
 
 
 def check_tensors(interpreter: Any, spec: ModelSpec) -> None:
@@ -157,15 +204,24 @@ class Model:
 
     spec: ModelSpec
     model: bytes = field(repr=False)
-    threads: int = 2
+    threads: int = 0  # 0: default_threads()
     max_cached: int = 32
     max_cached_bytes: int = 96 << 20
     cache: OrderedDict[tuple[int, ...], list[Any]] = field(default_factory=OrderedDict, repr=False)
 
     @classmethod
-    def load(cls, file: str, directory: str | os.PathLike[str] | None = None, threads: int = 2) -> Model:
+    def load(cls, file: str, directory: str | os.PathLike[str] | None = None, threads: int = 0) -> Model:
         spec = model_spec(file, directory)
-        return cls(spec, load_model_bytes(spec), threads)
+        return cls(spec, load_model_bytes(spec), resolve_threads(threads))
+
+    def backend(self) -> dict[str, Any]:
+        """Runtime, delegate and threads of this model's interpreters (one is made if none is yet)."""
+        if self.cache:
+            it = next(iter(self.cache.values()))[0]
+        else:
+            it = make_interpreter(self.model, self.threads)
+            it.allocate_tensors()
+        return backend(it, self.threads)
 
     @property
     def cached_bytes(self) -> int:

@@ -27,7 +27,7 @@ Progress = Callable[[int, int], None]
 
 
 def load_pipeline(models_dir: str | os.PathLike[str] | None = None, embedder: str | None = None,
-                  threads: int = 2, mode: str | None = None, margin: int | None = None,
+                  threads: int = 0, mode: str | None = None, margin: int | None = None,
                   detector_params: DetectorParams | None = None, embed_batch: int = 16) -> FacePipeline:
     return FacePipeline(Detector(models_dir, detector_params, threads),
                         Embedder(models_dir, embedder, threads, embed_batch), mode, margin)
@@ -123,6 +123,7 @@ def new_gallery(pipeline: FacePipeline, kind: str, target_far: float) -> Gallery
 def check_fit(kind: str, target_far: float) -> None:
     if kind not in classify.CLASSIFIERS:
         raise ValueError(f"classifier {kind!r}: expected one of {classify.CLASSIFIERS}")
+    classify.require(kind)
     if not 0.0 < target_far < 0.5:
         raise ValueError(f"target FAR {target_far}: expected a rate between 0 and 0.5, e.g. 0.01")
 
@@ -388,7 +389,7 @@ class Recognizer:
     """A gallery, its classifier and the matching pipeline: embeddings -> predictions."""
 
     def __init__(self, gallery_path: Path, models_dir: str | os.PathLike[str] | None = None,
-                 embedder: str | None = None, threads: int = 2,
+                 embedder: str | None = None, threads: int = 0,
                  detector_params: DetectorParams | None = None, pipeline: FacePipeline | None = None,
                  embed_batch: int = 16) -> None:
         header_only = Gallery.load(gallery_path)

@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.fixture(scope="session")
 def cache() -> Path:
-    from convert import sources
+    from facepi_convert import sources
 
     return sources.cache_dir()
 
@@ -23,21 +23,21 @@ def cache() -> Path:
 @pytest.fixture(scope="session")
 def faces_root(cache: Path) -> Path:
     """The 5-celebrity photo set (train/ and val/, one folder per person)."""
-    from convert import sources
+    from facepi_convert import sources
 
     return sources.celebrity_faces(cache)
 
 
 @pytest.fixture(scope="session")
 def seed_align_dir(cache: Path) -> Path:
-    from convert import sources
+    from facepi_convert import sources
 
     return sources.seed_align_dir(cache)
 
 
 @pytest.fixture(scope="session")
 def facenet_graph(cache: Path) -> Path:
-    from convert import sources
+    from facepi_convert import sources
 
     return sources.facenet_graph(cache)
 
@@ -49,7 +49,7 @@ def val_photos(faces_root: Path) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def seed_mtcnn(seed_align_dir: Path):
-    from convert.seed import SeedMTCNN
+    from facepi_convert.seed import SeedMTCNN
 
     return SeedMTCNN(seed_align_dir)
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import MODELS
 
-from convert import facenet, sources, verify
-from convert.cli import main as convert_main
 from facepi import runtime
 from facepi.detect import Detector
 from facepi.fileio import sha256_file
+from facepi_convert import facenet, sources, verify
+from facepi_convert.cli import main as convert_main
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from conftest import MODELS, ROOT
 
-from convert import mobilefacenet, sources, verify
 from facepi import runtime
 from facepi.cli import main as facepi_main
 from facepi.detect import Detector
 from facepi.gallery import Gallery, GalleryError
+from facepi_convert import mobilefacenet, sources, verify
 
 DEV = ROOT.parent / "shared" / "data" / "celeba-dev"
 

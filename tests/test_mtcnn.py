@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import MODELS
 
-from convert import mtcnn, verify
-from convert.cli import main as convert_main
 from facepi.detect import Detector, DetectorParams, nms, pyramid_scales
 from facepi.images import read_rgb
+from facepi_convert import mtcnn, verify
+from facepi_convert.cli import main as convert_main
 
 
 def test_committed_mtcnn_matches_seed_on_real_photos(seed_mtcnn, val_photos):

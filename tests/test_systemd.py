@@ -22,7 +22,7 @@ def analyze():
 
 def test_unit_verifies_clean(tmp_path, analyze):
     # verify checks that ExecStart exists: point it at this checkout's facepi
-    text = UNIT.read_text().replace("/opt/facepi/.venv/bin/facepi", str(ROOT / ".venv" / "bin" / "facepi"))
+    text = UNIT.read_text().replace("/opt/facepi/venv/bin/facepi", str(ROOT / ".venv" / "bin" / "facepi"))
     unit = tmp_path / "facepi.service"
     unit.write_text(text)
     proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)

@@ -21,16 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from convert import facenet, mobilefacenet, mtcnn, sources
-from convert.manifest import (
+from facepi import __version__, runtime
+from facepi.fileio import atomic_write_json, sha256_file
+from facepi_convert import facenet, mobilefacenet, mtcnn, sources
+from facepi_convert.manifest import (
     FACENET_PREPROCESSING,
     MOBILEFACENET_PREPROCESSING,
     MTCNN_PREPROCESSING,
     assign_mtcnn_roles,
     describe,
 )
-from facepi import __version__, runtime
-from facepi.fileio import atomic_write_json, sha256_file
 
 # Chosen by open-set measurement (README "Which embedding model is the default"): MobileFaceNet
 # names more family members at the same stranger-acceptance rate, and is no slower.
@@ -151,8 +151,8 @@ def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads
     import numpy as np
     import tensorflow as tf
 
-    from convert import verify
     from facepi.detect import Detector
+    from facepi_convert import verify
 
     mtcnn_dir, mtcnn_source = inputs.mtcnn()
     graph_path, facenet_source = inputs.facenet()
@@ -246,9 +246,9 @@ def _install(staging: Path, models_dir: Path, entries: dict[str, dict[str, Any]]
 def verify_models(inputs: Inputs, models_dir: Path, threads: int, runs: int) -> dict[str, Any]:
     import numpy as np
 
-    from convert import verify
-    from convert.seed import SeedMTCNN
     from facepi.detect import Detector
+    from facepi_convert import verify
+    from facepi_convert.seed import SeedMTCNN
 
     manifest = runtime.load_manifest(models_dir)
     photos = verify.dataset_photos(inputs.faces())
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  else "unchanged (identical conversion)"))
             if command == "convert":
                 return 0
-        from convert import verify
+        from facepi_convert import verify
 
         report = verify_models(inputs, args.models, args.threads, args.runs)
         print(verify.format_table(report))

@@ -1,3 +1,0 @@
-from convert.cli import main
-
-raise SystemExit(main())

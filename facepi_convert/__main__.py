@@ -1,0 +1,3 @@
+from facepi_convert.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Install or upgrade facepi as a systemd service on Raspberry Pi OS (bookworm or trixie, 64-bit) or Debian.
+# Idempotent: run it again to upgrade; your config, env file and gallery are never overwritten.
+#
+#   sudo scripts/install-pi.sh                      # facepi from this checkout (built, not editable)
+#   sudo scripts/install-pi.sh --wheel facepi-*.whl  # or from a built wheel
+#   options: --extras svm   (the SVM classifier: +200 MB of scikit-learn/scipy)   --no-start
+#
+# Why the venv is made this way: picamera2, libcamera and simplejpeg come from apt and are built
+# against apt's numpy. The venv sees them (--system-site-packages), and pip is constrained to the
+# numpy apt installed, so it never puts a second numpy in the venv that would shadow apt's
+# ("numpy.dtype size changed" from simplejpeg, raspberrypi/picamera2#1088). On bookworm (numpy 1.24)
+# pip then picks an OpenCV wheel built for numpy 1.x; on trixie (numpy 2.x) the newest one.
+set -euo pipefail
+
+PREFIX=/opt/facepi
+VENV=$PREFIX/venv
+here=$(cd "$(dirname "$0")/.." && pwd)
+target=$here
+extras=""
+start=1
+while (($#)); do
+  case $1 in
+    --wheel) target=$(realpath "$2"); shift 2 ;;
+    --extras) extras=$2; shift 2 ;;
+    --no-start) start=0; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "install-pi: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "install-pi: run as root (sudo)" >&2; exit 2; }
+say() { echo "install-pi: $*" >&2; }
+
+# 1. Debian packages. python3-picamera2 exists in Raspberry Pi OS's archive only.
+pkgs=(python3-venv python3-pip python3-numpy ca-certificates)
+candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}'; }
+if [ -z "$(candidate python3-picamera2)" ] || [ "$(candidate python3-picamera2)" = "(none)" ]; then
+  apt-get update -qq || true
+fi
+picam=$(candidate python3-picamera2)
+if [ -n "$picam" ] && [ "$picam" != "(none)" ]; then
+  pkgs+=(python3-picamera2)
+else
+  say "python3-picamera2 is not in this system's apt sources (not Raspberry Pi OS?): the Pi camera source is unavailable, USB/RTSP/files work"
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. The venv, constrained to apt's numpy.
+apt_numpy=$(/usr/bin/python3 -c 'import numpy; print(numpy.__version__)')
+install -d -m 0755 "$PREFIX"
+[ -x "$VENV/bin/python" ] || python3 -m venv --system-site-packages "$VENV"
+printf '# written by install-pi.sh: keep the numpy apt built picamera2/simplejpeg against\nnumpy==%s\n' \
+  "$apt_numpy" > "$PREFIX/constraints.txt"
+say "installing facepi${extras:+[$extras]} from $target into $VENV (numpy pinned to apt's $apt_numpy)"
+spec="$target${extras:+[$extras]}"
+"$VENV/bin/pip" install -q --disable-pip-version-check -c "$PREFIX/constraints.txt" "$spec"
+# the same version number again (an upgrade from a newer checkout): replace facepi itself, not its deps
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$target"
+
+# 3. Proof that the install did not shadow apt's numpy (the picamera2 trap), and facepi runs.
+"$VENV/bin/python" - "$apt_numpy" <<'EOF'
+import sys
+import numpy
+if not numpy.__file__.startswith("/usr/lib/python3/dist-packages/") or numpy.__version__ != sys.argv[1]:
+    sys.exit(f"install-pi: numpy {numpy.__version__} from {numpy.__file__} shadows apt's {sys.argv[1]}")
+try:
+    import picamera2  # noqa: F401  (where apt has it: its simplejpeg must load against this numpy)
+except ImportError as e:
+    if "numpy" in str(e) or "dtype" in str(e):
+        sys.exit(f"install-pi: picamera2 fails to import: {e}")
+except ValueError as e:
+    sys.exit(f"install-pi: picamera2 fails to import: {e}")
+import cv2  # noqa: F401
+import facepi.runtime
+print(f"install-pi: numpy {numpy.__version__} (apt's), OpenCV {cv2.__version__}, "
+      f"models in {facepi.runtime.models_dir()}", file=sys.stderr)
+EOF
+(cd / && "$VENV/bin/facepi" models >/dev/null)
+
+# 4. User, folders, config (never overwritten), unit.
+getent group video >/dev/null || groupadd --system video
+if ! id facepi >/dev/null 2>&1; then
+  useradd --system --user-group --groups video --home-dir /var/lib/facepi --shell /usr/sbin/nologin facepi
+fi
+install -d -o facepi -g facepi -m 0750 /var/lib/facepi
+install -d -m 0755 /etc/facepi
+if [ ! -e /etc/facepi/facepi.toml ]; then
+  install -m 0644 "$here/systemd/facepi.toml.example" /etc/facepi/facepi.toml
+  say "wrote /etc/facepi/facepi.toml (edit it: camera, broker)"
+fi
+if [ ! -e /etc/facepi/facepi.env ]; then
+  printf '# FACEPI_MQTT_PASSWORD=...\n# FACEPI_SOURCE_PASSWORD=...\n' | install -m 0600 /dev/stdin /etc/facepi/facepi.env
+fi
+install -m 0644 "$here/systemd/facepi.service" /etc/systemd/system/facepi.service
+if command -v systemd-analyze >/dev/null; then
+  systemd-analyze verify /etc/systemd/system/facepi.service
+fi
+"$VENV/bin/facepi" check-config --config /etc/facepi/facepi.toml >/dev/null
+
+# 5. Enable; start (or restart after an upgrade) once there is a gallery to serve.
+if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+  systemctl enable facepi.service
+  if [ "$start" = 1 ] && [ -e /var/lib/facepi/gallery.npz ]; then
+    systemctl restart facepi.service
+    say "facepi (re)started: journalctl -u facepi -f"
+  fi
+else
+  say "systemd is not running here (a chroot?): unit installed, not enabled"
+fi
+[ -e /var/lib/facepi/gallery.npz ] || say "next: sudo -u facepi $VENV/bin/facepi enroll NAME PHOTOS... --gallery /var/lib/facepi/gallery.npz; sudo systemctl start facepi"
+say "done"
