@@ -105,6 +105,18 @@ in_root /opt/facepi/venv/bin/facepi check-config --config /etc/facepi/facepi.tom
 # imports in the venv: pip did not shadow apt's numpy
 in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pywt >/dev/null'
 in_root /opt/facepi/venv/bin/python -c 'import numpy, pywt; assert numpy.__file__.startswith("/usr/lib/python3/"), numpy.__file__; print("test-arm64: venv numpy", numpy.__version__, "from apt; pywt", pywt.__version__, "imports")'
+if in_root /usr/bin/python3 -c 'import numpy, sys; sys.exit(numpy.__version__ >= "2")'; then
+  # the control: the old README way (a --system-site-packages venv, plain pip) must break the same import,
+  # or the check above proves nothing
+  in_root sh -c 'rm -rf /tmp/naive && python3 -m venv --system-site-packages /tmp/naive &&
+    /tmp/naive/bin/pip install -q --disable-pip-version-check /tmp/facepi-src/facepi-*.whl'
+  if in_root /tmp/naive/bin/python -c 'import pywt' 2>"$work/naive.err"; then
+    say "FAIL: the control (plain pip, numpy 1.x apt) did not break pywt: the check cannot see the trap"; exit 1
+  fi
+  say "control: plain pip put $(in_root /tmp/naive/bin/python -c 'import numpy; print("numpy", numpy.__version__)' \
+    2>/dev/null) in the venv and apt's pywt fails: $(grep -E 'Error|error' "$work/naive.err" | tail -1)"
+  in_root rm -rf /tmp/naive
+fi
 say "install-pi.sh again (an upgrade must be a no-op for config and state)"
 echo '# edited by the owner' >>"$root/etc/facepi/facepi.toml"
 in_root /tmp/facepi-src/scripts/install-pi.sh --wheel "/tmp/facepi-src/$(basename "$work"/facepi-*.whl)" --no-start
