@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 
-def run_with_peak_rss(cmd: list[str], cwd: Path, env: dict[str, str] | None = None
+def run_with_peak_rss(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, seconds: float | None = None
                       ) -> tuple[subprocess.Popen, str, float, float]:
-    """Run a command; return (process, stderr, peak RSS in MB, wall seconds).
+    """Run a command (SIGTERM after ``seconds`` if given); return (process, stderr, peak RSS in MB, wall seconds).
 
     Peak RSS is read from the child's own /proc VmHWM while it runs: wait4's
     ru_maxrss would report the (large) benchmark process instead, because a child
@@ -20,6 +20,9 @@ def run_with_peak_rss(cmd: list[str], cwd: Path, env: dict[str, str] | None = No
     peak_kb = 0
     status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
+        if seconds is not None and time.perf_counter() - t > seconds:
+            proc.terminate()  # the daemon's clean stop: it prints its final status and exits 0
+            seconds = None
         try:
             for line in status.read_text().splitlines():
                 if line.startswith("VmHWM:"):

@@ -68,7 +68,8 @@ class DetectionConfig:
     minsize: int = _f(40, "smallest face to detect, in pixels of the frame", 12, 2000)
     thresholds: list[float] = _f([0.6, 0.7, 0.7], "P/R/O-Net score thresholds")
     factor: float = _f(0.709, "pyramid scale factor", 0.1, 0.95)
-    downscale: float = _f(1.0, "detect on the frame scaled by this (faces are large at a door)", 0.1, 1.0)
+    downscale: float = _f(1.0, "detect on the frame scaled by this (faces are large at a door); with picamera2 "
+                                "the ISP makes this smaller image (the lores stream)", 0.1, 1.0)
 
 
 @dataclass

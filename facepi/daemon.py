@@ -88,7 +88,8 @@ class Daemon:
         src = cfg.source
         self.source_name = mask(src.uri)
         self.capture = Capture(make_source(with_password(src.uri, src.username, cfg.camera_password), src.width,
-                                           src.height, src.fps, src.read_timeout_seconds, src.max_bad_frames),
+                                           src.height, src.fps, src.read_timeout_seconds, src.max_bad_frames,
+                                           cfg.detection.downscale),
                                src.fast, src.reconnect_max_seconds, name=self.source_name)
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
@@ -243,7 +244,7 @@ class Daemon:
                 self.tracker.cut()
                 if self.gate is not None:
                     self.gate.reset()
-            self.process(frame.rgb, frame.t, frame.captured)
+            self.process(frame.rgb, frame.t, frame.captured, frame.small)
         except Exception:
             self.frame_errors += 1
             self.errors_in_a_row += 1
@@ -354,13 +355,14 @@ class Daemon:
         log.info("%s: gallery reloaded", why)
 
     # ------------------------------------------------------------------ per frame
-    def process(self, rgb: np.ndarray, t: float, captured: float) -> None:
+    def process(self, rgb: np.ndarray, t: float, captured: float, small: np.ndarray | None = None) -> None:
+        """One frame: detect (on ``small`` where the camera made one), track, embed, announce."""
         t0 = time.perf_counter()
         roi = self._where_to_detect(rgb, t)
         if roi is None:
             boxes, points = np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
         else:
-            boxes, points = self._detect(rgb, roi)
+            boxes, points = self._detect(rgb, roi, small)
             if len(boxes):
                 self.last_face_t, self.last_faces = t, [b[:4].copy() for b in boxes]
             self.detected += 1
@@ -419,17 +421,25 @@ class Daemon:
             return full
         return win
 
-    def _detect(self, rgb: np.ndarray, roi: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """MTCNN on the region (optionally downscaled); boxes and landmarks in frame pixels, zone applied."""
-        x1, y1, x2, y2 = roi
-        part = rgb[y1:y2, x1:x2]
-        scale = self.cfg.detection.downscale
-        small = part if scale >= 1.0 else cv2.resize(part, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        boxes, points = self.pipeline.detector.detect(np.ascontiguousarray(small))
+    def _detect(self, rgb: np.ndarray, roi: tuple[int, int, int, int],
+                small: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """MTCNN on the region (of the camera's small copy, or downscaled here); boxes and landmarks in
+        frame pixels, zone applied."""
+        if small is not None:  # the ISP already made it (picamera2 lores): no resize on the CPU
+            scale = small.shape[1] / rgb.shape[1]
+            x1, y1, x2, y2 = (int(v * scale) for v in roi)
+            part, ox, oy = small[y1:y2, x1:x2], x1 / scale, y1 / scale
+        else:
+            x1, y1, x2, y2 = roi
+            scale, ox, oy = self.cfg.detection.downscale, x1, y1
+            part = rgb[y1:y2, x1:x2]
+            if scale < 1.0:
+                part = cv2.resize(part, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        boxes, points = self.pipeline.detector.detect(np.ascontiguousarray(part))
         if len(boxes):
             boxes = boxes.copy()
-            boxes[:, :4] = boxes[:, :4] / scale + [x1, y1, x1, y1]
-            points = points / scale + [x1, y1]
+            boxes[:, :4] = boxes[:, :4] / scale + [ox, oy, ox, oy]
+            points = points / scale + [ox, oy]
             if self.gate is not None and self.gate.zone_points:
                 zone = self._zone(rgb.shape[:2])
                 cx = np.clip(((boxes[:, 0] + boxes[:, 2]) / 2).astype(int), 0, rgb.shape[1] - 1)

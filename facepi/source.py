@@ -7,6 +7,8 @@ own thread and keeps only the newest frame, so a slow frame never builds a
 backlog; when a live source fails it logs, reopens with backoff and carries on.
 Every wait on a camera is bounded (FFmpeg open/read timeouts for streams, a
 ``wait`` timeout for picamera2), and a read that blocks anyway shows as a stall.
+A source may say more than (rgb, t): a ``Shot`` also carries when the sensor took
+the frame and a small copy made by the camera's ISP for detection (picamera2).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import cv2
 import numpy as np
@@ -31,6 +33,15 @@ class SourceError(Exception):
     pass
 
 
+class Shot(NamedTuple):
+    """What a source read: a plain ``(rgb, t)`` is a Shot too."""
+
+    rgb: np.ndarray
+    t: float
+    captured: float | None = None  # time.monotonic() of the exposure, where the camera says (sensor timestamp)
+    small: np.ndarray | None = None  # the same view, smaller, made by the camera (picamera2's lores): detect on it
+
+
 @dataclass
 class Frame:
     rgb: np.ndarray
@@ -38,14 +49,15 @@ class Frame:
     captured: float  # time.monotonic() when captured (latency is measured from here)
     index: int
     cut: bool = False  # an unrelated scene: no face continues from the previous frame (photos)
+    small: np.ndarray | None = None  # a smaller copy from the camera, for detection
 
 
 class Source(Protocol):
     live: bool  # True: frames come in real time; failures are retried
 
     def open(self) -> None: ...
-    def read(self) -> tuple[np.ndarray, float] | None:
-        """Next RGB frame and its time; None at the end of a file or folder."""
+    def read(self) -> Shot | tuple[np.ndarray, float] | None:
+        """Next RGB frame and its time (or a Shot); None at the end of a file or folder."""
         ...
     def close(self) -> None: ...
 
@@ -167,21 +179,32 @@ class OpenCVSource:
 
 
 class Picamera2Source:
-    """The Raspberry Pi camera through picamera2 (imported lazily: optional on other machines).
+    """The Raspberry Pi camera, used the way picamera2's own face examples use it.
 
-    A video configuration with the ``main`` stream at the configured size. Mind that
-    picamera2's "RGB888" format yields BGR-ordered arrays; they are converted here.
-    Every capture is waited for at most ``timeout`` seconds: a libcamera stall
-    ("Camera frontend has timed out") becomes a failed read that is retried,
-    where ``capture_array()`` with its default would wait forever.
+    One request gives two streams: ``main`` at the configured size (crops and
+    snapshots in full resolution) and, when ``lores_scale`` < 1, ``lores`` at that
+    fraction of it, downscaled by the ISP for free, which detection runs on.
+    Formats need no per-frame conversion of the large image: ``main`` is "BGR888",
+    which in libcamera's naming is R,G,B in memory, so the array is RGB as it comes.
+    ``lores`` is RGB too where the ISP allows (Pi 5); a Pi 4's ISP makes lores only
+    in YUV420 ("lores stream must be YUV"), converted here at its small size.
+    Every capture is a request waited for at most ``timeout`` seconds (a libcamera
+    stall, "Camera frontend has timed out", becomes a failed read that is retried)
+    and always released. A frame's time is the sensor's own timestamp
+    (``SensorTimestamp``, CLOCK_BOOTTIME ns) on the monotonic clock, so latency
+    counts from the exposure, not from the moment the call returned.
     """
 
     live = True
     frame_interval = 0.0
 
-    def __init__(self, width: int = 640, height: int = 480, timeout: float = 10.0) -> None:
+    def __init__(self, width: int = 640, height: int = 480, timeout: float = 10.0, lores_scale: float = 1.0) -> None:
         self.size = (width, height)
         self.timeout = timeout
+        self.lores = (int(width * lores_scale) // 2 * 2, int(height * lores_scale) // 2 * 2) \
+            if lores_scale < 1.0 else None
+        self.lores_format: str | None = None
+        self.lores_stride = 0
         self.cam = None
 
     def open(self) -> None:
@@ -192,23 +215,51 @@ class Picamera2Source:
                               "python3-picamera2, and a venv made with --system-site-packages") from None
         try:
             cam = Picamera2()
-            cam.configure(cam.create_video_configuration(main={"size": self.size, "format": "RGB888"}))
-            cam.start()
         except Exception as e:  # no camera, camera busy, ...
+            raise SourceError(f"picamera2: cannot open the camera: {e}") from None
+        try:
+            main = {"size": self.size, "format": "BGR888"}
+            for fmt in ("BGR888", "YUV420") if self.lores else (None,):
+                lores = {"size": self.lores, "format": fmt} if fmt else None
+                try:
+                    cam.configure(cam.create_video_configuration(main=main, lores=lores))
+                    break
+                except RuntimeError as e:  # a Pi 4: "lores stream must be YUV"
+                    if fmt != "BGR888" or "lores" not in str(e):
+                        raise
+            self.lores_format = fmt
+            if self.lores:
+                self.lores_stride = int(cam.stream_configuration("lores")["stride"])
+            cam.start()
+        except Exception as e:
+            cam.close()
             raise SourceError(f"picamera2: cannot start the camera: {e}") from None
         self.cam = cam
+        log.info("picamera2: main %dx%d RGB%s", *self.size,
+                 f", lores {self.lores[0]}x{self.lores[1]} {self.lores_format} for detection" if self.lores else "")
 
-    def read(self) -> tuple[np.ndarray, float] | None:
+    def read(self) -> Shot:
         if self.cam is None:
             raise SourceError("camera is not open")
         try:
-            job = self.cam.capture_array("main", wait=False)
-            bgr = self.cam.wait(job, timeout=self.timeout)
+            job = self.cam.capture_request(wait=False)
+            request = self.cam.wait(job, timeout=self.timeout)
         except TimeoutError:
             raise SourceError(f"picamera2: no frame within {self.timeout:g} s (camera stalled)") from None
         except Exception as e:  # e.g. "Camera frontend has timed out"
             raise SourceError(f"picamera2: {e}") from None
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.monotonic()
+        try:
+            rgb = request.make_array("main")
+            small = None
+            if self.lores_format == "BGR888":
+                small = request.make_array("lores")
+            elif self.lores_format == "YUV420":
+                small = yuv420_to_rgb(request.make_buffer("lores"), self.lores, self.lores_stride)
+            stamp = request.get_metadata().get("SensorTimestamp")
+        finally:
+            request.release()  # an unreleased request holds a camera buffer: a few of them stall the camera
+        captured = sensor_time(stamp)
+        return Shot(rgb, captured, captured, small)
 
     def close(self) -> None:
         if self.cam is not None:
@@ -219,10 +270,33 @@ class Picamera2Source:
                 self.cam = None
 
 
+def yuv420_to_rgb(buf: np.ndarray, size: tuple[int, int], stride: int) -> np.ndarray:
+    """A planar YUV420 (I420) buffer with rows ``stride`` bytes apart, as RGB (its rows cropped to ``size``)."""
+    w, h = size
+    buf = np.asarray(buf, np.uint8).reshape(-1)
+    if stride == w:
+        return cv2.cvtColor(buf[:w * h * 3 // 2].reshape(h * 3 // 2, w), cv2.COLOR_YUV2RGB_I420)
+    half = stride // 2
+    y = buf[:stride * h].reshape(h, stride)[:, :w]
+    u = buf[stride * h:stride * h + half * (h // 2)].reshape(h // 2, half)[:, :w // 2]
+    v = buf[stride * h + half * (h // 2):stride * h + 2 * half * (h // 2)].reshape(h // 2, half)[:, :w // 2]
+    i420 = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(h * 3 // 2, w)
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+
+
+def sensor_time(stamp_ns: int | None) -> float:
+    """A libcamera SensorTimestamp (CLOCK_BOOTTIME ns) on time.monotonic(); now where it is missing or implausible."""
+    now = time.monotonic()
+    if not stamp_ns:
+        return now
+    t = (stamp_ns - time.clock_gettime_ns(time.CLOCK_BOOTTIME)) / 1e9 + now
+    return t if now - 10.0 <= t <= now else now  # another clock than documented: do not invent latency
+
+
 def make_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0, timeout: float = 10.0,
-                max_bad_frames: int = 50) -> Source:
+                max_bad_frames: int = 50, detect_scale: float = 1.0) -> Source:
     if uri == "picamera2":
-        return Picamera2Source(width, height, timeout)
+        return Picamera2Source(width, height, timeout, detect_scale)
     path = Path(uri)
     if path.is_dir():
         return FolderSource(path, fps or 2.0)
@@ -377,14 +451,16 @@ class Capture:
             if got is None:
                 return
             backoff = 0.5
-            rgb, t = got
+            shot = got if isinstance(got, Shot) else Shot(*got)
+            t = shot.t
             if not self.source.live and not self.fast:  # pace files like a camera
                 if start_wall is None:
                     start_wall, start_t = time.monotonic(), t
                 delay = start_wall + (t - start_t) - time.monotonic()
                 if delay > 0 and self._sleep(delay):
                     return
-            frame = Frame(rgb, t, time.monotonic(), self.count, getattr(self.source, "cuts", False))
+            captured = shot.captured if shot.captured is not None else time.monotonic()
+            frame = Frame(shot.rgb, t, captured, self.count, getattr(self.source, "cuts", False), shot.small)
             self.count += 1
             with self.cond:
                 if self.fast and not self.source.live:

@@ -17,4 +17,11 @@ if [ ! -f ".venv-ha/.installed-$ha" ]; then
   .venv-ha/bin/python -m pip install -q --disable-pip-version-check "homeassistant==$ha"
   touch ".venv-ha/.installed-$ha"
 fi
-exec .venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q "$@"
+# aarch64 (a Debian arm64 root under qemu, the Pi install script, x86 vs aarch64 results): with the whole
+# suite only. FACEPI_ARM64_RELEASES="bookworm trixie" checks both; "" skips.
+if [ $# -eq 0 ]; then
+  for release in ${FACEPI_ARM64_RELEASES-bookworm}; do
+    scripts/test-arm64.sh "$release"
+  done
+fi

@@ -177,6 +177,9 @@ def test_sighup_reloads_the_gallery(gallery4, faces_root, tmp_path):
     assert lines.wait_for(lambda: '"unknown"' in lines.out[-1]), "".join(lines.err)
     out, err = lines.finish()
     assert lines.proc.returncode == 0, err
+    # the start-up log says what each model really runs on
+    assert all(f"model {m}: ai-edge-litert" in err for m in ("mtcnn_pnet.tflite", "mobilefacenet_dynamic.tflite"))
+    assert "XNNPACK (1 partition(s))" in err
     names = [json.loads(line)["name"] for line in out.splitlines()]  # a folder: one announcement per photo
     switch = names.index("unknown")
     assert switch >= 1 and names == ["madonna"] * switch + ["unknown"] * (len(names) - switch), err

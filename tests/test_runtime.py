@@ -79,3 +79,27 @@ def test_bad_photos_are_named(tmp_path, val_photos):
                       ("cut.jpg", "not a decodable image"), ("absent.jpg", "cannot read")):
         with pytest.raises(ImageError, match=f"{name}: {why}"):
             read_rgb(tmp_path / name)
+
+
+def test_threads_follow_the_cores_the_process_may_use():
+    """0 (the default) means the CPUs in this process's affinity mask (systemd's CPUAffinity=), at most 4;
+    what each model runs on is read from the interpreter, not assumed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def models(*args: str, cpus: set[int] | None = None) -> list[dict]:
+        proc = subprocess.run([sys.executable, "-m", "facepi", "models", "--json", *args], cwd=ROOT,
+                              capture_output=True, text=True,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+        assert proc.returncode == 0, proc.stderr
+        return [m for m in json.loads(proc.stdout)["models"] if m["status"] == "ok"]
+
+    mine = min(len(os.sched_getaffinity(0)), 4)
+    assert {m["threads"] for m in models()} == {mine}
+    assert {m["threads"] for m in models(cpus={min(os.sched_getaffinity(0))})} == {1}
+    assert {m["threads"] for m in models("--threads", "3")} == {3}
+    assert all(m["delegate"] == "XNNPACK" and m["partitions"] >= 1 for m in models())
