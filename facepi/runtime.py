@@ -221,7 +221,7 @@ class Model:
         else:
             it = make_interpreter(self.model, self.threads)
             it.allocate_tensors()
-        return backend(it, self.threads)
+        return backend(it, resolve_threads(self.threads))
 
     @property
     def cached_bytes(self) -> int:
