@@ -139,5 +139,17 @@ names = [{r["path"].rsplit("/", 1)[-1]: r["name"] for r in json.load(open(f))["r
 assert names[0] == names[1], names
 print(f"test-arm64: train + classify give the same names on x86 and aarch64 ({len(names[0])} photos)", file=sys.stderr)
 EOF
+# the daemon itself (capture thread, tracker, stdout publisher) on aarch64: a folder of the val photos
+mkdir -p "$src/door" && cp "$src"/val/*/*.jpg "$src/door/"
+in_root sh -c 'cd / && /opt/facepi/venv/bin/facepi run --source /tmp/facepi-src/door \
+  --classifier /tmp/facepi-src/gallery.npz --fast 2>/dev/null' >"$work/arm-events.json"
+.venv/bin/facepi run --source "$src/door" --classifier "$work/gallery.npz" --fast 2>/dev/null >"$work/x86-events.json"
+.venv/bin/python - "$work/x86-events.json" "$work/arm-events.json" <<'EOF'
+import json, sys
+names = [sorted(json.loads(line)["name"] for line in open(f)) for f in sys.argv[1:]]
+assert names[0] == names[1] and names[0], names
+print(f"test-arm64: facepi run announces the same {len(names[0])} events on x86 and aarch64: {names[1]}",
+      file=sys.stderr)
+EOF
 rm -rf "$work"
 say "OK in $(( $(date +%s) - start )) s"
