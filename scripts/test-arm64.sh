@@ -58,7 +58,11 @@ if [ ! -e "$cpuinfo" ]; then
 fi
 
 mounted=()
-cleanup() { for ((i=${#mounted[@]}-1; i>=0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null || true; done; }
+work=""
+cleanup() {
+  for ((i=${#mounted[@]}-1; i>=0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null || true; done
+  [ -z "$work" ] || rm -rf "$work"  # also when a check failed
+}
 trap cleanup EXIT
 bind() { mkdir -p "$2"; mount "${@:3}" --bind "$1" "$2"; mounted+=("$2"); }
 mount -t proc proc "$root/proc"; mounted+=("$root/proc")
@@ -151,5 +155,4 @@ assert names[0] == names[1] and names[0], names
 print(f"test-arm64: facepi run announces the same {len(names[0])} events on x86 and aarch64: {names[1]}",
       file=sys.stderr)
 EOF
-rm -rf "$work"
 say "OK in $(( $(date +%s) - start )) s"
