@@ -43,7 +43,7 @@ from facepi.publish import make_publisher
 from facepi.redact import mask, with_password
 from facepi.source import Capture, Frame, make_source
 from facepi.track import Track, Tracker
-from facepi.visitors import Visitors, crop_quality
+from facepi.visitors import VisitorBook, Visitors, crop_quality
 from facepi.workflow import Recognizer, name_visitor
 
 log = logging.getLogger("facepi.daemon")
@@ -308,8 +308,9 @@ class Daemon:
         """"Name last visitor" from the dashboard: enrol the last visitor's door crops, say what happened."""
         lc = self.cfg.learning
         try:
-            vid, report = name_visitor(Path(lc.path), None, Path(self.cfg.recognition.gallery), name,
-                                       models_dir=self.cfg.models.dir or None)
+            seen = VisitorBook(lc.path).visitors()
+            vid, report = name_visitor(Path(lc.path), seen[0].id if seen else "", Path(self.cfg.recognition.gallery),
+                                       name, models_dir=self.cfg.models.dir or None, origin="mqtt")
         except Exception as e:  # a bad name, no visitor, a locked or unreadable file: said, never fatal
             self.publisher.learning({"message": f"not named: {e}", "ok": False})
             log.warning("learning: not named: %s", e)

@@ -182,6 +182,49 @@ class Visitors:
         return max(self.visitors, key=lambda v: v.last_seen) if self.visitors else None
 
 
+class VisitorBook:
+    """The daemon's and the CLI's door to the visitor store: every call is one short transaction.
+
+    The store's file format is an implementation detail behind this class; callers never
+    load and save it themselves, and never hold its lock for longer than one call.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def record(self, model: str, dim: int, crops: np.ndarray, embeddings: np.ndarray, quality: np.ndarray,
+               same: float, keep: int, max_visitors: int, keep_days: float,
+               now: datetime | None = None) -> tuple[Visitor, list[str]]:
+        """Store one visit's best faces; returns the visitor it joined (or made) and the ids pruned."""
+        from facepi.gallery import locked
+
+        with locked(self.path):
+            store = Visitors.load(self.path, model, dim)
+            vid = store.add_visit(crops, embeddings, quality, same, keep, now)
+            gone = store.prune(max_visitors, keep_days, now)
+            store.save(self.path)
+        return store.visitors[store.index(vid)], gone
+
+    def forget(self, vid: str) -> Visitor:
+        from facepi.gallery import locked
+
+        with locked(self.path):
+            store = Visitors.load(self.path)
+            v = store.remove(vid)
+            store.save(self.path)
+        return v
+
+    def visitors(self) -> list[Visitor]:
+        """Every stored visitor, the most recently seen first ([] when there is no store yet)."""
+        if not self.path.exists():
+            return []
+        return sorted(Visitors.load(self.path).visitors, key=lambda v: v.last_seen, reverse=True)
+
+    def best_crop(self, vid: str) -> np.ndarray:
+        """The visitor's best stored face (RGB, 112x112)."""
+        return Visitors.load(self.path).faces(vid)[0][0]
+
+
 def sheet(store: Visitors, path: Path, columns: int = 5) -> int:
     """A PNG with one row per visitor (id, visits, last seen) and its best crops; returns the rows."""
     if not store.visitors:

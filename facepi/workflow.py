@@ -270,21 +270,22 @@ def enroll_crops(gallery: Gallery, name: str, embeddings: np.ndarray, crops: np.
                      [f"{name}/{labels[i]}" for i in keep], hashes, report, force, models_dir, None)
 
 
-def name_visitor(store_path: Path, vid: str | None, gallery_path: Path, name: str, force: bool = False,
-                 models_dir: str | os.PathLike[str] | None = None) -> tuple[str, EnrolReport]:
-    """Enrol a door visitor's stored crops as ``name`` (``vid`` None: the last visitor seen); on
-    success the visitor leaves the store. Both files are changed under their locks."""
+def name_visitor(store_path: Path, vid: str, gallery_path: Path, name: str, force: bool = False,
+                 models_dir: str | os.PathLike[str] | None = None, origin: str = "cli") -> tuple[str, EnrolReport]:
+    """Enrol door visitor ``vid``'s stored crops as ``name``; on success the visitor leaves the store.
+
+    ``origin`` says where the naming came from ("cli", "mqtt", "ha"): only the CLI may ``force``.
+    A naming must say which visitor it means: "the last one" changes while someone types."""
     from facepi.gallery import locked
     from facepi.visitors import VisitorError, Visitors
 
+    if not vid:
+        raise VisitorError("a naming must say which visitor it names (e.g. V7); none given")
+    if force and origin != "cli":
+        raise VisitorError(f"force is refused from {origin}: only the command line may override the checks")
     name = check_name(name)
     with locked(store_path):
         store = Visitors.load(store_path)
-        last = store.last()
-        if vid is None:
-            if last is None:
-                raise VisitorError(f"{store_path}: no visitors to name")
-            vid = last.id
         crops, embs = store.faces(vid)
         with locked(gallery_path):
             gallery = Gallery.load(gallery_path)
