@@ -162,6 +162,25 @@ def calibrate(gallery: Gallery, points: OperatingPoints | None, target_far: floa
                        f"{why}; {evidence}")
 
 
+EVIDENCE_MARGIN = 1e-4  # a corrected person's accept distance stops this far short of the nearest evidence
+
+
+def person_thresholds(gallery: Gallery, threshold: float) -> dict[str, float]:
+    """Per person, the accept distance after "that wasn't X" corrections: the gallery's threshold, tightened
+    just enough that every face kept as evidence against X falls outside it. Never looser than the rule."""
+    out: dict[str, float] = {}
+    n = len(gallery.people)
+    if not n or not gallery.against:
+        return out
+    cents = unit_centroids(gallery.embeddings, gallery.labels, n)
+    for person, emb, _label, _rid in gallery.against:
+        if person not in gallery.people:
+            continue
+        d = 1.0 - float(emb @ cents[gallery.people.index(person)])
+        out[person] = min(out.get(person, threshold), threshold, d - EVIDENCE_MARGIN)
+    return out
+
+
 def require(kind: str) -> None:
     """Fail before any work when a classifier needs a library this install lacks (scikit-learn is an extra)."""
     if kind == "svm" and importlib.util.find_spec("sklearn") is None:
@@ -178,6 +197,9 @@ class Classifier:
         self.gallery = gallery
         self.kind = kind
         self.threshold = threshold
+        # "that wasn't X": per-person accept distances, only ever tighter than ``threshold``
+        self.person_limits: dict[str, float] = {
+            k: float(v) for k, v in (gallery.meta.get("person_thresholds") or {}).items()}
         n = len(gallery.people)
         # An empty gallery is valid (everyone was forgotten): every face is unknown.
         self.centroids = (unit_centroids(gallery.embeddings, gallery.labels, n) if n
@@ -227,7 +249,7 @@ class Classifier:
         for row, b, s in zip(d, best, score, strict=True):
             dist = float(row[b])
             person = self.gallery.people[int(b)]
-            name = person if dist <= self.threshold else UNKNOWN
+            name = person if dist <= min(self.threshold, self.person_limits.get(person, self.threshold)) else UNKNOWN
             out.append(Prediction(name, float(s), dist, person))
         return out
 

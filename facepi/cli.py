@@ -15,7 +15,7 @@ from pathlib import Path
 
 from facepi import __version__, runtime
 
-DEFAULT_GALLERY = "/var/lib/facepi/gallery.npz"
+DEFAULT_GALLERY = "/var/lib/facepi/gallery.npz"  # kept in gallery.db beside it (an old .npz is imported)
 
 
 def _progress(label: str):
@@ -107,12 +107,14 @@ def _train(args: argparse.Namespace) -> int:
     from facepi.workflow import train
 
     pipeline = _pipeline(args, args.mode)
+    from facepi import family, store
     from facepi.fileio import check_writable
 
     check_writable(args.classifier_file)
     gallery, failures = train(pipeline, args.data_dir, args.classifier or "centroid", args.target_far or 0.01,
                               _progress("embedding"), args.models)
-    gallery.save(args.classifier_file)
+    family.replace(args.classifier_file, gallery, "train", summary=f"trained from {args.data_dir}")
+    args.classifier_file = store.db_path(args.classifier_file)
     for f in failures:
         print(f"facepi: {f}", file=sys.stderr)
     counts = gallery.counts()
@@ -184,19 +186,32 @@ def _gallery_path(args: argparse.Namespace) -> Path:
 
 
 def _enroll(args: argparse.Namespace) -> int:
+    from facepi import family
     from facepi.fileio import check_writable
-    from facepi.gallery import Gallery, check_name, locked
+    from facepi.gallery import Gallery, GalleryError, check_name
+    from facepi.store import db_path
     from facepi.workflow import check_fit, enroll, new_gallery, recalibrate
 
     name = check_name(args.name)  # before any work
     path = _gallery_path(args)
     check_writable(path)
-    with locked(path):  # a second enroll waits here, then sees this one's person
-        if path.exists():
-            meta = Gallery.load(path).meta
-            args.embedder = args.embedder or meta.get("embedder")  # keep the gallery's model unless told
-            pipeline = _pipeline(args, meta.get("alignment"), meta.get("margin"))
-            gallery = Gallery.load(path, expect_model=pipeline.embedder.model_id)
+    exists = db_path(path).exists() or path.exists()
+    meta = Gallery.load(path).meta if exists else {}
+    if exists:
+        args.embedder = args.embedder or meta.get("embedder")  # keep the gallery's model unless told
+        pipeline = _pipeline(args, meta.get("alignment"), meta.get("margin"))
+    else:
+        pipeline = _pipeline(args, args.mode)
+    said: list[str] = []
+
+    def embed(current: Gallery | None):
+        if current is None:
+            gallery = new_gallery(pipeline, args.classifier or "centroid", args.target_far or 0.01)
+        else:
+            gallery = current
+            if gallery.model != pipeline.embedder.model_id:
+                raise GalleryError(f"{path}: built with embedding model {gallery.model!r}, this facepi uses "
+                                   f"{pipeline.embedder.model_id!r}")
             changed = {k: v for k, v in (("classifier", args.classifier), ("target_far", args.target_far))
                        if v is not None and v != gallery.meta.get(k)}
             if changed:  # applied, and said: never silently ignored
@@ -204,105 +219,190 @@ def _enroll(args: argparse.Namespace) -> int:
                           changed.get("target_far", gallery.meta.get("target_far", 0.01)))
                 gallery.meta.update(changed)
                 recalibrate(gallery, args.models)
-                print("Gallery settings changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items()))
-        else:
-            pipeline = _pipeline(args, args.mode)
-            gallery = new_gallery(pipeline, args.classifier or "centroid", args.target_far or 0.01)
+                said[:] = ["Gallery settings changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items())]
         report = enroll(gallery, pipeline, name, args.photos, _progress("embedding"), force=args.force,
                         largest_face=args.largest_face, models_dir=args.models)
-        for f in report.failures:
-            print(f"facepi: {f}", file=sys.stderr)
-        for n in report.notes:
-            print(f"facepi: note: {n}", file=sys.stderr)
-        for p in report.problems:
-            print(f"facepi: {'warning' if args.force else 'refused'}: {p}", file=sys.stderr)
-        if report.problems and not args.force:
-            print(f"facepi: error: {name} not enrolled; gallery {path} unchanged. Fix the photos above, "
-                  f"or pass --force to enrol them as they are", file=sys.stderr)
-            return 2
-        if not report.added:
-            already = any("skipped" in n for n in report.notes)
-            if already and not report.failures:
-                print(f"Nothing new: every photo of {name} is already in {path}")
-                return 0
-            print(f"facepi: error: no usable photo of {name}; gallery {path} unchanged", file=sys.stderr)
-            return 2
-        gallery.save(path)
-    print(f"Enrolled {report.added} photo(s) of {name} in {path} "
-          f"({len(gallery.people)} people, {len(gallery.labels)} photos)")
+        reports[:] = [report]
+        return gallery, report
+
+    reports: list = []
+    try:
+        done = family.enrol(path, name, embed, "cli", args.force)
+    except family.Refused:
+        done = None
+    report = reports[0]
+    for line in said:
+        print(line)
+    for f in report.failures:
+        print(f"facepi: {f}", file=sys.stderr)
+    for n in report.notes:
+        print(f"facepi: note: {n}", file=sys.stderr)
+    for p in report.problems:
+        print(f"facepi: {'warning' if args.force else 'refused'}: {p}", file=sys.stderr)
+    if report.problems and not args.force:
+        print(f"facepi: error: {name} not enrolled; gallery {path} unchanged. Fix the photos above, "
+              f"or pass --force to enrol them as they are (recorded in the gallery's journal)", file=sys.stderr)
+        return 2
+    if done is None:
+        already = any("skipped" in n for n in report.notes)
+        if already and not report.failures:
+            print(f"Nothing new: every photo of {name} is already in {path}")
+            return 0
+        print(f"facepi: error: no usable photo of {name}; gallery {path} unchanged", file=sys.stderr)
+        return 2
+    gallery = done.gallery
+    print(f"Enrolled {report.added} photo(s) of {name} in {db_path(path)} "
+          f"({len(gallery.people)} people, {len(gallery.labels)} photos; undo: facepi gallery undo)")
     _print_calibration(gallery.meta)
     return 1 if report.failures else 0
 
 
 def _forget(args: argparse.Namespace) -> int:
+    from facepi import family
     from facepi.fileio import check_writable
-    from facepi.gallery import Gallery, locked
-    from facepi.workflow import recalibrate
 
     path = _gallery_path(args)
     check_writable(path)
-    with locked(path):
-        gallery = Gallery.load(path)
-        removed = gallery.remove(args.name)
-        recalibrate(gallery, args.models)  # an empty gallery stays valid: everyone is unknown
-        gallery.save(path)
-    print(f"Forgot {args.name} ({removed} photo(s)); {len(gallery.people)} people remain in {path}"
-          + ("" if gallery.people else " (nobody: every face is unknown)"))
+    done = family.forget(path, args.name, "cli", args.models)
+    gallery = done.gallery
+    print(f"Forgot {args.name} ({done.result} photo(s)); {len(gallery.people)} people remain"
+          + ("" if gallery.people else " (nobody: every face is unknown)") + "; undo: facepi gallery undo")
     print("A running daemon picks the change up within seconds (or at once: systemctl reload facepi)")
     return 0
 
 
-def _store_path(args: argparse.Namespace) -> Path:
-    return Path(args.store or os.environ.get("FACEPI_LEARNING_PATH") or "/var/lib/facepi/visitors.npz")
+def _store_path(args: argparse.Namespace) -> Path | None:
+    """An earlier visitors.npz (imported into the gallery's database on first use), if named."""
+    legacy = args.store or os.environ.get("FACEPI_LEARNING_PATH")
+    return Path(legacy) if legacy else None
+
+
+def _book(args: argparse.Namespace):
+    from facepi.visitors import VisitorBook
+
+    return VisitorBook(_gallery_path(args), _store_path(args))
 
 
 def _visitors(args: argparse.Namespace) -> int:
-    from facepi.visitors import Visitors, sheet
+    from facepi.visitors import sheet
 
-    path = _store_path(args)
-    store = Visitors.load(path)
+    book = _book(args)
+    store = book.as_visitors()
     if args.sheet:
         print(f"Wrote {args.sheet} ({sheet(store, args.sheet)} visitor(s))")
     rows = [{"id": v.id, "visits": v.visits, "first_seen": v.first_seen, "last_seen": v.last_seen,
              "faces": int((store.owner == i).sum())} for i, v in enumerate(store.visitors)]
     if args.json:
-        print(json.dumps({"store": str(path), "visitors": rows}, indent=2))
+        print(json.dumps({"store": str(book.store.path), "visitors": rows}, indent=2))
     elif not args.sheet:
         for r in rows:
             print(f"{r['id']:>5}  {r['visits']:3d} visit(s)  first {r['first_seen']}  last {r['last_seen']}  "
                   f"{r['faces']} face(s)")
         if not rows:
-            print(f"No visitors in {path}")
+            print(f"No visitors in {book.store.path}")
     return 0
 
 
 def _visitors_name(args: argparse.Namespace) -> int:
-    from facepi.workflow import name_visitor
+    from facepi import family
 
-    vid, report = name_visitor(_store_path(args), args.visitor, _gallery_path(args), args.name, args.force,
-                               args.models)
+    _book(args).visitors()  # an earlier visitors.npz is imported first
+    try:
+        done = family.name_visitor(_gallery_path(args), args.visitor, args.name, "cli", args.force, args.models,
+                                   _store_path(args))
+    except family.Refused as e:
+        for p in e.problems or [str(e)]:
+            print(f"facepi: refused: {p}", file=sys.stderr)
+        print(f"facepi: error: {args.visitor} not enrolled as {args.name}; nothing changed", file=sys.stderr)
+        return 2
+    report = done.result
     for n in report.notes:
         print(f"facepi: note: {n}", file=sys.stderr)
     for p in report.problems:
-        print(f"facepi: {'warning' if args.force else 'refused'}: {p}", file=sys.stderr)
-    if not report.added or (report.problems and not args.force):
-        print(f"facepi: error: {vid} not enrolled as {report.name}; nothing changed", file=sys.stderr)
-        return 2
-    print(f"Enrolled {report.added} door face(s) of {vid} as {report.name} in {_gallery_path(args)}; "
-          f"a running daemon picks the gallery up within seconds")
+        print(f"facepi: warning: {p}", file=sys.stderr)
+    print(f"Enrolled {report.added} door face(s) of {args.visitor} as {report.name} in {done.gallery and ''}"
+          f"{_gallery_path(args)}; a running daemon picks the gallery up within seconds")
     return 0
 
 
 def _visitors_forget(args: argparse.Namespace) -> int:
-    from facepi.gallery import locked
-    from facepi.visitors import Visitors
+    book = _book(args)
+    v = book.forget(args.visitor)
+    print(f"Forgot {v.id} ({v.visits} visit(s)); {len(book.visitors())} visitor(s) remain")
+    return 0
 
-    path = _store_path(args)
-    with locked(path):
-        store = Visitors.load(path)
-        v = store.remove(args.visitor)
-        store.save(path)
-    print(f"Forgot {v.id} ({v.visits} visit(s)); {len(store.visitors)} visitor(s) remain")
+
+def _gallery_log(args: argparse.Namespace) -> int:
+    from facepi.store import open_store
+
+    changes = open_store(_gallery_path(args)).log(args.limit)
+    if args.json:
+        print(json.dumps([c.__dict__ for c in changes], indent=1))
+        return 0
+    for c in changes:
+        state = f"  (undone by {c.undone_by})" if c.undone_by else ""
+        forced = "  FORCED past: " + "; ".join(c.detail["overrode"]) if c.detail.get("forced") else ""
+        print(f"{c.id:>4}  {c.at}  {c.origin:<9} {c.what:<13} {c.summary}{state}{forced}")
+    if not changes:
+        print("no changes recorded")
+    return 0
+
+
+def _gallery_undo(args: argparse.Namespace) -> int:
+    from facepi import family
+
+    target, done = family.undo(_gallery_path(args), "cli")
+    print(f"Undid change {target.id} ({target.what}, {target.at}, from {target.origin}): {target.summary}")
+    print("A running daemon picks the change up within seconds")
+    return 0
+
+
+def _gallery_remove(args: argparse.Namespace) -> int:
+    from facepi import family
+
+    done = family.remove_photo(_gallery_path(args), args.name, args.photo, "cli", args.models)
+    print(f"Removed {args.name}'s photo {args.photo} ({done.result}); "
+          f"{done.gallery.counts().get(args.name, 0)} photo(s) remain; undo: facepi gallery undo")
+    return 0
+
+
+def _gallery_rename(args: argparse.Namespace) -> int:
+    from facepi import family
+
+    done = family.rename(_gallery_path(args), args.old, args.new, "cli", args.models)
+    print(f"Renamed {args.old} to {args.new} ({done.result} photo(s)); undo: facepi gallery undo")
+    return 0
+
+
+def _gallery_export(args: argparse.Namespace) -> int:
+    from facepi.gallery import Gallery
+
+    if args.output.suffix != ".npz":
+        raise ValueError(f"{args.output}: the export format is .npz (the seed's train/classify workflow)")
+    gallery = Gallery.load(_gallery_path(args))
+    gallery.save(args.output)
+    print(f"Exported {len(gallery.people)} people, {len(gallery.labels)} photos to {args.output}")
+    return 0
+
+
+def _gallery_wrong(args: argparse.Namespace) -> int:
+    from facepi import family
+
+    if args.photos:
+        pipeline = _pipeline(args)
+        from facepi.workflow import embed_photos, photos_of
+
+        photos, problems = photos_of(args.photos)
+        embs, used, failures = embed_photos(pipeline, photos)
+        for p in problems + failures:
+            print(f"facepi: {p}", file=sys.stderr)
+        if not len(embs):
+            print("facepi: error: no face in the photos given; nothing changed", file=sys.stderr)
+            return 2
+        done = family.correct(_gallery_path(args), args.name, embs, ", ".join(used), "cli", args.models)
+    else:
+        done = family.wrong_last(_gallery_path(args), args.name, "cli", args.models)
+    print(f"Recorded: {done.change.summary}; undo: facepi gallery undo")
     return 0
 
 
@@ -483,11 +583,36 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--sheet", type=Path, help="PNG contact sheet of every enrolment crop, problems marked")
     chk.add_argument("--json", action="store_true")
     chk.set_defaults(func=_gallery_check)
+    lg = gsub.add_parser("log", parents=[gal], help="every change to who is family: what, when, from where")
+    lg.add_argument("--limit", type=int, default=None)
+    lg.add_argument("--json", action="store_true")
+    lg.set_defaults(func=_gallery_log)
+    un = gsub.add_parser("undo", parents=[gal], help="restore the gallery as it was before the last change")
+    un.set_defaults(func=_gallery_undo)
+    rm = gsub.add_parser("remove", parents=[common, gal], help="remove one photo of a person (numbered as on "
+                                                             "the contact sheet)")
+    rm.add_argument("name")
+    rm.add_argument("photo", type=int, help="the photo's number on 'facepi gallery check --sheet' (1, 2, ...)")
+    rm.set_defaults(func=_gallery_remove)
+    rn = gsub.add_parser("rename", parents=[common, gal], help="rename a person")
+    rn.add_argument("old")
+    rn.add_argument("new")
+    rn.set_defaults(func=_gallery_rename)
+    ex = gsub.add_parser("export", parents=[gal], help="write the gallery as .npz (the seed's format)")
+    ex.add_argument("output", type=Path)
+    ex.set_defaults(func=_gallery_export)
+    wr = gsub.add_parser("wrong", parents=[common, gal],
+                         help="that wasn't NAME: the last recognition of NAME (or PHOTOS) kept as evidence "
+                              "against NAME, whose accept distance tightens to exclude it")
+    wr.add_argument("name")
+    wr.add_argument("photos", nargs="*", type=Path, help="photos of who was wrongly named (default: the "
+                                                          "daemon's last recognition of NAME)")
+    wr.set_defaults(func=_gallery_wrong)
 
     store = argparse.ArgumentParser(add_help=False)
-    store.add_argument("--store", help="visitor store (default: $FACEPI_LEARNING_PATH or "
-                                       "/var/lib/facepi/visitors.npz)")
-    vi = sub.add_parser("visitors", parents=[common, store],
+    store.add_argument("--store", help="an earlier visitors.npz to import (visitors now live in the gallery's "
+                                       "database)")
+    vi = sub.add_parser("visitors", parents=[common, store, gal],
                         help="unknown visitors the daemon kept ([learning]): list, sheet, name, forget")
     vi.add_argument("--json", action="store_true")
     vi.add_argument("--sheet", type=Path, help="PNG of each visitor's best door crops")
@@ -498,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     vn.add_argument("name")
     vn.add_argument("--force", action="store_true", help="enrol despite the gallery health checks")
     vn.set_defaults(func=_visitors_name)
-    vf = vsub.add_parser("forget", parents=[common, store], help="drop a visitor and its crops")
+    vf = vsub.add_parser("forget", parents=[common, store, gal], help="drop a visitor and its crops")
     vf.add_argument("visitor")
     vf.set_defaults(func=_visitors_forget)
 

@@ -31,19 +31,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facepi import runtime
+from facepi import runtime, store
 from facepi.classify import UNKNOWN, Prediction
 from facepi.config import Config
 from facepi.detect import DetectorParams
 from facepi.faces import FacePipeline
-from facepi.gallery import locked
 from facepi.motion import MotionGate, region, window
 from facepi.notify import Notifier
 from facepi.publish import make_publisher
 from facepi.redact import mask, with_password
 from facepi.source import Capture, Frame, make_source
 from facepi.track import Track, Tracker
-from facepi.visitors import VisitorBook, Visitors, crop_quality
+from facepi.visitors import VisitorBook, crop_quality
 from facepi.workflow import Recognizer, name_visitor
 
 log = logging.getLogger("facepi.daemon")
@@ -284,21 +283,18 @@ class Daemon:
         if tr is None or tr.visitor is None or tr.decision is None or tr.decision.name != UNKNOWN or not faces:
             return
         lc = self.cfg.learning
-        path = Path(lc.path)
+        book = VisitorBook(self.cfg.recognition.gallery, lc.path)
         try:
-            with locked(path):
-                store = Visitors.load(path, self.recognizer.gallery.model, self.recognizer.gallery.dim)
-                vid = store.add_visit(np.stack([f[1] for f in faces]), np.stack([f[2] for f in faces]),
-                                      np.array([f[0] for f in faces]), self.tracker.split_distance,
-                                      lc.crops_per_visitor)
-                store.prune(lc.max_visitors, lc.keep_days)
-                store.save(path)
+            v, _gone = book.record(self.recognizer.gallery.model, self.recognizer.gallery.dim,
+                                   np.stack([f[1] for f in faces]), np.stack([f[2] for f in faces]),
+                                   np.array([f[0] for f in faces]), self.tracker.split_distance,
+                                   lc.crops_per_visitor, lc.max_visitors, lc.keep_days)
         except Exception as e:  # learning must never stop recognition
             log.error("learning: could not store the visitor: %s", e)
             return
-        v = store.visitors[store.index(vid)]
+        vid = v.id
         log.info("learning: %s stored (%d visit(s))", vid, v.visits)
-        best = cv2.resize(store.faces(vid)[0][0], (224, 224), interpolation=cv2.INTER_CUBIC)
+        best = cv2.resize(book.best_crop(vid), (224, 224), interpolation=cv2.INTER_CUBIC)
         self.publisher.visitor(cv2.imencode(".jpg", cv2.cvtColor(best, cv2.COLOR_RGB2BGR))[1].tobytes())
         self.publisher.learning({"message": f"{vid}: {v.visits} visit(s), last seen {v.last_seen}",
                                  "visitor": vid, "visits": v.visits, "first_seen": v.first_seen,
@@ -308,7 +304,7 @@ class Daemon:
         """"Name last visitor" from the dashboard: enrol the last visitor's door crops, say what happened."""
         lc = self.cfg.learning
         try:
-            seen = VisitorBook(lc.path).visitors()
+            seen = VisitorBook(self.cfg.recognition.gallery, lc.path).visitors()
             vid, report = name_visitor(Path(lc.path), seen[0].id if seen else "", Path(self.cfg.recognition.gallery),
                                        name, models_dir=self.cfg.models.dir or None, origin="mqtt")
         except Exception as e:  # a bad name, no visitor, a locked or unreadable file: said, never fatal
@@ -327,12 +323,8 @@ class Daemon:
         self.reload_event.clear()
         self._reload()
 
-    def _gallery_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = Path(self.cfg.recognition.gallery).stat()
-            return st.st_mtime_ns, st.st_size
-        except OSError:
-            return None
+    def _gallery_stamp(self) -> tuple[tuple[int, int], ...] | None:
+        return store.stamp(self.cfg.recognition.gallery)
 
     def _ask_reload(self, why: str) -> None:
         """Ask the main loop to reload; every reason asked before it does is named in its log line."""

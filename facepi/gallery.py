@@ -87,11 +87,16 @@ class Gallery:
     meta: dict[str, Any] = field(default_factory=dict)  # classifier, threshold, calibration, ...
     hashes: list[str] = field(default_factory=list)  # sha256 of each row's photo file ("" if unknown)
     crops: np.ndarray | None = None  # (N, S, S, 3) uint8 aligned crops, or None (older galleries)
+    row_ids: list[int | None] = field(default_factory=list)  # database row per face (None: not stored yet)
+    # "That wasn't X": faces wrongly named as a person, kept as evidence against them (person, embedding,
+    # label, row id); never matched, they only tighten that person's accept distance (see classify)
+    against: list[tuple[str, np.ndarray, str, int | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.embeddings.size == 0:
             self.embeddings = np.empty((0, self.dim), np.float32)
         self.hashes = (list(self.hashes) + [""] * len(self.labels))[:len(self.labels)]
+        self.row_ids = (list(self.row_ids) + [None] * len(self.labels))[:len(self.labels)]
 
     def add(self, name: str, embeddings: np.ndarray, sources: list[str], hashes: list[str] | None = None,
             crops: np.ndarray | None = None) -> None:
@@ -109,26 +114,76 @@ class Gallery:
         self.labels = np.concatenate([self.labels, np.full(len(embeddings), idx, np.int32)])
         self.sources.extend(sources)
         self.hashes.extend(hashes or [""] * len(embeddings))
+        self.row_ids.extend([None] * len(embeddings))
 
     def remove(self, name: str) -> int:
-        if name not in self.people:
-            raise GalleryError(f"{name!r} is not enrolled (enrolled: {', '.join(self.people) or 'nobody'})")
-        idx = self.people.index(name)
-        keep = self.labels != idx
-        removed = int((~keep).sum())
-        self.embeddings, self.sources = self.embeddings[keep], [s for s, k in zip(self.sources, keep, strict=True) if k]
-        self.hashes = [h for h, k in zip(self.hashes, keep, strict=True) if k]
-        if self.crops is not None:
-            self.crops = self.crops[keep]
-        labels = self.labels[keep]
+        """Forget a person: their faces, and the evidence kept against them."""
+        idx = self._index(name)
+        removed = self._keep_rows(self.labels != idx)
+        labels = self.labels
         self.labels = np.where(labels > idx, labels - 1, labels).astype(np.int32)
         self.people.pop(idx)
+        self.against = [a for a in self.against if a[0] != name]
         return removed
+
+    def _index(self, name: str) -> int:
+        if name not in self.people:
+            raise GalleryError(f"{name!r} is not enrolled (enrolled: {', '.join(self.people) or 'nobody'})")
+        return self.people.index(name)
+
+    def _keep_rows(self, keep: np.ndarray) -> int:
+        """Keep only the face rows where ``keep`` is True; returns how many went."""
+        removed = int((~keep).sum())
+        flags = keep.tolist()
+        self.embeddings, self.labels = self.embeddings[keep], self.labels[keep]
+        self.sources = [s for s, k in zip(self.sources, flags, strict=True) if k]
+        self.hashes = [h for h, k in zip(self.hashes, flags, strict=True) if k]
+        self.row_ids = [r for r, k in zip(self.row_ids, flags, strict=True) if k]
+        if self.crops is not None:
+            self.crops = self.crops[keep]
+        return removed
+
+    def photos_of(self, name: str) -> list[int]:
+        """The rows of a person's faces, in the order of the contact sheet (photo 1, 2, ...)."""
+        return np.flatnonzero(self.labels == self._index(name)).tolist()
+
+    def remove_photo(self, name: str, number: int) -> str:
+        """Remove a person's photo ``number`` (1-based, as numbered on the contact sheet); returns its source.
+        The last photo of a person cannot go this way: that is ``forget``."""
+        rows = self.photos_of(name)
+        if not 1 <= number <= len(rows):
+            raise GalleryError(f"{name} has photos 1-{len(rows)}; there is no photo {number}")
+        if len(rows) == 1:
+            raise GalleryError(f"photo 1 is {name}'s only photo: use 'facepi forget {name}' to remove them")
+        row = rows[number - 1]
+        source = self.sources[row]
+        keep = np.ones(len(self.labels), bool)
+        keep[row] = False
+        self._keep_rows(keep)
+        return source
+
+    def rename(self, old: str, new: str) -> int:
+        """Rename a person (their faces and evidence move with them); returns their photo count."""
+        idx = self._index(old)
+        new = check_name(new)
+        if new in self.people:
+            raise GalleryError(f"{new!r} is already enrolled: renaming {old} would merge two people "
+                               f"(forget one of them first)")
+        self.people[idx] = new
+        self.against = [(new if a[0] == old else a[0], *a[1:]) for a in self.against]  # type: ignore[misc]
+        return int((self.labels == idx).sum())
 
     def counts(self) -> dict[str, int]:
         return {p: int((self.labels == i).sum()) for i, p in enumerate(self.people)}
 
     def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the ``.npz`` format (an export, the seed's workflow). A gallery that lives in a database
+        is changed through ``facepi.store`` instead, so a journal entry goes with every change."""
+        from facepi import store
+
+        if Path(path).suffix == ".db" or store.exists(path):
+            raise GalleryError(f"{path}: this gallery is kept in {store.db_path(path)}; change it with facepi "
+                               f"enroll/forget/gallery, or export it with 'facepi gallery export FILE.npz'")
         header = {"format": FORMAT, "model": self.model, "dim": self.dim, "people": self.people,
                   "sources": self.sources, "hashes": self.hashes, **self.meta}
         arrays = {"embeddings": self.embeddings.astype(np.float32), "labels": self.labels.astype(np.int32),
@@ -141,6 +196,14 @@ class Gallery:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], expect_model: str | None = None) -> Gallery:
+        """The gallery at ``path``: its database where there is one (``gallery.npz`` -> ``gallery.db``),
+        else the ``.npz`` file itself."""
+        from facepi import store
+
+        return store.load(path, expect_model)
+
+    @classmethod
+    def load_npz(cls, path: str | os.PathLike[str], expect_model: str | None = None) -> Gallery:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:

@@ -25,6 +25,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -183,46 +184,143 @@ class Visitors:
 
 
 class VisitorBook:
-    """The daemon's and the CLI's door to the visitor store: every call is one short transaction.
-
-    The store's file format is an implementation detail behind this class; callers never
-    load and save it themselves, and never hold its lock for longer than one call.
+    """The daemon's and the CLI's door to the visitors, kept in the gallery's database
+    (``facepi.store``): every call is one short transaction, and a visit adds a few rows
+    instead of rewriting the store. ``path`` is the gallery path (``gallery.npz`` or ``.db``);
+    ``legacy`` an earlier ``visitors.npz`` store, imported on first use and kept as ``.bak``.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str], legacy: str | os.PathLike[str] | None = None) -> None:
+        from facepi.store import Store
+
+        self.store = Store(path)
+        self.legacy = Path(legacy) if legacy else None
+
+    def _import_legacy(self, con) -> None:  # noqa: ANN001 - sqlite3.Connection
+        """An earlier .npz visitor store is moved into the database once (kept as .bak)."""
+        if self.legacy is None or self.legacy.suffix != ".npz" or not self.legacy.is_file():
+            return
+        old = Visitors.load(self.legacy)
+        for i, v in enumerate(old.visitors):
+            seq = int(v.id[1:]) if v.id[1:].isdigit() else i + 1
+            con.execute("INSERT OR IGNORE INTO visitors VALUES (?, ?, ?, ?, ?)",
+                        (v.id, seq, v.visits, v.first_seen, v.last_seen))
+            rows = np.flatnonzero(old.owner == i)
+            con.executemany("INSERT INTO visitor_faces (visitor, embedding, crop, quality) VALUES (?, ?, ?, ?)",
+                            [(v.id, old.embeddings[r].astype(np.float32).tobytes(),
+                              old.crops[r].astype(np.uint8).tobytes(), float(old.quality[r])) for r in rows])
+        os.replace(self.legacy, self.legacy.with_name(self.legacy.name + ".bak"))
 
     def record(self, model: str, dim: int, crops: np.ndarray, embeddings: np.ndarray, quality: np.ndarray,
-               same: float, keep: int, max_visitors: int, keep_days: float,
+               same: float | Any, keep: int, max_visitors: int, keep_days: float,
                now: datetime | None = None) -> tuple[Visitor, list[str]]:
-        """Store one visit's best faces; returns the visitor it joined (or made) and the ids pruned."""
-        from facepi.gallery import locked
+        """Store one visit's best faces; returns the visitor it joined (or made) and the ids pruned.
 
-        with locked(self.path):
-            store = Visitors.load(self.path, model, dim)
-            vid = store.add_visit(crops, embeddings, quality, same, keep, now)
-            gone = store.prune(max_visitors, keep_days, now)
-            store.save(self.path)
-        return store.visitors[store.index(vid)], gone
+        ``same``: the join distance, or a rule with ``distance(n_stored)`` (the more visitors stored,
+        the stricter, so strangers are not merged as the store grows)."""
+        now = now or datetime.now(UTC)
+        stamp = now.isoformat(timespec="seconds")
+        face = embeddings.astype(np.float32).mean(axis=0)
+        face /= max(float(np.linalg.norm(face)), 1e-12)
+        with self.store.visitors_txn() as con:
+            self._import_legacy(con)
+            seen = dict(con.execute("SELECT key, value FROM settings WHERE key IN ('visitor_model', "
+                                    "'visitor_seq')").fetchall())
+            if seen.get("visitor_model", model) != model:
+                con.execute("DELETE FROM visitors")  # embeddings of another model cannot be compared
+            rows = con.execute("SELECT visitor, embedding FROM visitor_faces").fetchall()
+            ids = [r[0] for r in con.execute("SELECT id FROM visitors ORDER BY seq")]
+            limit = same.distance(len(ids)) if hasattr(same, "distance") else float(same)
+            best, best_d = None, float("inf")
+            for vid in ids:
+                e = np.stack([np.frombuffer(r[1], np.float32) for r in rows if r[0] == vid] or
+                             [np.zeros(dim, np.float32)])
+                c = e.mean(axis=0)
+                d = 1.0 - float(c @ face) / max(float(np.linalg.norm(c)), 1e-12)
+                if d < best_d:
+                    best, best_d = vid, d
+            if best is not None and best_d <= limit:
+                vid = best
+                con.execute("UPDATE visitors SET visits = visits + 1, last_seen = ? WHERE id = ?", (stamp, vid))
+            else:
+                seq = int(seen.get("visitor_seq", "0")) + 1
+                vid = f"V{seq}"
+                con.execute("INSERT INTO visitors VALUES (?, ?, 1, ?, ?)", (vid, seq, stamp, stamp))
+                con.execute("INSERT OR REPLACE INTO settings VALUES ('visitor_seq', ?)", (str(seq),))
+            con.execute("INSERT OR REPLACE INTO settings VALUES ('visitor_model', ?)", (model,))
+            con.executemany("INSERT INTO visitor_faces (visitor, embedding, crop, quality) VALUES (?, ?, ?, ?)",
+                            [(vid, embeddings[k].astype(np.float32).tobytes(), crops[k].astype(np.uint8).tobytes(),
+                              float(quality[k])) for k in range(len(crops))])
+            con.execute("DELETE FROM visitor_faces WHERE visitor = ? AND id NOT IN (SELECT id FROM visitor_faces "
+                        "WHERE visitor = ? ORDER BY quality DESC LIMIT ?)", (vid, vid, keep))
+            gone = [r[0] for r in con.execute("SELECT id FROM visitors WHERE last_seen < ?",
+                                              ((now - timedelta(days=keep_days)).isoformat(timespec="seconds"),))]
+            left = [r[0] for r in con.execute("SELECT id FROM visitors ORDER BY last_seen") if r[0] not in gone]
+            gone += left[:max(0, len(left) - max_visitors)]
+            con.executemany("DELETE FROM visitors WHERE id = ?", [(g,) for g in gone])
+            row = con.execute("SELECT id, visits, first_seen, last_seen FROM visitors WHERE id = ?", (vid,)).fetchone()
+        visitor = Visitor(*row) if row else Visitor(vid, 1, stamp, stamp)
+        return visitor, gone
 
     def forget(self, vid: str) -> Visitor:
-        from facepi.gallery import locked
+        with self.store.visitors_txn() as con:
+            self._import_legacy(con)
+            row = con.execute("SELECT id, visits, first_seen, last_seen FROM visitors WHERE id = ?", (vid,)).fetchone()
+            if row is None:
+                raise VisitorError(self._missing(con, vid))
+            con.execute("DELETE FROM visitors WHERE id = ?", (vid,))
+        return Visitor(*row)
 
-        with locked(self.path):
-            store = Visitors.load(self.path)
-            v = store.remove(vid)
-            store.save(self.path)
-        return v
+    @staticmethod
+    def _missing(con, vid: str) -> str:  # noqa: ANN001 - sqlite3.Connection
+        ids = [r[0] for r in con.execute("SELECT id FROM visitors ORDER BY seq")]
+        return f"{vid!r}: no such visitor (stored: {', '.join(ids) or 'none'})"
 
     def visitors(self) -> list[Visitor]:
         """Every stored visitor, the most recently seen first ([] when there is no store yet)."""
-        if not self.path.exists():
-            return []
-        return sorted(Visitors.load(self.path).visitors, key=lambda v: v.last_seen, reverse=True)
+        if self.legacy is not None and self.legacy.is_file():
+            with self.store.visitors_txn() as con:
+                self._import_legacy(con)
+        rows = self.store.visitor_rows()
+        return sorted((Visitor(r[0], r[2], r[3], r[4]) for r in rows), key=lambda v: v.last_seen, reverse=True)
+
+    def faces(self, vid: str, con=None) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+        """A visitor's stored crops and embeddings, best first (VisitorError if there is no such visitor)."""
+        if con is None:
+            if not self.store.path.exists():
+                raise VisitorError(f"{vid!r}: no such visitor (no visitors stored yet)")
+            with self.store._connect() as c:
+                return self.faces(vid, c)
+        if con.execute("SELECT 1 FROM visitors WHERE id = ?", (vid,)).fetchone() is None:
+            raise VisitorError(self._missing(con, vid))
+        rows = con.execute("SELECT crop, embedding FROM visitor_faces WHERE visitor = ? ORDER BY quality DESC",
+                           (vid,)).fetchall()
+        crops = np.stack([np.frombuffer(r[0], np.uint8).reshape(112, 112, 3) for r in rows]) if rows else \
+            np.empty((0, 112, 112, 3), np.uint8)
+        embs = np.stack([np.frombuffer(r[1], np.float32) for r in rows]) if rows else np.empty((0, 0), np.float32)
+        return crops, embs
 
     def best_crop(self, vid: str) -> np.ndarray:
         """The visitor's best stored face (RGB, 112x112)."""
-        return Visitors.load(self.path).faces(vid)[0][0]
+        return self.faces(vid)[0][0]
+
+    def as_visitors(self) -> Visitors:
+        """Everything, in memory (for the sheet and listings)."""
+        vs = sorted(self.visitors(), key=lambda v: int(v.id[1:]) if v.id[1:].isdigit() else 0)
+        crops, embs, owner = [], [], []
+        dim = 0
+        for i, v in enumerate(vs):
+            c, e = self.faces(v.id)
+            crops.append(c)
+            embs.append(e)
+            owner += [i] * len(c)
+            dim = e.shape[1] if len(e) else dim
+        store = Visitors.empty("", dim)
+        store.visitors = vs
+        if owner:
+            store.crops, store.embeddings = np.concatenate(crops), np.concatenate([e for e in embs if len(e)])
+            store.owner, store.quality = np.array(owner, np.int32), np.zeros(len(owner), np.float32)
+        return store
 
 
 def sheet(store: Visitors, path: Path, columns: int = 5) -> int:

@@ -140,6 +140,7 @@ def recalibrate(gallery: Gallery, models_dir: str | os.PathLike[str] | None = No
     # A photo farther than this from its person's others resembles them less than 1 stranger in 20 does.
     gallery.meta["outlier_distance"] = points.threshold(OUTLIER_FAR) if points else cal.threshold + 0.1
     gallery.meta["calibration"] = classify.calibration_dict(cal)
+    gallery.meta["person_thresholds"] = classify.person_thresholds(gallery, cal.threshold)
     return cal
 
 
@@ -272,33 +273,18 @@ def enroll_crops(gallery: Gallery, name: str, embeddings: np.ndarray, crops: np.
 
 def name_visitor(store_path: Path, vid: str, gallery_path: Path, name: str, force: bool = False,
                  models_dir: str | os.PathLike[str] | None = None, origin: str = "cli") -> tuple[str, EnrolReport]:
-    """Enrol door visitor ``vid``'s stored crops as ``name``; on success the visitor leaves the store.
+    """Enrol door visitor ``vid``'s stored crops as ``name`` through the one guarded path
+    (``facepi.family.name_visitor``); ``store_path`` is an earlier ``visitors.npz`` to import, if any.
+    Refusals come back as the report's problems (nothing changed)."""
+    from facepi import family
 
-    ``origin`` says where the naming came from ("cli", "mqtt", "ha"): only the CLI may ``force``.
-    A naming must say which visitor it means: "the last one" changes while someone types."""
-    from facepi.gallery import locked
-    from facepi.visitors import VisitorError, Visitors
-
-    if not vid:
-        raise VisitorError("a naming must say which visitor it names (e.g. V7); none given")
-    if force and origin != "cli":
-        raise VisitorError(f"force is refused from {origin}: only the command line may override the checks")
-    name = check_name(name)
-    with locked(store_path):
-        store = Visitors.load(store_path)
-        crops, embs = store.faces(vid)
-        with locked(gallery_path):
-            gallery = Gallery.load(gallery_path)
-            if gallery.model != store.model:
-                raise VisitorError(f"{vid} was seen with model {store.model!r}; {gallery_path} uses "
-                                   f"{gallery.model!r}")
-            report = enroll_crops(gallery, name, embs, crops, [f"door-{vid}-{k + 1}" for k in range(len(crops))],
-                                  force, models_dir)
-            if report.added and (force or not report.problems):
-                gallery.save(gallery_path)
-                store.remove(vid)
-                store.save(store_path)
-    return vid, report
+    try:
+        done = family.name_visitor(gallery_path, vid, name, origin, force, models_dir, store_path)
+    except family.Refused as e:
+        report = EnrolReport(check_name(name))
+        report.problems = e.problems or [str(e)]
+        return vid, report
+    return vid, done.result
 
 
 def add_faces(gallery: Gallery, name: str, x: np.ndarray, crops: list[np.ndarray], used: list[str],
@@ -315,6 +301,7 @@ def add_faces(gallery: Gallery, name: str, x: np.ndarray, crops: list[np.ndarray
         return report
     if "outlier_distance" not in gallery.meta:
         recalibrate(gallery, models_dir, operating_points)
+    _matches_enrolment(gallery, name, x, used, report)
     _same_person_elsewhere(gallery, name, x, float(gallery.meta["threshold"]), report)
     _outliers(gallery, name, x, used, float(gallery.meta["outlier_distance"]), report)
     if report.problems and not force:
@@ -347,6 +334,26 @@ def _near_duplicates(gallery: Gallery, name: str, x: np.ndarray, used: list[str 
                                     f"(distance {1.0 - float(x[j] @ x[i]):.3f}); skipped")
                 used[i] = None
                 break
+
+
+def _matches_enrolment(gallery: Gallery, name: str, x: np.ndarray, used: list[str], report: EnrolReport) -> None:
+    """New faces for someone already enrolled must match *their existing enrolment* at the gallery's own
+    accept rule: a mean that includes the newcomers would let five photos of somebody else vouch for
+    each other (an impostor's crops sent as "alice" from any broker client)."""
+    if name not in gallery.people:
+        return
+    idx = gallery.people.index(name)
+    mine = gallery.embeddings[gallery.labels == idx]
+    if not len(mine):
+        return
+    c = mine.mean(axis=0)
+    c /= max(float(np.linalg.norm(c)), 1e-12)
+    t = float((gallery.meta.get("person_thresholds") or {}).get(name, gallery.meta["threshold"]))
+    for i, e in enumerate(x):
+        d = 1.0 - float(e @ c)
+        if d > t:
+            report.problems.append(f"{used[i]}: does not match {name}'s enrolled photos (distance {d:.2f}, "
+                                   f"{name} is recognised up to {t:.2f}): somebody else, or a poor photo")
 
 
 def _same_person_elsewhere(gallery: Gallery, name: str, x: np.ndarray, threshold: float,

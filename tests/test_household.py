@@ -22,6 +22,7 @@ from conftest import ROOT, Lines, run_daemon
 from facepi.cli import main as facepi_main
 from facepi.demo import phone_photo
 from facepi.gallery import Gallery
+from facepi.store import Store, db_path
 
 FAMILY = ("ben_afflek", "elton_john", "madonna")
 STRANGERS = ("jerry_seinfeld", "mindy_kaling")
@@ -130,7 +131,7 @@ def test_detect_command_reports_the_photo_as_shown(phone):
 def test_household_strangers_stay_unknown(household, faces_root, capsys):
     g = Gallery.load(household)
     assert g.people == list(FAMILY) and len(g.labels) == PER_PERSON * len(FAMILY)
-    assert os.stat(household).st_mode & 0o777 == 0o600  # biometric templates
+    assert os.stat(db_path(household)).st_mode & 0o777 == 0o600  # biometric templates
     cal = g.meta["calibration"]
     assert cal["source"] == "model" and cal["per_comparison_far"] == pytest.approx(0.01 / 3 / 3)
     assert g.crops is not None and g.crops.shape[1:] == (112, 112, 3)
@@ -149,17 +150,17 @@ def test_household_strangers_stay_unknown(household, faces_root, capsys):
 
 def _copy(household: Path, tmp_path: Path) -> Path:
     g = tmp_path / "gallery.npz"
-    shutil.copy(household, g)
+    shutil.copy(db_path(household), db_path(g))  # the gallery lives in its database
     return g
 
 
 def test_same_person_under_two_names_is_refused(household, faces_root, tmp_path):
     g = _copy(household, tmp_path)
-    before = g.read_bytes()
+    before = Store(g).version()
     other = sorted((faces_root / "train" / "ben_afflek").glob("*.jpg"))[PER_PERSON:PER_PERSON + 4]
     r = run_cli("enroll", "benjamin", *map(str, other), "--gallery", str(g))
     assert r.returncode == 2 and "benjamin looks like ben_afflek" in r.stderr and "Traceback" not in r.stderr
-    assert g.read_bytes() == before  # unchanged
+    assert Store(g).version() == before  # unchanged: no change in the journal
     r = run_cli("enroll", "benjamin", *map(str, other), "--gallery", str(g), "--force")
     assert r.returncode == 0 and "warning: benjamin looks like ben_afflek" in r.stderr
     # Forced, the two names share a face, yet the rule stays the model's: strangers are not let in.
@@ -237,7 +238,7 @@ def test_reserved_or_unsafe_names_are_refused_before_any_work(name, tmp_path, ca
     g = tmp_path / "g.npz"
     # --models points nowhere: a refusal that came after loading models would say so instead.
     code = facepi_main(["enroll", name, str(tmp_path), "--gallery", str(g), "--models", str(tmp_path / "none")])
-    assert code == 2 and "person name" in capsys.readouterr().err and not g.exists()
+    assert code == 2 and "person name" in capsys.readouterr().err and not g.exists() and not db_path(g).exists()
 
 
 def test_quotes_in_a_name_survive(household, phone, tmp_path):
@@ -301,7 +302,7 @@ def test_reload_error_shows_in_status(phone, faces_root, tmp_path):
         (folder / f"{i:03d}.jpg").symlink_to(phone["madonna"][0])
     lines = Lines(run_daemon(["--source", str(folder), "--classifier", str(g)], env={"FACEPI_SOURCE_FPS": "1"}))
     assert lines.wait_for(lambda: lines.err_has("ready: ")), "".join(lines.err)
-    g.write_bytes(b"not a gallery")
+    db_path(g).write_bytes(b"not a gallery")
     lines.proc.send_signal(signal.SIGHUP)
     assert lines.wait_for(lambda: lines.err_has(r"SIGHUP[^\n]*: gallery not reloaded")), "".join(lines.err)
     out, err = lines.finish()

@@ -81,4 +81,4 @@ def test_installed_wheel_runs_from_any_directory(installed, faces_root, tmp_path
                           capture_output=True).returncode != 0
     svm = run("train", str(data), str(tmp_path / "svm.npz"), "--classifier", "svm")
     assert svm.returncode == 2 and "pip install 'facepi[svm]'" in svm.stderr, svm.stderr
-    assert not (tmp_path / "svm.npz").exists()
+    assert not (tmp_path / "svm.npz").exists() and not (tmp_path / "svm.db").exists()

@@ -1,0 +1,236 @@
+"""The one guarded path for every change to who is family.
+
+Enrolling photos, naming a door visitor, forgetting someone, removing one photo,
+renaming, "that wasn't X", training a whole gallery and undoing any of these all go
+through :func:`change`: the gallery is read, changed in memory with the gallery's health
+checks (``facepi.workflow.add_faces``), recalibrated, and written with its journal entry
+in one SQLite transaction (``facepi.store``). Whether the change came from the command
+line, MQTT or Home Assistant is recorded; only the command line may ``force`` past a
+check, and a forced change records the problems it overrode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facepi.gallery import Gallery, GalleryError, check_name
+from facepi.store import Change, Conflict, Store, open_store
+
+log = logging.getLogger("facepi.family")
+RETRIES = 5  # a change computed on a gallery another facepi changed meanwhile is recomputed this often
+
+
+class Refused(GalleryError):
+    """A change the gallery's checks refused; nothing was written."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+@dataclass
+class Done:
+    """What a change did: the journal entry, and the gallery as it now is."""
+
+    change: Change
+    gallery: Gallery
+    result: Any = None
+
+
+Mutation = Callable[[Gallery | None], tuple[Gallery, str, dict[str, Any], Any]]
+
+
+def change(path: str | os.PathLike[str], what: str, origin: str, mutate: Mutation,
+           also: Callable[[sqlite3.Connection], None] | None = None) -> Done:
+    """Read the gallery, ``mutate`` it (returns the gallery, a summary, the evidence and any result;
+    raises to refuse), write it with its journal entry; recomputed if another writer came first."""
+    if origin not in ("cli", "mqtt", "ha", "daemon"):
+        raise ValueError(f"origin {origin!r}: expected cli, mqtt, ha or daemon")
+    store = open_store(path)
+    for _ in range(RETRIES):
+        base = store.version()
+        current = store.gallery() if store.has_gallery() else None
+        gallery, summary, detail, result = mutate(current)
+        try:
+            done = store.commit(gallery, base, what, origin, summary, detail, also)
+        except Conflict:
+            continue
+        log.info("gallery change %d (%s, from %s): %s", done.id, what, origin, summary)
+        return Done(done, store.gallery(), result)
+    raise GalleryError(f"{store.path}: changed by other facepi commands {RETRIES} times while this change was "
+                       f"made; try again")
+
+
+def _forced(report: Any, force: bool, origin: str) -> dict[str, Any]:
+    """Refuse a report with problems (unless the CLI forces it); the evidence for the journal."""
+    if report.problems and not force:
+        raise Refused("; ".join(report.problems), report.problems)
+    if force and origin != "cli":
+        raise Refused(f"force is refused from {origin}: only the command line may override the checks")
+    return {"forced": bool(force and report.problems), "overrode": report.problems if force else [],
+            "notes": report.notes, "failures": report.failures}
+
+
+def enrol(path: str | os.PathLike[str], name: str, embed: Callable[[Gallery | None], tuple[Gallery, Any]],
+          origin: str = "cli", force: bool = False) -> Done:
+    """Enrol through ``embed(current) -> (gallery changed in memory, EnrolReport)`` (facepi.workflow.enroll
+    with the photos); refused if the report has problems, unless the CLI forces it."""
+    name = check_name(name)
+
+    def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
+        gallery, report = embed(current)
+        if not report.added:
+            raise Refused("nothing to add: " + "; ".join(report.problems or report.notes or report.failures
+                                                           or ["no usable photo"]), report.problems)
+        detail = _forced(report, force, origin) | {"name": name, "added": report.added,
+                                                   "photos": gallery.sources[-report.added:]}
+        return gallery, f"enrolled {report.added} photo(s) of {name}", detail, report
+
+    return change(path, "enrol", origin, mutate)
+
+
+def name_visitor(path: str | os.PathLike[str], vid: str, name: str, origin: str = "cli", force: bool = False,
+                 models_dir: str | os.PathLike[str] | None = None,
+                 legacy_visitors: str | os.PathLike[str] | None = None) -> Done:
+    """Enrol door visitor ``vid``'s stored faces as ``name``; the visitor leaves the store in the same
+    transaction. A naming must say which visitor it means: "the last one" changes while someone types."""
+    from facepi.visitors import VisitorBook, VisitorError
+    from facepi.workflow import enroll_crops
+
+    if not vid:
+        raise VisitorError("a naming must say which visitor it names (e.g. V7); none given")
+    if force and origin != "cli":
+        raise Refused(f"force is refused from {origin}: only the command line may override the checks")
+    name = check_name(name)
+    book = VisitorBook(path, legacy_visitors)
+    book.visitors()  # an earlier visitors.npz is imported first
+    crops, embs = book.faces(vid)
+    if not len(crops):
+        raise VisitorError(f"{vid}: no faces stored")
+
+    def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
+        if current is None:
+            raise GalleryError(f"{Store(path).path}: no gallery to name {vid} into (enrol someone first)")
+        if current.dim != embs.shape[1]:
+            raise VisitorError(f"{vid} was seen with another embedding model than {current.model!r}")
+        report = enroll_crops(current, name, embs, crops, [f"door-{vid}-{k + 1}" for k in range(len(crops))],
+                              force, models_dir)
+        if not report.added:
+            raise Refused(f"{vid} not named {name}: " + "; ".join(report.problems or report.notes
+                                                                  or ["nothing to add"]), report.problems)
+        detail = _forced(report, force, origin) | {"visitor": vid, "name": name, "added": report.added}
+        return current, f"named visitor {vid} as {name} ({report.added} door face(s))", detail, report
+
+    def drop_visitor(con: sqlite3.Connection) -> None:
+        if con.execute("DELETE FROM visitors WHERE id = ?", (vid,)).rowcount != 1:
+            raise VisitorError(f"{vid}: no longer stored (forgotten or expired meanwhile)")
+
+    return change(path, "name visitor", origin, mutate, also=drop_visitor)
+
+
+def _recalibrated(gallery: Gallery, models_dir: str | os.PathLike[str] | None) -> Gallery:
+    from facepi.workflow import recalibrate
+
+    recalibrate(gallery, models_dir)
+    return gallery
+
+
+def forget(path: str | os.PathLike[str], name: str, origin: str = "cli",
+           models_dir: str | os.PathLike[str] | None = None) -> Done:
+    def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
+        g = _existing(current, path)
+        removed = g.remove(name)
+        return _recalibrated(g, models_dir), f"forgot {name} ({removed} photo(s))", {"name": name}, removed
+
+    return change(path, "forget", origin, mutate)
+
+
+def remove_photo(path: str | os.PathLike[str], name: str, number: int, origin: str = "cli",
+                 models_dir: str | os.PathLike[str] | None = None) -> Done:
+    def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
+        g = _existing(current, path)
+        source = g.remove_photo(name, number)
+        return (_recalibrated(g, models_dir), f"removed {name}'s photo {number} ({source})",
+                {"name": name, "photo": number, "source": source}, source)
+
+    return change(path, "remove photo", origin, mutate)
+
+
+def rename(path: str | os.PathLike[str], old: str, new: str, origin: str = "cli",
+           models_dir: str | os.PathLike[str] | None = None) -> Done:
+    new = check_name(new)
+
+    def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
+        g = _existing(current, path)
+        n = g.rename(old, new)
+        return _recalibrated(g, models_dir), f"renamed {old} to {new} ({n} photo(s))", {"from": old, "to": new}, n
+
+    return change(path, "rename", origin, mutate)
+
+
+def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, label: str, origin: str = "cli",
+            models_dir: str | os.PathLike[str] | None = None) -> Done:
+    """"That wasn't NAME": the faces are kept as evidence against NAME, whose accept distance tightens
+    just enough to exclude them (never looser than the gallery's rule; see workflow.recalibrate)."""
+    embeddings = np.atleast_2d(np.asarray(embeddings, np.float32))
+
+    def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
+        g = _existing(current, path)
+        if name not in g.people:
+            raise GalleryError(f"{name!r} is not enrolled (enrolled: {', '.join(g.people) or 'nobody'})")
+        if embeddings.shape[1] != g.dim:
+            raise GalleryError(f"correction: embeddings of shape {embeddings.shape}, expected (N, {g.dim})")
+        before = float((g.meta.get("person_thresholds") or {}).get(name, g.meta.get("threshold", 0.0)))
+        g.against += [(name, e / max(float(np.linalg.norm(e)), 1e-12), label, None) for e in embeddings]
+        _recalibrated(g, models_dir)
+        after = float(g.meta["person_thresholds"][name])
+        return (g, f"that wasn't {name} ({label}): {name}'s accept distance {before:.4f} -> {after:.4f}",
+                {"name": name, "label": label, "faces": len(embeddings), "accept_before": before,
+                 "accept_after": after}, after)
+
+    return change(path, "correction", origin, mutate)
+
+
+def wrong_last(path: str | os.PathLike[str], name: str, origin: str = "cli",
+               models_dir: str | os.PathLike[str] | None = None) -> Done:
+    """"That wasn't NAME" for the daemon's last recognition of NAME (Home Assistant's "Wrong name")."""
+    store = Store(path)
+    last = store.last_recognition(name)
+    if last is None:
+        raise GalleryError(f"no recognition of {name!r} recorded yet (the daemon records the last face it "
+                           f"named per person)")
+    at, camera, emb = last
+    done = correct(path, name, emb[None], f"recognition at {camera}, {at}", origin, models_dir)
+    with store._connect(write=True) as con:
+        con.execute("DELETE FROM recent WHERE person = ? AND at = ?", (name, at))
+    return done
+
+
+def replace(path: str | os.PathLike[str], gallery: Gallery, what: str = "train", origin: str = "cli",
+            summary: str | None = None) -> Done:
+    """A whole new gallery (``facepi train``): one change, so it can be undone too."""
+    gallery.row_ids = [None] * len(gallery.labels)
+
+    def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
+        return (gallery, summary or f"{what}: {len(gallery.people)} people, {len(gallery.labels)} photos",
+                {"people": gallery.counts()}, None)
+
+    return change(path, what, origin, mutate)
+
+
+def undo(path: str | os.PathLike[str], origin: str = "cli") -> tuple[Change, Change]:
+    return open_store(path).undo(origin)
+
+
+def _existing(current: Gallery | None, path: str | os.PathLike[str]) -> Gallery:
+    if current is None:
+        raise GalleryError(f"{Path(path)}: no gallery yet (facepi train or facepi enroll makes one)")
+    return current
