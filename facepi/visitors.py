@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepi.classify import CLUSTERING, OperatingPoints
 from facepi.fileio import atomic_write_bytes
 
 FORMAT = "facepi-visitors-1"
@@ -36,6 +37,43 @@ FORMAT = "facepi-visitors-1"
 
 class VisitorError(Exception):
     pass
+
+
+VISIT_FAR = 0.01  # per stranger visit over the whole store, as the gallery's default target (bench/learning.py)
+
+
+@dataclass(frozen=True)
+class JoinRule:
+    """When a visit joins a stored visitor: the gallery's rule, applied to the visitor store.
+
+    A stranger's visit is compared with *every* stored visitor, so a fixed distance
+    (the model's 5 %-FAR point, 0.72) merges strangers more often the fuller the
+    store: at 50 visitors nearly every stranger finds a look-alike. As in
+    ``facepi.classify.calibrate``, ``target`` is the false-accept rate per visit over
+    the whole store; each comparison may accept ``target / (n_stored x CLUSTERING)``,
+    and the distance comes from the model's measured operating points. The target
+    was chosen on CelebA dev with ``bench/learning.py`` (merges vs re-visits joined).
+    """
+
+    points: OperatingPoints
+    target: float = VISIT_FAR
+
+    def distance(self, n_stored: int) -> float:
+        """The join distance when ``n_stored`` visitors are stored (each one a comparison)."""
+        return self.points.threshold(self.target / (max(n_stored, 1) * CLUSTERING))
+
+    @classmethod
+    def for_model(cls, embedder_file: str, models_dir: str | os.PathLike[str] | None = None,
+                  target: float = VISIT_FAR) -> JoinRule:
+        """The rule for the embedder the gallery was built with (its manifest entry's operating points)."""
+        from facepi import runtime
+
+        entry = runtime.model_spec(embedder_file, models_dir).entry
+        points = OperatingPoints.from_manifest(entry)
+        if points is None:
+            raise VisitorError(f"model {embedder_file!r}: its manifest entry has no operating points, so visits "
+                               f"cannot be grouped by a measured rule; re-run facepi-convert")
+        return cls(points, target)
 
 
 @dataclass
@@ -113,16 +151,18 @@ class Visitors:
         c = self.embeddings[self.owner == i].mean(axis=0)
         return c / max(float(np.linalg.norm(c)), 1e-12)
 
-    def add_visit(self, crops: np.ndarray, embeddings: np.ndarray, quality: np.ndarray, same: float,
+    def add_visit(self, crops: np.ndarray, embeddings: np.ndarray, quality: np.ndarray, same: float | JoinRule,
                   keep: int = 5, now: datetime | None = None) -> str:
-        """Store a visit's faces (its best ``keep``); joined to a known visitor within ``same`` distance.
+        """Store a visit's faces (its best ``keep``); joined to the nearest stored visitor if within ``same``:
+        a ``JoinRule`` (its distance for the visitors stored now), or a fixed distance (older callers).
         Returns the visitor's id."""
         now = now or datetime.now(UTC)
         stamp = now.isoformat(timespec="seconds")
         face = embeddings.mean(axis=0)
         face /= max(float(np.linalg.norm(face)), 1e-12)
         dists = [1.0 - float(self.centroid(i) @ face) for i in range(len(self.visitors))]
-        if dists and min(dists) <= same:
+        limit = same.distance(len(self.visitors)) if isinstance(same, JoinRule) else same
+        if dists and min(dists) <= limit:
             i = int(np.argmin(dists))
             v = self.visitors[i]
             v.visits += 1
@@ -193,7 +233,7 @@ class VisitorBook:
         self.path = Path(path)
 
     def record(self, model: str, dim: int, crops: np.ndarray, embeddings: np.ndarray, quality: np.ndarray,
-               same: float, keep: int, max_visitors: int, keep_days: float,
+               same: float | JoinRule, keep: int, max_visitors: int, keep_days: float,
                now: datetime | None = None) -> tuple[Visitor, list[str]]:
         """Store one visit's best faces; returns the visitor it joined (or made) and the ids pruned."""
         from facepi.gallery import locked
