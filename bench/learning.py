@@ -205,7 +205,7 @@ def main() -> int:
     plans = {s: schedule(dev, s, args.gap) for s in seeds}
     print(f"{dev.embedder} on {args.data.name}: {len(dev.people)} identities, {len(dev.owner)} photos with a face; "
           f"{len(plans[seeds[0]])} visits per seed; median of seeds {seeds}")
-    head = f"{'rule':34} {'stored':>6} {'strangers':>9} {'visitors':>8} {'merges':>6} {'/50':>5} " \
+    head = f"{'rule':34} {'stored':>6} {'join at':>7} {'strangers':>9} {'visitors':>8} {'merges':>6} {'/50':>5} " \
            f"{'re-visits':>9} {'joined':>7}"
     print(head)
     print("-" * len(head))
@@ -214,8 +214,10 @@ def main() -> int:
             out = [replay(dev, plans[s], same, m) for s in seeds]
             med = {k: statistics.median(getattr(o, k) for o in out)
                    for k in ("strangers", "visitors", "merges", "merges_per_50", "revisits", "joined_share")}
-            print(f"{label:34} {m:>6} {med['strangers']:>9.0f} {med['visitors']:>8.0f} {med['merges']:>6.0f} "
-                  f"{med['merges_per_50']:>5.2f} {med['revisits']:>9.0f} {med['joined_share']:>7.1%}")
+            join = same.distance(m) if isinstance(same, JoinRule) else same
+            print(f"{label:34} {m:>6} {join:>7.4f} {med['strangers']:>9.0f} {med['visitors']:>8.0f} "
+                  f"{med['merges']:>6.0f} {med['merges_per_50']:>5.2f} {med['revisits']:>9.0f} "
+                  f"{med['joined_share']:>7.1%}")
     return 0
 
 
