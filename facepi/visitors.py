@@ -3,8 +3,9 @@
 With ``[learning] enabled = true`` the daemon keeps, for each announced unknown
 visitor, the best few aligned crops of the visit (ranked by detector score, face
 size and sharpness) and their embeddings. A visit whose face matches a stored
-visitor (within the model's 5 %-FAR distance, as tracks are split) is added to
-that visitor: "V7: 4 visits, first seen ..., last seen ...". The store is one
+visitor (within the ``JoinRule`` distance, which tightens as the store fills, so
+strangers stay apart at 50 visitors as at 1) is added to that visitor:
+"V7: 4 visits, first seen ..., last seen ...". The store is one
 ``.npz`` file (no pickle), written atomically, mode 0600, under the same kind of
 lock as the gallery, and bounded: ``max_visitors`` (the longest unseen go first)
 and ``keep_days``.
