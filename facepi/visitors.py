@@ -3,8 +3,9 @@
 With ``[learning] enabled = true`` the daemon keeps, for each announced unknown
 visitor, the best few aligned crops of the visit (ranked by detector score, face
 size and sharpness) and their embeddings. A visit whose face matches a stored
-visitor (within the model's 5 %-FAR distance, as tracks are split) is added to
-that visitor: "V7: 4 visits, first seen ..., last seen ...". The store is one
+visitor (within the ``JoinRule`` distance, which tightens as the store fills, so
+strangers stay apart at 50 visitors as at 1) is added to that visitor:
+"V7: 4 visits, first seen ..., last seen ...". The store is one
 ``.npz`` file (no pickle), written atomically, mode 0600, under the same kind of
 lock as the gallery, and bounded: ``max_visitors`` (the longest unseen go first)
 and ``keep_days``.
@@ -25,11 +26,11 @@ import zipfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
+from facepi.classify import CLUSTERING, OperatingPoints
 from facepi.fileio import atomic_write_bytes
 
 FORMAT = "facepi-visitors-1"
@@ -37,6 +38,43 @@ FORMAT = "facepi-visitors-1"
 
 class VisitorError(Exception):
     pass
+
+
+VISIT_FAR = 0.01  # per stranger visit over the whole store, as the gallery's default target (bench/learning.py)
+
+
+@dataclass(frozen=True)
+class JoinRule:
+    """When a visit joins a stored visitor: the gallery's rule, applied to the visitor store.
+
+    A stranger's visit is compared with *every* stored visitor, so a fixed distance
+    (the model's 5 %-FAR point, 0.72) merges strangers more often the fuller the
+    store: at 50 visitors nearly every stranger finds a look-alike. As in
+    ``facepi.classify.calibrate``, ``target`` is the false-accept rate per visit over
+    the whole store; each comparison may accept ``target / (n_stored x CLUSTERING)``,
+    and the distance comes from the model's measured operating points. The target
+    was chosen on CelebA dev with ``bench/learning.py`` (merges vs re-visits joined).
+    """
+
+    points: OperatingPoints
+    target: float = VISIT_FAR
+
+    def distance(self, n_stored: int) -> float:
+        """The join distance when ``n_stored`` visitors are stored (each one a comparison)."""
+        return self.points.threshold(self.target / (max(n_stored, 1) * CLUSTERING))
+
+    @classmethod
+    def for_model(cls, embedder_file: str, models_dir: str | os.PathLike[str] | None = None,
+                  target: float = VISIT_FAR) -> JoinRule:
+        """The rule for the embedder the gallery was built with (its manifest entry's operating points)."""
+        from facepi import runtime
+
+        entry = runtime.model_spec(embedder_file, models_dir).entry
+        points = OperatingPoints.from_manifest(entry)
+        if points is None:
+            raise VisitorError(f"model {embedder_file!r}: its manifest entry has no operating points, so visits "
+                               f"cannot be grouped by a measured rule; re-run facepi-convert")
+        return cls(points, target)
 
 
 @dataclass
@@ -55,6 +93,17 @@ def sharpness(crop: np.ndarray) -> float:
 def crop_quality(score: float, width: float, crop: np.ndarray) -> float:
     """Rank a visit's faces: detector score x face size x sharpness (each saturating)."""
     return score * min(width / 160.0, 1.0) * min(sharpness(crop) / 300.0, 1.0)
+
+
+def joins(centroids: list[np.ndarray], face: np.ndarray, same: float | JoinRule) -> int | None:
+    """The stored visitor (index) a visit's face joins: the nearest centroid within the join distance
+    for this many visitors stored; None: a new visitor."""
+    if not centroids:
+        return None
+    d = 1.0 - np.stack(centroids) @ face
+    limit = same.distance(len(centroids)) if isinstance(same, JoinRule) else float(same)
+    i = int(d.argmin())
+    return i if d[i] <= limit else None
 
 
 @dataclass
@@ -114,17 +163,18 @@ class Visitors:
         c = self.embeddings[self.owner == i].mean(axis=0)
         return c / max(float(np.linalg.norm(c)), 1e-12)
 
-    def add_visit(self, crops: np.ndarray, embeddings: np.ndarray, quality: np.ndarray, same: float,
+    def add_visit(self, crops: np.ndarray, embeddings: np.ndarray, quality: np.ndarray, same: float | JoinRule,
                   keep: int = 5, now: datetime | None = None) -> str:
-        """Store a visit's faces (its best ``keep``); joined to a known visitor within ``same`` distance.
+        """Store a visit's faces (its best ``keep``); joined to the nearest stored visitor if within ``same``:
+        a ``JoinRule`` (its distance for the visitors stored now), or a fixed distance (older callers).
         Returns the visitor's id."""
         now = now or datetime.now(UTC)
         stamp = now.isoformat(timespec="seconds")
         face = embeddings.mean(axis=0)
         face /= max(float(np.linalg.norm(face)), 1e-12)
-        dists = [1.0 - float(self.centroid(i) @ face) for i in range(len(self.visitors))]
-        if dists and min(dists) <= same:
-            i = int(np.argmin(dists))
+        j = joins([self.centroid(i) for i in range(len(self.visitors))], face, same)
+        if j is not None:
+            i = j
             v = self.visitors[i]
             v.visits += 1
             v.last_seen = stamp
@@ -212,7 +262,7 @@ class VisitorBook:
         os.replace(self.legacy, self.legacy.with_name(self.legacy.name + ".bak"))
 
     def record(self, model: str, dim: int, crops: np.ndarray, embeddings: np.ndarray, quality: np.ndarray,
-               same: float | Any, keep: int, max_visitors: int, keep_days: float,
+               same: float | JoinRule, keep: int, max_visitors: int, keep_days: float,
                now: datetime | None = None) -> tuple[Visitor, list[str]]:
         """Store one visit's best faces; returns the visitor it joined (or made) and the ids pruned.
 
@@ -230,17 +280,14 @@ class VisitorBook:
                 con.execute("DELETE FROM visitors")  # embeddings of another model cannot be compared
             rows = con.execute("SELECT visitor, embedding FROM visitor_faces").fetchall()
             ids = [r[0] for r in con.execute("SELECT id FROM visitors ORDER BY seq")]
-            limit = same.distance(len(ids)) if hasattr(same, "distance") else float(same)
-            best, best_d = None, float("inf")
+            centroids = []
             for vid in ids:
-                e = np.stack([np.frombuffer(r[1], np.float32) for r in rows if r[0] == vid] or
-                             [np.zeros(dim, np.float32)])
-                c = e.mean(axis=0)
-                d = 1.0 - float(c @ face) / max(float(np.linalg.norm(c)), 1e-12)
-                if d < best_d:
-                    best, best_d = vid, d
-            if best is not None and best_d <= limit:
-                vid = best
+                c = np.mean([np.frombuffer(r[1], np.float32) for r in rows if r[0] == vid] or
+                            [np.zeros(dim, np.float32)], axis=0)
+                centroids.append(c / max(float(np.linalg.norm(c)), 1e-12))
+            j = joins(centroids, face, same)
+            if j is not None:
+                vid = ids[j]
                 con.execute("UPDATE visitors SET visits = visits + 1, last_seen = ? WHERE id = ?", (stamp, vid))
             else:
                 seq = int(seen.get("visitor_seq", "0")) + 1
