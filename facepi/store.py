@@ -372,7 +372,9 @@ class Store:
 
     @contextlib.contextmanager
     def visitors_txn(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction on the visitor tables (used by facepi.visitors.VisitorBook)."""
+        """A write transaction on the visitor tables (used by facepi.visitors.VisitorBook); a gallery
+        still in an .npz file beside it is imported first, so the two never disagree."""
+        self.migrate()
         with self._connect(write=True) as con:
             yield con
 
@@ -388,8 +390,9 @@ def load(path: str | os.PathLike[str], expect_model: str | None = None) -> Galle
     """Read the gallery at ``path`` without changing anything: its database if there is one, else an
     ``.npz`` file (the seed's format, an export, or a gallery not yet migrated)."""
     p = Path(path)
-    if db_path(p).exists():
-        return Store(p).gallery(expect_model)
+    store = Store(p)
+    if store.path.exists() and (store.has_gallery() or not p.is_file() or p.suffix != ".npz"):
+        return store.gallery(expect_model)
     if p.suffix == ".db":
         raise GalleryError(f"{p}: no such gallery (create it with 'facepi train' or 'facepi enroll')")
     return Gallery.load_npz(p, expect_model)

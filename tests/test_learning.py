@@ -16,7 +16,8 @@ from conftest import ROOT, Subscriber, one_face_photos, run_daemon
 
 from facepi.demo import make_video
 from facepi.gallery import Gallery
-from facepi.visitors import VisitorError, Visitors
+from facepi.store import db_path
+from facepi.visitors import VisitorBook, VisitorError, Visitors
 
 STRANGER = "mindy_kaling"
 
@@ -80,15 +81,17 @@ def test_visitors_from_the_cli(gallery4, stranger_video, tmp_path):
                            "FACEPI_LEARNING_PATH": str(store)})
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
-    listed = subprocess.run([sys.executable, "-m", "facepi", "visitors", "--store", str(store), "--json"], cwd=ROOT,
+    listed = subprocess.run([sys.executable, "-m", "facepi", "visitors", "--store", str(store), "--gallery", str(g),
+                             "--json"], cwd=ROOT,
                             capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     visitors = json.loads(listed.stdout)["visitors"]
     assert [(v["id"], v["visits"]) for v in visitors] == [("V1", 2)], err[-2000:]
     assert 1 <= visitors[0]["faces"] <= 5
-    assert store.stat().st_mode & 0o777 == 0o600
+    assert db_path(g).stat().st_mode & 0o777 == 0o600  # visitors live in the gallery's database
     sheet = tmp_path / "sheet.png"
-    r = subprocess.run([sys.executable, "-m", "facepi", "visitors", "--store", str(store), "--sheet", str(sheet)],
+    r = subprocess.run([sys.executable, "-m", "facepi", "visitors", "--store", str(store), "--gallery", str(g),
+                        "--sheet", str(sheet)],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and sheet.read_bytes()[:4] == b"\x89PNG"
     bad = subprocess.run([sys.executable, "-m", "facepi", "visitors", "name", "V1", "unknown", "--store",
@@ -98,7 +101,7 @@ def test_visitors_from_the_cli(gallery4, stranger_video, tmp_path):
                         "--gallery", str(g)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert STRANGER in Gallery.load(g).people
-    assert Visitors.load(store).visitors == []
+    assert VisitorBook(g).visitors() == []
     proc = run_daemon(["--source", str(stranger_video), "--classifier", str(g), "--fast"],
                       env={"FACEPI_MQTT_HOST": ""})
     out, err = proc.communicate(timeout=120)
