@@ -49,7 +49,7 @@ def naming_request(text: str) -> tuple[str, str]:
     except ValueError:
         req = None
     if not isinstance(req, dict):
-        raise ValueError(f"a naming must be JSON {NAMING_FORMAT} naming the visitor shown; got {text[:40]!r}")
+        raise ValueError(f"a naming must say which visitor it names, as JSON {NAMING_FORMAT}; got {text[:40]!r}")
     vid, name = req.get("visitor"), req.get("name")
     if not isinstance(vid, str) or not vid.strip():
         raise ValueError(f"a naming must say which visitor it names (\"visitor\": \"V7\"); got {vid!r}: "
