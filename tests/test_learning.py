@@ -17,7 +17,6 @@ from conftest import ROOT, Broker, Subscriber, one_face_photos, passwords, run_d
 
 from facepi.demo import make_video
 from facepi.gallery import Gallery
-from facepi.publish import naming_request
 from facepi.visitors import VisitorBook, VisitorError, Visitors
 
 STRANGER = "mindy_kaling"
@@ -154,6 +153,8 @@ OLD_FACE = b"\xff\xd8 a face an earlier run left retained"
 
 
 def test_a_naming_must_name_its_visitor():
+    from facepi.publish import naming_request
+
     assert naming_request('{"visitor": " V7 ", "name": "alice"}') == ("V7", "alice")
     for text, why in [("alice", "which visitor it names, as JSON"), ('{"name": "alice"}', "which visitor"),
                       ('{"visitor": null, "name": "alice"}', "which visitor"), ('{"visitor": "V7"}', "no name"),
