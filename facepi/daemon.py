@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import signal
 import threading
 import time
 import uuid
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from facepi.publish import make_publisher
 from facepi.redact import mask, with_password
 from facepi.source import Capture, Frame, make_source
 from facepi.track import Track, Tracker
-from facepi.visitors import VisitorBook, crop_quality
+from facepi.visitors import Visitor, VisitorBook, crop_quality
 from facepi.workflow import Recognizer, name_visitor
 
 log = logging.getLogger("facepi.daemon")
@@ -110,7 +111,11 @@ class Daemon:
         self.next_gallery_check = 0.0
         self.candidates: dict[int, list[tuple[float, np.ndarray, np.ndarray]]] = {}  # learning, per track
         self.learning_tracks: dict[int, Track] = {}
-        self.names_asked: deque[str] = deque(maxlen=4)  # "Name last visitor" from the dashboard
+        # namings (visitor id, name) and "the store changed" (None), done by the visitors thread: off the frame loop
+        self.visitor_work: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=16)
+        self.shown: tuple[str, int, str] | None = None  # the visitor on the dashboard: id, visits, last seen
+        self.visitor_stamp: tuple[tuple[int, int] | None, ...] | None = None
+        self.visitors_seen: list[Visitor] = []
         mc = cfg.motion
         zone = [list(mc.zone[i:i + 2]) for i in range(0, len(mc.zone), 2)] or None
         self.gate = MotionGate(mc.width, mc.pixel_threshold, mc.min_area, mc.alpha, zone=zone) if mc.enabled \
@@ -154,7 +159,9 @@ class Daemon:
     def run(self) -> int:
         self.capture.start()
         self.publisher.on_command = lambda text: self._ask_reload("command")  # "Reload gallery" on the dashboard
-        self.publisher.on_name = self.names_asked.append  # handled in this loop, not paho's thread
+        self.publisher.on_name = self._ask_naming  # from paho's thread to the visitors thread
+        if self.cfg.learning.enabled:
+            threading.Thread(target=self._visitors_thread, name="visitors", daemon=True).start()
         self.publisher.set_people(self.recognizer.gallery.people)
         self.publisher.start()
         self.notifier.ready(f"serving {self.source_name}")
@@ -167,8 +174,6 @@ class Daemon:
                 if self.reload_event.is_set():
                     self.reload_event.clear()
                     self._reload()
-                while self.names_asked:
-                    self._name_last_visitor(self.names_asked.popleft())
                 if self.publisher.fatal:
                     log.error("%s", self.publisher.fatal)
                     code = EXIT_CONFIG
@@ -283,7 +288,7 @@ class Daemon:
         if tr is None or tr.visitor is None or tr.decision is None or tr.decision.name != UNKNOWN or not faces:
             return
         lc = self.cfg.learning
-        book = VisitorBook(self.cfg.recognition.gallery, lc.path)
+        book = self._book()
         try:
             v, _gone = book.record(self.recognizer.gallery.model, self.recognizer.gallery.dim,
                                    np.stack([f[1] for f in faces]), np.stack([f[2] for f in faces]),
@@ -294,34 +299,100 @@ class Daemon:
             return
         vid = v.id
         log.info("learning: %s stored (%d visit(s))", vid, v.visits)
-        best = cv2.resize(book.best_crop(vid), (224, 224), interpolation=cv2.INTER_CUBIC)
-        self.publisher.visitor(cv2.imencode(".jpg", cv2.cvtColor(best, cv2.COLOR_RGB2BGR))[1].tobytes())
+        self._visitors_changed()
         self.publisher.learning({"message": f"{vid}: {v.visits} visit(s), last seen {v.last_seen}",
                                  "visitor": vid, "visits": v.visits, "first_seen": v.first_seen,
                                  "last_seen": v.last_seen})
 
-    def _name_last_visitor(self, name: str) -> None:
-        """"Name last visitor" from the dashboard: enrol the last visitor's door crops, say what happened."""
+    # ------------------------------------------------------------------ the dashboard's visitor (learning)
+    def _ask_naming(self, vid: str, name: str) -> None:
+        try:
+            self.visitor_work.put_nowait((vid, name))
+        except queue.Full:  # rate-limited upstream: only a stuck store fills this
+            self.publisher.answer("name_visitor", False, f"{vid} not named: too many namings waiting", vid)
+
+    def _visitors_changed(self) -> None:
+        """A visit was stored (or the store changed): show the newest visitor without waiting for the poll."""
+        try:
+            self.visitor_work.put_nowait(None)
+        except queue.Full:
+            pass
+
+    def _visitors_thread(self) -> None:
+        """Namings, and keeping the dashboard's visitor image true to the store, on their own thread:
+        both read and write files (locks, a store of up to ~10 MB) that the frame loop must never wait on.
+        The store is polled every few seconds too, so a visitor forgotten or named from the CLI, or expired,
+        leaves the dashboard (and the broker's retained topics) without a signal."""
+        said = ""
+        work: tuple[str, str] | None = None
+        first = True
+        while not self.stop_event.is_set():
+            try:
+                if work is not None:
+                    self._name_visitor(*work)
+                self._show_newest_visitor(force=first)  # at start: clears what an earlier run left
+                first, said = False, ""
+            except Exception as e:  # never fatal: the next poll tries again (and says so once)
+                if str(e) != said:
+                    said = str(e)
+                    log.error("learning: the visitor on the dashboard could not be updated: %s", e)
+            try:
+                work = self.visitor_work.get(timeout=3.0)
+            except queue.Empty:
+                work = None
+
+    def _name_visitor(self, vid: str, name: str) -> None:
+        """A naming from the dashboard, addressed by the visitor id it showed: enrol that visitor's door
+        crops (the same guarded path as the CLI, never forced), say what happened on ``learning``."""
         lc = self.cfg.learning
         try:
-            seen = VisitorBook(self.cfg.recognition.gallery, lc.path).visitors()
-            vid, report = name_visitor(Path(lc.path), seen[0].id if seen else "", Path(self.cfg.recognition.gallery),
-                                       name, models_dir=self.cfg.models.dir or None, origin="mqtt")
-        except Exception as e:  # a bad name, no visitor, a locked or unreadable file: said, never fatal
-            self.publisher.learning({"message": f"not named: {e}", "ok": False})
-            log.warning("learning: not named: %s", e)
+            vid, report = name_visitor(Path(lc.path), vid, Path(self.cfg.recognition.gallery), name,
+                                       models_dir=self.cfg.models.dir or None, origin="mqtt")
+        except Exception as e:  # a bad name, no such visitor, a locked or unreadable file: said, never fatal
+            self.publisher.answer("name_visitor", False, f"{vid} not named: {e}", vid)
+            log.warning("learning: %s not named: %s", vid, e)
             return
         if not report.added or report.problems:
             why = "; ".join(report.problems or report.notes or report.failures) or "nothing to add"
-            self.publisher.learning({"message": f"{vid} not named {report.name}: {why}", "ok": False})
+            self.publisher.answer("name_visitor", False, f"{vid} not named {report.name}: {why}", vid)
             log.warning("learning: %s not named %s: %s", vid, report.name, why)
             return
-        self.publisher.learning({"message": f"{vid} enrolled as {report.name} ({report.added} face(s))",
-                                 "ok": True, "visitor": vid, "name": report.name})
+        self.publisher.answer("name_visitor", True, f"{vid} enrolled as {report.name} ({report.added} face(s))",
+                              vid)
         log.info("learning: %s enrolled as %s (%d face(s))", vid, report.name, report.added)
         self._ask_reload("learning")
-        self.reload_event.clear()
-        self._reload()
+
+    def _book(self) -> VisitorBook:
+        """The visitors, in the gallery's database (an earlier [learning] path .npz is imported once)."""
+        return VisitorBook(self.cfg.recognition.gallery, self.cfg.learning.path)
+
+    def _show_newest_visitor(self, force: bool = False) -> None:
+        """The dashboard shows the most recently seen visitor not yet named, forgotten or expired, or
+        nothing (empty retained messages). Faces leave the Pi only with ``mqtt.snapshot``: without it the
+        topics are cleared once at start (what an earlier configuration left) and never published."""
+        lc = self.cfg.learning
+        if not self.cfg.mqtt.snapshot:
+            if force:
+                self.publisher.visitor(b"", None)
+            return
+        stamp = store.stamp(self.cfg.recognition.gallery)
+        if stamp != self.visitor_stamp:
+            self.visitors_seen = self._book().visitors()
+            self.visitor_stamp = stamp
+        oldest = datetime.now(UTC) - timedelta(days=lc.keep_days)
+        v = next((v for v in self.visitors_seen if datetime.fromisoformat(v.last_seen) >= oldest), None)
+        shown = (v.id, v.visits, v.last_seen) if v else None
+        if shown == self.shown and not force:
+            return
+        if v is None:
+            self.publisher.visitor(b"", None)
+            log.info("learning: no visitor to show; the dashboard's visitor image is cleared")
+        else:
+            crop = cv2.resize(self._book().best_crop(v.id), (224, 224), interpolation=cv2.INTER_CUBIC)
+            jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))[1].tobytes()
+            self.publisher.visitor(jpeg, {"visitor": v.id, "visits": v.visits, "first_seen": v.first_seen,
+                                          "last_seen": v.last_seen})
+        self.shown = shown
 
     def _gallery_stamp(self) -> tuple[tuple[int, int], ...] | None:
         return store.stamp(self.cfg.recognition.gallery)
@@ -333,6 +404,7 @@ class Daemon:
         self.reload_event.set()
 
     def _reload(self) -> None:
+        asked = "command" in self.reload_reasons  # the dashboard's button: it gets an answer
         why = ", ".join(self.reload_reasons) or "reload"
         self.reload_reasons.clear()
         self.gallery_stamp = self._gallery_stamp()
@@ -341,11 +413,15 @@ class Daemon:
         except Exception as e:  # keep serving with the old gallery, and say so where it is seen
             self.reload_error = f"gallery not reloaded: {e}"
             log.error("%s: %s", why, self.reload_error)
+            if asked:
+                self.publisher.answer("command", False, self.reload_error)
             return
         self.recognizer, self.reload_error = rec, None
         self.tracker.split_distance = self._split_distance()
         self.publisher.set_people(rec.gallery.people)
         log.info("%s: gallery reloaded", why)
+        if asked:
+            self.publisher.answer("command", True, f"gallery reloaded: {len(rec.gallery.people)} people")
 
     # ------------------------------------------------------------------ per frame
     def process(self, rgb: np.ndarray, t: float, captured: float, small: np.ndarray | None = None) -> None:

@@ -12,9 +12,13 @@ One device per camera ("Front door"), with:
   announcement with the face box drawn);
 - diagnostics from the ``status`` topic (fps, latency p95, source, frames and events
   dropped, gallery size, model) and a **Reload gallery** button (``command`` topic);
-- with ``[learning]`` on: **Last unknown visitor** (image: the visitor's best door crop),
-  **Name last visitor** (text: typing ``alice`` enrols that visitor's crops as alice)
-  and **Learning** (sensor: what the last naming did, or why it was refused).
+- with ``[learning]`` on: **Learning** (sensor: every command's answer, what the last visit or
+  naming did, or why it was refused); with ``mqtt.snapshot`` on as well (a visitor's face leaves
+  the Pi only where snapshots may): **Last unknown visitor** (image: the best door crop of the
+  visitor shown, its id, visits and last seen as attributes from ``visitor_info``) and **Name this
+  visitor** (text: typing ``alice`` sends ``{"visitor": <the id shown>, "name": "alice"}``; the id
+  comes from the text entity's own attributes, also ``visitor_info``, so a naming lands on the
+  visitor the person was looking at, not on whoever came last).
 
 Payloads use ``default_entity_id`` (not the deprecated ``object_id``) and carry an
 ``origin`` block. Names reach templates only as JSON string literals (``tojson``
@@ -31,6 +35,13 @@ from typing import Any
 from facepi import __version__
 
 STRANGER = "Stranger"  # the dashboard's word for facepi's "unknown"
+# The text entity sends what was typed with the visitor id it holds as an attribute. ``entity_id`` is the
+# text entity itself (Home Assistant's MQTT command templates get it as a variable), so this holds
+# whatever entity id Home Assistant gave it (before 2025.10 it ignores ``default_entity_id``).
+NAMING_TEMPLATE = '{{ {"visitor": state_attr(entity_id, "visitor"), "name": value} | tojson }}'
+# ``visitor_info`` cleared (empty retained) must clear the id too: Home Assistant keeps the old
+# attributes when a payload is not JSON, and a naming would then go to a visitor no longer shown.
+INFO_ATTRIBUTES = "{{ value if value else '{}' }}"
 
 
 def literal(text: str) -> str:
@@ -93,14 +104,16 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
         configs.update([entity("image", "snapshot", name="Snapshot", image_topic=f"{base}/snapshot",
                                content_type="image/jpeg")])
     if learning:
+        configs.update([entity("sensor", "learning", name="Learning", state_topic=f"{base}/learning",
+                               value_template="{{ value_json.message }}", json_attributes_topic=f"{base}/learning",
+                               icon="mdi:school")])
+    if learning and snapshot:
         configs.update([
             entity("image", "last_visitor", name="Last unknown visitor", image_topic=f"{base}/visitor",
-                   content_type="image/jpeg"),
-            entity("text", "name_visitor", name="Name last visitor", command_topic=f"{base}/name_visitor",
-                   min=1, max=64, mode="text", icon="mdi:account-plus"),
-            entity("sensor", "learning", name="Learning", state_topic=f"{base}/learning",
-                   value_template="{{ value_json.message }}", json_attributes_topic=f"{base}/learning",
-                   icon="mdi:school"),
+                   content_type="image/jpeg", json_attributes_topic=f"{base}/visitor_info"),
+            entity("text", "name_visitor", name="Name this visitor", command_topic=f"{base}/name_visitor",
+                   command_template=NAMING_TEMPLATE, json_attributes_topic=f"{base}/visitor_info",
+                   json_attributes_template=INFO_ATTRIBUTES, min=1, max=64, mode="text", icon="mdi:account-plus"),
         ])
     for name in people:
         configs.update([entity("binary_sensor", f"present_{person_key(name)}", name=f"{name} in view",

@@ -3,7 +3,12 @@
 Topics under ``<base>`` (default ``facepi/<camera_id>``): ``availability``
 (``online`` retained after connecting; ``offline`` as Last Will and on clean
 shutdown), ``event`` (one JSON message per recognition), ``person`` (retained:
-names in view), ``status`` (retained health), optional ``snapshot`` (JPEG).
+names in view), ``status`` (retained health), optional ``snapshot`` (JPEG); with learning on,
+``visitor`` (retained JPEG, only with ``mqtt.snapshot``), ``visitor_info`` (retained: which visitor
+that image shows) and ``learning`` (retained: every command's answer).
+Commands arrive on ``command`` (``reload``) and ``name_visitor`` (JSON ``{"visitor": "V7", "name":
+"alice"}``); retained ones are ignored (they would run again on every reconnect), each kind has its
+own rate limit, and every command is answered on ``learning``.
 Events published while the broker is away stay queued in paho in order and are
 sent after it reconnects; at most ``queue_size`` are kept, and the ``status``
 topic counts the ones dropped beyond that. Retained state topics coalesce:
@@ -30,7 +35,28 @@ from facepi.config import Config
 
 log = logging.getLogger("facepi.publish")
 STATE_SLACK = 256  # paho's queue bound beyond queue_size: the state topics and discovery configs
-COMMAND_INTERVAL = 5.0  # seconds: at most one command from MQTT this often
+COMMAND_INTERVAL = 5.0  # seconds: at most one command of each kind from MQTT this often
+NAMING_FORMAT = '{"visitor": "V7", "name": "alice"}'
+
+
+def naming_request(text: str) -> tuple[str, str]:
+    """The visitor id and the name of a ``name_visitor`` message; ValueError saying what is wrong.
+
+    The id is required: "the last visitor" changes while someone types, and a name must land on
+    the visitor the person was looking at."""
+    try:
+        req = json.loads(text)
+    except ValueError:
+        req = None
+    if not isinstance(req, dict):
+        raise ValueError(f"a naming must say which visitor it names, as JSON {NAMING_FORMAT}; got {text[:40]!r}")
+    vid, name = req.get("visitor"), req.get("name")
+    if not isinstance(vid, str) or not vid.strip():
+        raise ValueError(f"a naming must say which visitor it names (\"visitor\": \"V7\"); got {vid!r}: "
+                         "no visitor is shown, or the dashboard did not send its id")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"no name given for {vid.strip()} (\"name\": {name!r})")
+    return vid.strip(), name.strip()
 
 
 class StdoutPublisher:
@@ -41,7 +67,7 @@ class StdoutPublisher:
         self.connected = True
         self.fatal: str | None = None
         self.on_command: Callable[[str], None] = lambda text: None
-        self.on_name: Callable[[str], None] = lambda text: None
+        self.on_name: Callable[[str, str], None] = lambda vid, name: None
 
     def start(self) -> None:
         pass
@@ -65,11 +91,14 @@ class StdoutPublisher:
     def set_people(self, people: list[str]) -> None:
         pass
 
-    def visitor(self, jpeg: bytes) -> None:
+    def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:
         pass
 
     def learning(self, payload: dict[str, Any]) -> None:
         log.info("learning: %s", payload.get("message"))
+
+    def answer(self, command: str, ok: bool, message: str, visitor: str | None = None) -> None:
+        self.learning({"ok": ok, "command": command, "message": message})
 
     @property
     def queue_depth(self) -> int:
@@ -163,8 +192,9 @@ class MqttPublisher:
         self.people: list[str] = []
         self.discovered: set[str] = set()
         self.on_command: Callable[[str], None] = lambda text: None
-        self.on_name: Callable[[str], None] = lambda text: None
-        self.last_command = float("-inf")
+        self.on_name: Callable[[str, str], None] = lambda vid, name: None  # (visitor id, name)
+        self.last_command: dict[str, float] = {}  # command kind -> when it last ran (its own rate limit)
+        self.retained_said: set[str] = set()  # command topics whose retained message was logged
 
     def topic(self, leaf: str) -> str:
         return f"{self.base}/{leaf}"
@@ -215,28 +245,52 @@ class MqttPublisher:
             if stale:
                 log.info("removing the Home Assistant entity %s", msg.topic)
                 self.flush()
-        elif msg.topic == self.topic("command"):
-            self._command(msg.payload.decode("utf-8", "replace").strip())
-        elif msg.topic == self.topic("name_visitor") and self.cfg.learning.enabled:
-            self._command(msg.payload.decode("utf-8", "replace").strip(), naming=True)
+        elif msg.topic in (self.topic("command"), self.topic("name_visitor")):
+            self._command(msg.topic.rsplit("/", 1)[1], msg.payload, bool(msg.retain))
 
-    def _command(self, text: str, naming: bool = False) -> None:
-        """Commands on the camera's own command topics (broker ACLs decide who may send them)."""
+    def _command(self, kind: str, payload: bytes, retained: bool) -> None:
+        """A command on the camera's own command topics (broker ACLs decide who may send them).
+
+        A retained one is old: the broker hands it over on every (re)connect, so running it would
+        repeat a reload or a naming each time. It is ignored and logged once per topic."""
+        topic = self.topic(kind)
+        if retained:
+            if topic not in self.retained_said:
+                self.retained_said.add(topic)
+                log.warning("ignored a retained message on %s: commands are never retained (clear it with "
+                            "mosquitto_pub -r -n -t %s)", topic, topic)
+            return
+        if not payload:  # somebody clearing a retained command: nothing to do
+            return
+        text = payload.decode("utf-8", "replace").strip()
+        if kind == "name_visitor" and not self.cfg.learning.enabled:
+            self.answer(kind, False, "not named: learning is off ([learning] enabled = false)")
+            return
+        if kind == "command" and text != "reload":
+            log.warning("ignored command %r on %s: the known command is 'reload'", text[:40], topic)
+            self.answer(kind, False, f"unknown command {text[:40]!r}: the known command is 'reload'")
+            return
         now = time.monotonic()
-        if naming:
-            if now - self.last_command < COMMAND_INTERVAL:
-                log.warning("ignored a visitor name: one command per %.0f s", COMMAND_INTERVAL)
-            else:
-                self.last_command = now
-                self.on_name(text)  # validated by the daemon, as enroll validates names
-        elif text != "reload":
-            log.warning("ignored command %r on %s: the known command is 'reload'", text[:40], self.topic("command"))
-        elif now - self.last_command < COMMAND_INTERVAL:
-            log.warning("ignored 'reload': one per %.0f s", COMMAND_INTERVAL)
-        else:
-            self.last_command = now
+        if now - self.last_command.get(kind, float("-inf")) < COMMAND_INTERVAL:
+            log.warning("ignored a %s command: one per %.0f s", kind, COMMAND_INTERVAL)
+            self.answer(kind, False, f"ignored: at most one {kind} per {COMMAND_INTERVAL:.0f} s")
+            return
+        self.last_command[kind] = now
+        if kind == "command":
             log.info("command: reload the gallery")
-            self.on_command(text)
+            self.on_command(text)  # answered by the daemon once it has reloaded
+            return
+        try:
+            vid, name = naming_request(text)
+        except ValueError as e:
+            log.warning("learning: not named: %s", e)
+            self.answer(kind, False, f"not named: {e}")
+            return
+        self.on_name(vid, name)  # done and answered by the daemon (name checks as enroll's)
+
+    def answer(self, command: str, ok: bool, message: str, visitor: str | None = None) -> None:
+        """A command's answer on ``learning``: done, or refused and why."""
+        self.learning({"ok": ok, "command": command, "message": message} | ({"visitor": visitor} if visitor else {}))
 
     def _say(self, text: str, level: int) -> None:
         """Log a connection problem once per change, not on every retry."""
@@ -299,11 +353,15 @@ class MqttPublisher:
     def snapshot(self, jpeg: bytes) -> None:
         self._state("snapshot", jpeg, 0)  # retained, the newest only: the dashboard's image entity
 
-    def visitor(self, jpeg: bytes) -> None:
-        self._state("visitor", jpeg, 0)  # retained: "Last unknown visitor"
+    def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:
+        """The visitor shown on the dashboard ("Last unknown visitor") and which one it is, both
+        retained; ``b""`` and None clear both from the broker (empty retained messages)."""
+        self._state("visitor", jpeg, 1)
+        self._state("visitor_info", json.dumps(info) if info else "", 1)
 
     def learning(self, payload: dict[str, Any]) -> None:
-        self._state("learning", json.dumps(payload), 1)
+        """Retained, and every one sent (not coalesced like the state topics): each command's answer counts."""
+        self._publish(self.topic("learning"), json.dumps(payload), 1, True)
 
     @property
     def queue_depth(self) -> int:

@@ -83,7 +83,8 @@ def free_port() -> int:
 class Broker:
     """Debian's mosquitto on a free loopback port, with persistence so sessions survive restarts."""
 
-    def __init__(self, workdir: Path, password_file: Path | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, workdir: Path, password_file: Path | None = None, extra: list[str] | None = None,
+                 acl_file: Path | None = None) -> None:
         self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +95,7 @@ class Broker:
             lines.append("user root")
         lines += [f"password_file {password_file}", "allow_anonymous false"] if password_file else \
             ["allow_anonymous true"]
+        lines += [f"acl_file {acl_file}"] if acl_file else []
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
@@ -127,11 +129,20 @@ def broker(tmp_path: Path):
     b.stop()
 
 
+def passwords(path: Path, users: dict[str, str]) -> Path:
+    """A mosquitto password_file made by Debian's own mosquitto_passwd."""
+    for i, (user, password) in enumerate(users.items()):
+        subprocess.run(["mosquitto_passwd", *(["-c"] if i == 0 else []), "-b", str(path), user, password],
+                       check=True, capture_output=True)
+    return path
+
+
 class Subscriber:
     """A real MQTT subscriber (persistent session, QoS 1) that records everything it gets."""
 
     def __init__(self, port: int, topics: tuple[str, ...] = ("facepi/#", "homeassistant/#"),
-                 ca_file: Path | None = None, name: str = "test-sub") -> None:
+                 ca_file: Path | None = None, name: str = "test-sub", username: str | None = None,
+                 password: str | None = None) -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
@@ -144,6 +155,8 @@ class Subscriber:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.reconnect_delay_set(1, 1)
+        if username:
+            self.client.username_pw_set(username, password)
         if ca_file:
             self.client.tls_set(ca_certs=str(ca_file))
         self.client.connect("localhost" if ca_file else "127.0.0.1", port, 10)

@@ -2,11 +2,15 @@
 
     <ha-venv>/bin/python tests/ha_check.py < cases.json
 
-Input: {"configs": {topic: payload}, "renders": [[topic, template_key, mqtt_payload], ...]}.
+Input: {"configs": {topic: payload}, "renders": [[topic, template_key, mqtt_payload], ...],
+"commands": [[topic, template_key, value, entity_id, attributes], ...]}.
 For every config, the platform's MQTT ``DISCOVERY_SCHEMA`` (what HA applies to a
 discovery message); for every render, the template as HA renders it
-(``Template.async_render_with_possible_json_value``, with ``value_json``).
-Output (stdout, JSON): {"valid": {topic: error or null}, "rendered": [text or error, ...]}.
+(``Template.async_render_with_possible_json_value``, with ``value_json``); for every command,
+the ``command_template`` through HA's own ``MqttCommandTemplate``, with the entity's state and
+attributes set in HA's state machine and the ``entity_id`` variable HA's MQTT entities pass.
+Output (stdout, JSON): {"valid": {topic: error or null}, "rendered": [text or error, ...],
+"commands": [payload or error, ...]}.
 """
 
 from __future__ import annotations
@@ -40,7 +44,17 @@ async def main() -> None:
             rendered.append(template.async_render_with_possible_json_value(mqtt_payload, "<error>"))
         except Exception as e:  # noqa: BLE001
             rendered.append(f"<{type(e).__name__}: {e}>")
-    print(json.dumps({"valid": valid, "rendered": rendered}))
+    from homeassistant.components.mqtt.models import MqttCommandTemplate
+
+    commands = []
+    for topic, key, value, entity_id, attributes in cases.get("commands", []):
+        hass.states.async_set(entity_id, "", attributes)
+        template = MqttCommandTemplate(Template(cases["configs"][topic][key], hass), hass=hass)
+        try:
+            commands.append(template.async_render(value, variables={"entity_id": entity_id}))
+        except Exception as e:  # noqa: BLE001
+            commands.append(f"<{type(e).__name__}: {e}>")
+    print(json.dumps({"valid": valid, "rendered": rendered, "commands": commands}))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,17 @@ def test_every_config_is_ours_and_unique():
     assert not is_ours("homeassistant/sensor/facepi_doorbell/x/config", "homeassistant", "door")
 
 
+def test_visitor_faces_have_entities_only_where_snapshots_are_allowed():
+    """Learning with snapshot off: the Learning sensor, but no visitor image (a face leaving the Pi) and no
+    naming box (nothing shown to name)."""
+    off = {t.split("/")[1] + "/" + t.split("/")[3] for t in configs([], snapshot=False)}
+    assert "sensor/learning" in off and not {"image/last_visitor", "text/name_visitor", "image/snapshot"} & off
+    on = configs([], snapshot=True)
+    image = on["homeassistant/image/facepi_door/last_visitor/config"]
+    text = on["homeassistant/text/facepi_door/name_visitor/config"]
+    assert image["json_attributes_topic"] == text["json_attributes_topic"] == "facepi/door/visitor_info"
+
+
 @pytest.mark.skipif(not HA_PYTHON.exists() and not os.environ.get("CI"),
                     reason="Home Assistant venv not made (scripts/test.sh makes it)")
 def test_discovery_passes_home_assistants_own_schema_and_templates():
@@ -66,8 +77,15 @@ def test_discovery_passes_home_assistants_own_schema_and_templates():
                [someone, "value_template", "[]"],
                [someone, "value_template", json.dumps(["bob"])],
                [fps, "value_template", json.dumps({"fps": 7.5})]]
+    # the naming box: its attributes follow visitor_info (cleared too), and what is typed goes out with the id
+    # shown; the entity id is HA's own choice (2024.3.3 ignores default_entity_id), the template does not care
+    name_box = base.format("text", "name_visitor")
+    renders += [[name_box, "json_attributes_template", json.dumps({"visitor": "V7", "visits": 2})],
+                [name_box, "json_attributes_template", ""]]
+    commands = [[name_box, "command_template", QUOTED, "text.front_door_name_this_visitor", {"visitor": "V7"}],
+                [name_box, "command_template", "bob", "text.front_door_name_this_visitor", {}]]
     proc = subprocess.run([str(HA_PYTHON), str(ROOT / "tests" / "ha_check.py")], capture_output=True, text=True,
-                          input=json.dumps({"configs": c, "renders": renders}), timeout=300)
+                          input=json.dumps({"configs": c, "renders": renders, "commands": commands}), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert {t: e for t, e in out["valid"].items() if e} == {}
@@ -81,6 +99,10 @@ def test_discovery_passes_home_assistants_own_schema_and_templates():
     assert r[2] == QUOTED and r[3] == SHOWN  # a stranger is "Stranger", never HA's own "unknown"
     assert r[4:8] == ["ON", "OFF", "OFF", "ON"]
     assert r[8] in ("7.5", 7.5)
+    assert json.loads(r[9]) == {"visitor": "V7", "visits": 2} and json.loads(r[10]) == {}
+    sent = [json.loads(p) for p in out["commands"]]
+    assert sent[0] == {"visitor": "V7", "name": QUOTED}
+    assert sent[1] == {"visitor": None, "name": "bob"}  # nothing shown: sent without an id, and refused
 
 
 def test_entities_follow_the_gallery_and_the_dashboard_can_reload(broker, gallery4, faces_root, tmp_path):
