@@ -107,6 +107,8 @@ class Daemon:
         self.reload_error: str | None = None
         self.reload_reasons: list[str] = []  # why the next reload happens: SIGHUP, command, gallery changed
         self.stalled: str | None = None
+        self.files_seen: Any = None
+        self.version_seen: Any = None
         self.gallery_stamp = self._gallery_stamp()
         self.next_gallery_check = 0.0
         self.candidates: dict[int, list[tuple[float, np.ndarray, np.ndarray]]] = {}  # learning, per track
@@ -394,8 +396,18 @@ class Daemon:
                                           "last_seen": v.last_seen})
         self.shown = shown
 
-    def _gallery_stamp(self) -> tuple[tuple[int, int], ...] | None:
-        return store.stamp(self.cfg.recognition.gallery)
+    def _gallery_stamp(self) -> tuple[Any, ...] | None:
+        """What changes when the gallery does: for a database, its journal's version, read only when its
+        files changed (visits stored there change the files, not the gallery); for an .npz, its stat."""
+        files = store.stamp(self.cfg.recognition.gallery)
+        if files != self.files_seen:
+            self.files_seen = files
+            db = store.Store(self.cfg.recognition.gallery)
+            try:
+                self.version_seen = db.version() if db.path.exists() else files
+            except Exception:  # unreadable now: the reload says why
+                self.version_seen = files
+        return (self.version_seen,)
 
     def _ask_reload(self, why: str) -> None:
         """Ask the main loop to reload; every reason asked before it does is named in its log line."""
