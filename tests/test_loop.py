@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import STRANGER, Lines, hold_gallery_lock, one_face_photos, run_daemon
-from test_always_on import NotifySocket
+from test_always_on import ALICE, CAROL, NONE, NotifySocket, decide, face
 
+from facepi.daemon import Worker
 from facepi.demo import make_video
+from facepi.track import StrangerVisits, Tracker
 from facepi.visitors import VisitorBook
 
 HOLD = 60.0  # seconds: a long enrol (a folder of phone photos on a Pi)
@@ -93,3 +96,59 @@ def test_a_stranger_who_looks_away_is_one_visit(gallery4, faces_root, tmp_path):
     assert proc.returncode == 0, err[-3000:]
     assert [json.loads(line)["name"] for line in out.splitlines()] == ["unknown"]
     assert [(v.id, v.visits) for v in VisitorBook(store).visitors()] == [("V1", 1)], err[-2000:]
+
+
+# ------------------------------------------------------------------ pure logic: synthetic tracks, real threads
+DAVE = np.eye(4)[3]  # a second stranger (orthogonal to everyone)
+
+
+def door(tracker: Tracker, visits: StrangerVisits, script: list[tuple[float, float, np.ndarray | None]]) -> list:
+    """Play [(start, end, who)] at 10 fps through the tracker as the daemon does; every embedded face is a
+    learning candidate of quality t. Returns the visits that ended, as lists of (t, who) per visit."""
+    ended = []
+    for start, end, who in script:
+        for t in np.arange(start, end, 0.1):
+            boxes, lms = face() if who is not None else NONE
+            for tr in tracker.update(boxes, lms, float(t), (640, 480)):
+                if tracker.wants_embedding(tr, float(t)):
+                    tr = tracker.add_embedding(tr, who, float(t), decide)
+                    visits.add(tr, (float(t), np.zeros((2, 2, 3), np.uint8), who))
+                tracker.announce(tr, float(t))
+            ended += visits.ended(tracker)
+    return [[(round(q, 1), int(np.argmax(e))) for q, _, e in v] for v in ended]
+
+
+def test_a_track_that_breaks_within_a_visit_is_one_visit():
+    tracker, visits = Tracker(track_gap=0.3, visit_gap=2.0), StrangerVisits(keep=100)
+    ended = door(tracker, visits, [(0, 1.5, CAROL), (1.5, 2.5, None), (2.5, 4, CAROL), (4, 7, None)])
+    assert len(ended) == 1  # the face was gone 1 s: a new track, the same visit
+    times = [t for t, _ in ended[0]]
+    assert min(times) < 1.5 and max(times) > 2.5  # both tracks' faces, in one visit
+    assert tracker.next_id > 3  # (the track did break: two tracks and a visitor id were given out)
+    ended = door(tracker, visits, [(7, 8.5, CAROL), (8.5, 11, None), (11, 12, ALICE), (12, 15, None)])
+    assert len(ended) == 1 and ended[0][0][1] == 2  # 3 s away: a new visit; Alice is enrolled: not kept
+    door(tracker, visits, [(15, 16, CAROL), (16, 17, DAVE)])
+    last = visits.ended(tracker, final=True)  # the scene ends: every visit with it
+    assert [{int(np.argmax(e)) for _, _, e in v} for v in last] == [{2}, {3}]
+
+
+def test_the_store_worker_never_makes_the_loop_wait_and_drops_the_oldest_when_full():
+    """Jobs queue behind one that waits (a locked store); submitting never waits, a full queue drops its
+    oldest job and counts it, and results come back only through drain() (the loop's thread)."""
+    release, got = threading.Event(), []
+    worker = Worker("test", size=2)
+    worker.submit(lambda: release.wait(30), lambda r: got.append(("first", r)))
+    deadline = time.monotonic() + 5
+    while not worker.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.perf_counter()
+    for k in range(4):
+        worker.submit(lambda k=k: k, got.append)
+    assert time.perf_counter() - t0 < 0.05
+    assert (worker.dropped, worker.pending) == (2, 3)
+    worker.drain()
+    assert got == []
+    release.set()
+    assert worker.close(10) == 0
+    worker.drain()
+    assert got == [("first", True), 2, 3]
