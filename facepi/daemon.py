@@ -619,7 +619,7 @@ class Daemon:
                 "source": self.stalled or self.capture.state, "source_failures": self.capture.failures,
                 "frame_errors": self.frame_errors, "track_splits": self.tracker.splits,
                 "queue_depth": self.publisher.queue_depth, "events": self.seq,
-                "learning_queue": self.store.pending, "learning_dropped": self.store.dropped,
+                "visitor_store_queue": self.store.pending, "visitor_store_dropped": self.store.dropped,
                 "events_dropped": self.publisher.dropped, "uptime_s": round(up, 1),
                 "people": len(self.recognizer.gallery.people), "model": self.pipeline.embedder.name,
                 "reload_error": self.reload_error}
