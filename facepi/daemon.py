@@ -2,9 +2,12 @@
 
 Start-up does everything that can be done once (models, gallery, classifier,
 source, broker connection); the per-frame loop only detects, matches tracks,
-embeds the tracks that need it and publishes news. SIGTERM/SIGINT stop it
-cleanly (queue flushed, ``offline`` published, exit 0); SIGHUP reloads the
-gallery without a restart. A file or folder source ends like a clean shutdown.
+embeds the tracks that need it and publishes news. What can wait on a file or
+a lock (visitor store writes, gallery reloads) runs on worker threads whose
+results the loop picks up each pass, so a long ``facepi enroll`` never stops
+recognition or the watchdog. SIGTERM/SIGINT stop it cleanly (queue flushed,
+``offline`` published, exit 0); SIGHUP reloads the gallery without a restart.
+A file or folder source ends like a clean shutdown.
 
 Health is progress, not liveness: the systemd watchdog is pinged only while
 frames arrive or the camera is being reopened; a source call blocked for longer
@@ -50,7 +53,7 @@ log = logging.getLogger("facepi.daemon")
 FPS_WINDOW = 60.0  # seconds: status.fps is the rate over the last minute, so a stall shows at once
 EXIT_FAILED, EXIT_CONFIG, EXIT_UNDELIVERED, EXIT_STALLED = 1, 2, 3, 4
 STORE_QUEUE = 16  # visits waiting for the visitor store (each at most 2 x crops_per_visitor crops, ~40 KB each)
-STORE_FLUSH_SECONDS = 15.0  # at shutdown, how long the visits still waiting may take to be stored
+STORE_FLUSH_SECONDS = 5.0  # at shutdown, for the visits still waiting (+ 10 s publisher < TimeoutStopSec=20)
 
 
 def snapshot_jpeg(rgb: np.ndarray, box: np.ndarray, label: str, width: int = 640) -> bytes:

@@ -98,6 +98,25 @@ def test_a_stranger_who_looks_away_is_one_visit(gallery4, faces_root, tmp_path):
     assert [(v.id, v.visits) for v in VisitorBook(store).visitors()] == [("V1", 1)], err[-2000:]
 
 
+
+def test_a_stop_while_the_store_is_locked_is_bounded_and_said(gallery4, faces_root, tmp_path):
+    """The video ends while another facepi holds the visitor store: the daemon waits for it a bounded
+    time (within systemd's TimeoutStopSec with the publisher's own wait), then stops and says what
+    was not stored, instead of hanging on the lock."""
+    mindy = one_face_photos(sorted((faces_root / "val" / STRANGER).glob("*.jpg")), tmp_path)[0]
+    video = make_video([mindy], tmp_path / "one.avi", fps=8, hold=2.0, gap=1.0)
+    g, store = tmp_path / "g.npz", tmp_path / "visitors.npz"
+    shutil.copy(gallery4, g)
+    with hold_gallery_lock(g, visitors=store):
+        proc = run_daemon(["--source", str(video), "--classifier", str(g), "--fast"],
+                          env={"FACEPI_MQTT_HOST": "", "FACEPI_LEARNING_ENABLED": "1",
+                               "FACEPI_LEARNING_PATH": str(store)})
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["unknown"]
+    assert "learning: 1 visit(s) not stored: the visitor store stayed locked for 5 s" in err
+    assert VisitorBook(store).visitors() == []
+
 # ------------------------------------------------------------------ pure logic: synthetic tracks, real threads
 DAVE = np.eye(4)[3]  # a second stranger (orthogonal to everyone)
 
