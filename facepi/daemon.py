@@ -2,9 +2,12 @@
 
 Start-up does everything that can be done once (models, gallery, classifier,
 source, broker connection); the per-frame loop only detects, matches tracks,
-embeds the tracks that need it and publishes news. SIGTERM/SIGINT stop it
-cleanly (queue flushed, ``offline`` published, exit 0); SIGHUP reloads the
-gallery without a restart. A file or folder source ends like a clean shutdown.
+embeds the tracks that need it and publishes news. What can wait on a file or
+a lock (visitor store writes, gallery reloads) runs on worker threads whose
+results the loop picks up each pass, so a long ``facepi enroll`` never stops
+recognition or the watchdog. SIGTERM/SIGINT stop it cleanly (queue flushed,
+``offline`` published, exit 0); SIGHUP reloads the gallery without a restart.
+A file or folder source ends like a clean shutdown.
 
 Health is progress, not liveness: the systemd watchdog is pinged only while
 frames arrive or the camera is being reopened; a source call blocked for longer
@@ -25,6 +28,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,7 @@ import cv2
 import numpy as np
 
 from facepi import runtime, store
-from facepi.classify import UNKNOWN, Prediction
+from facepi.classify import Prediction
 from facepi.config import Config
 from facepi.detect import DetectorParams
 from facepi.faces import FacePipeline
@@ -42,13 +46,15 @@ from facepi.notify import Notifier
 from facepi.publish import make_publisher
 from facepi.redact import mask, with_password
 from facepi.source import Capture, Frame, make_source
-from facepi.track import Track, Tracker
-from facepi.visitors import Visitor, VisitorBook, crop_quality
+from facepi.track import Face, StrangerVisits, Track, Tracker
+from facepi.visitors import JoinRule, Visitor, VisitorBook, VisitorError, crop_quality
 from facepi.workflow import Recognizer, name_visitor
 
 log = logging.getLogger("facepi.daemon")
 FPS_WINDOW = 60.0  # seconds: status.fps is the rate over the last minute, so a stall shows at once
 EXIT_FAILED, EXIT_CONFIG, EXIT_UNDELIVERED, EXIT_STALLED = 1, 2, 3, 4
+STORE_QUEUE = 16  # visits waiting for the visitor store (each at most 2 x crops_per_visitor crops, ~40 KB each)
+STORE_FLUSH_SECONDS = 5.0  # at shutdown, for the visits still waiting (+ 10 s publisher < TimeoutStopSec=20)
 
 
 def snapshot_jpeg(rgb: np.ndarray, box: np.ndarray, label: str, width: int = 640) -> bytes:
@@ -66,6 +72,82 @@ def snapshot_jpeg(rgb: np.ndarray, box: np.ndarray, label: str, width: int = 640
 
 def _pct(values: deque[float], q: float) -> float | None:
     return round(float(np.percentile(list(values), q)), 1) if values else None
+
+
+class Worker:
+    """One background thread for the work that may wait on a file or a lock (the visitor store, a
+    gallery reload), so that the frame loop never does: a ``facepi enroll`` holding the gallery for
+    a minute must not stop recognition, nor the watchdog pings that keep the service alive.
+
+    Jobs run in order. At most ``size`` wait; a full queue drops its oldest job and counts it (a
+    store locked for long loses old visits, never frames). A job's result comes back through
+    ``drain()``, which the frame loop calls on every pass, so what it did is published from the
+    loop's thread as everything else.
+    """
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name, self.size = name, size
+        self.jobs: deque[tuple[Callable[[], Any], Callable[[Any], None]]] = deque()
+        self.done: deque[tuple[Callable[[Any], None], Any]] = deque()  # appends and pops are thread-safe
+        self.cond = threading.Condition()
+        self.running = False
+        self.closing = False
+        self.dropped = 0
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Callable[[], Any], then: Callable[[Any], None]) -> None:
+        """Queue ``job`` (run on the worker); ``then(result)`` runs on the caller's thread at ``drain()``."""
+        with self.cond:
+            if len(self.jobs) >= self.size:
+                self.jobs.popleft()
+                self.dropped += 1
+                log.warning("%s: %d jobs waiting; the oldest dropped (%d so far)", self.name, self.size,
+                            self.dropped)
+            self.jobs.append((job, then))
+            self.cond.notify()
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued or running."""
+        with self.cond:
+            return len(self.jobs) + self.running
+
+    def drain(self) -> None:
+        while self.done:
+            then, result = self.done.popleft()
+            then(result)
+
+    def close(self, timeout: float) -> int:
+        """Let the queued jobs finish, waiting at most ``timeout`` s; returns how many did not."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
+            while self.jobs or self.running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+            return len(self.jobs) + self.running
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.jobs and not self.closing:
+                    self.cond.wait()
+                if not self.jobs:
+                    return
+                job, then = self.jobs.popleft()
+                self.running = True
+            try:
+                self.done.append((then, job()))
+            except Exception:  # a job says what went wrong itself; this is for the unforeseen
+                log.exception("%s: a background job failed", self.name)
+            finally:
+                with self.cond:
+                    self.running = False
+                    self.cond.notify_all()
 
 
 class Daemon:
@@ -111,12 +193,15 @@ class Daemon:
         self.version_seen: Any = None
         self.gallery_stamp = self._gallery_stamp()
         self.next_gallery_check = 0.0
-        self.candidates: dict[int, list[tuple[float, np.ndarray, np.ndarray]]] = {}  # learning, per track
-        self.learning_tracks: dict[int, Track] = {}
+        self.join_rule = self._join_rule() if cfg.learning.enabled else self.tracker.split_distance
+        self.visits = StrangerVisits(2 * cfg.learning.crops_per_visitor)  # learning: faces per stranger's visit
+        self.store_worker = Worker("facepi-visitors", STORE_QUEUE)  # visitor store writes, off the frame loop
+        self.loader = Worker("facepi-gallery", 1)  # gallery reloads (file reads), off the frame loop
+        self.gallery_generation = 0  # bumped by every swap: a reload started before one is stale
         # namings (visitor id, name) and "the store changed" (None), done by the visitors thread: off the frame loop
         self.visitor_work: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=16)
         self.shown: tuple[str, int, str] | None = None  # the visitor on the dashboard: id, visits, last seen
-        self.visitor_stamp: tuple[tuple[int, int] | None, ...] | None = None
+        self.visitor_stamp: tuple[tuple[int, int], ...] | None = None
         self.visitors_seen: list[Visitor] = []
         mc = cfg.motion
         zone = [list(mc.zone[i:i + 2]) for i in range(0, len(mc.zone), 2)] or None
@@ -144,6 +229,15 @@ class Daemon:
         models = [*self.pipeline.detector.nets.values(), self.pipeline.embedder.model]
         for m in models:
             log.info("model %s: %s", m.spec.file, runtime.describe(m.backend()))
+
+    def _join_rule(self) -> float | JoinRule:
+        """When a stranger's visit joins a stored visitor: the model's rule shared over the visitors stored
+        (strangers stay apart as the store grows); a fixed split distance for a model without one."""
+        try:
+            return JoinRule.for_model(self.recognizer.gallery.meta["embedder"], self.cfg.models.dir or None)
+        except (VisitorError, KeyError) as e:
+            log.warning("learning: %s; visits join within the split distance", e)
+            return self.tracker.split_distance
 
     def _split_distance(self) -> float:
         """How far a face may be from its track's own faces before it is somebody else."""
@@ -173,9 +267,11 @@ class Daemon:
         code = 0
         try:
             while not self.stop_event.is_set():
-                if self.reload_event.is_set():
+                self.store_worker.drain()
+                self.loader.drain()
+                if self.reload_event.is_set() and not self.loader.pending:
                     self.reload_event.clear()
-                    self._reload()
+                    self._reload_in_background(self._reload_why())
                 if self.publisher.fatal:
                     log.error("%s", self.publisher.fatal)
                     code = EXIT_CONFIG
@@ -197,10 +293,9 @@ class Daemon:
                 else:
                     self.notifier.watchdog()
                 self.publisher.flush()
-                if now >= self.next_gallery_check:  # enroll/forget/visitors name: picked up without a signal
-                    self.next_gallery_check = now + 2.0
-                    if self._gallery_stamp() != self.gallery_stamp:
-                        self._ask_reload("gallery changed")
+                if now >= self.next_gallery_check and not self.loader.pending:
+                    self.next_gallery_check = now + 2.0  # enroll/forget/visitors name: picked up without a signal
+                    self._reload_in_background(None)
                 if now - last_status >= self.cfg.mqtt.status_interval:
                     last_status = now
                     self._publish_status()
@@ -208,6 +303,7 @@ class Daemon:
         finally:
             self.notifier.stopping()
             self.capture.stop()
+            self._flush_store()
             self.publisher.person([])
             final = self.status() | {"source": "stopped" if not self.capture.error else
                                      f"failed: {self.capture.error}"}
@@ -271,40 +367,56 @@ class Daemon:
             if not self.cfg.recognition.debug_every_frame and self.tracker.announce(tr, tr.last_t, final=True):
                 assert tr.decision is not None
                 self._publish(tr, tr.decision, now)
-        for tid in list(self.candidates):
-            self._learn(tid)
+        self._learn(final=True)
 
     # ------------------------------------------------------------------ learning (opt-in)
     def _keep_candidate(self, tr: Track, crop: np.ndarray, emb: np.ndarray) -> None:
-        """A face of a track that may turn out to be an unknown visitor: kept (the best few) until it ends."""
-        keep = self.candidates.setdefault(tr.id, [])
-        keep.append((crop_quality(tr.scores[-1], float(tr.box[2] - tr.box[0]), crop), crop, emb))
-        keep.sort(key=lambda c: -c[0])
-        del keep[2 * self.cfg.learning.crops_per_visitor:]
-        self.learning_tracks[tr.id] = tr
+        """A face of a track that may turn out to be an unknown visitor: kept (the best few) until its visit ends."""
+        self.visits.add(tr, (crop_quality(tr.scores[-1], float(tr.box[2] - tr.box[0]), crop), crop, emb))
 
-    def _learn(self, tid: int) -> None:
-        """A track has ended: if it was an announced unknown visitor, store its best faces."""
-        faces = self.candidates.pop(tid, [])
-        tr = self.learning_tracks.pop(tid, None)
-        if tr is None or tr.visitor is None or tr.decision is None or tr.decision.name != UNKNOWN or not faces:
-            return
-        lc = self.cfg.learning
+    def _learn(self, final: bool = False) -> None:
+        """Stranger visits that have ended (``final``: every one, the scene ends) go to the visitor store:
+        one visit each, however many tracks it took, written by the store worker, never on this loop."""
+        for faces in self.visits.ended(self.tracker, final):
+            self._store_visit(faces)
+
+    def _store_visit(self, faces: list[Face]) -> None:
+        g, lc = self.recognizer.gallery, self.cfg.learning
+        crops, embs = np.stack([f[1] for f in faces]), np.stack([f[2] for f in faces])
+        quality = np.array([f[0] for f in faces], np.float32)
+        same, now = self.join_rule, datetime.now(UTC)  # the visit's time, not the write's
         book = self._book()
-        try:
-            v, _gone = book.record(self.recognizer.gallery.model, self.recognizer.gallery.dim,
-                                   np.stack([f[1] for f in faces]), np.stack([f[2] for f in faces]),
-                                   np.array([f[0] for f in faces]), self.tracker.split_distance,
-                                   lc.crops_per_visitor, lc.max_visitors, lc.keep_days)
-        except Exception as e:  # learning must never stop recognition
-            log.error("learning: could not store the visitor: %s", e)
+
+        def record() -> Visitor | None:
+            try:
+                v, _ = book.record(g.model, g.dim, crops, embs, quality, same, lc.crops_per_visitor,
+                                   lc.max_visitors, lc.keep_days, now)
+            except Exception as e:  # learning must never stop recognition
+                log.error("learning: could not store the visitor: %s", e)
+                return None
+            return v
+
+        self.store_worker.submit(record, self._visit_stored)
+
+    def _visit_stored(self, v: Visitor | None) -> None:
+        """On the loop, once the store worker has written a visit: say so on the dashboard."""
+        if v is None:
             return
-        vid = v.id
-        log.info("learning: %s stored (%d visit(s))", vid, v.visits)
-        self._visitors_changed()
-        self.publisher.learning({"message": f"{vid}: {v.visits} visit(s), last seen {v.last_seen}",
-                                 "visitor": vid, "visits": v.visits, "first_seen": v.first_seen,
+        log.info("learning: %s stored (%d visit(s))", v.id, v.visits)
+        self._visitors_changed()  # the dashboard's image follows the store (visitors thread)
+        self.publisher.learning({"message": f"{v.id}: {v.visits} visit(s), last seen {v.last_seen}",
+                                 "visitor": v.id, "visits": v.visits, "first_seen": v.first_seen,
                                  "last_seen": v.last_seen})
+
+    def _flush_store(self) -> None:
+        """At shutdown: the visits still waiting are stored (a bounded wait: a store locked by another
+        facepi must not hold up a stop), and said before the publisher goes."""
+        left = self.store_worker.close(STORE_FLUSH_SECONDS)
+        if left:
+            log.error("learning: %d visit(s) not stored: the visitor store stayed locked for %g s", left,
+                      STORE_FLUSH_SECONDS)
+        self.store_worker.drain()
+        self.loader.close(0.0)
 
     # ------------------------------------------------------------------ the dashboard's visitor (learning)
     def _ask_naming(self, vid: str, name: str) -> None:
@@ -415,24 +527,57 @@ class Daemon:
             self.reload_reasons.append(why)
         self.reload_event.set()
 
-    def _reload(self) -> None:
-        asked = "command" in self.reload_reasons  # the dashboard's button: it gets an answer
+    def _reload_why(self) -> str:
         why = ", ".join(self.reload_reasons) or "reload"
         self.reload_reasons.clear()
-        self.gallery_stamp = self._gallery_stamp()
+        return why
+
+    def _reload(self) -> None:
+        """Reload now, on the caller's thread (for a caller that needs the new gallery at once)."""
+        self._swap_gallery((self.gallery_generation, *self._load_gallery(self._reload_why())))
+
+    def _reload_in_background(self, why: str | None) -> None:
+        """Load the gallery on the loader thread and swap it in on the loop, at its next pass.
+        ``why`` None: only if the gallery's file changed (enroll, forget, visitors name)."""
+        seen, generation = self.gallery_stamp, self.gallery_generation
+
+        def load() -> tuple[int, str, tuple[int, int] | None, Recognizer | None, str | None] | None:
+            if why is None and self._gallery_stamp() == seen:
+                return None
+            return (generation, *self._load_gallery(why or "gallery changed"))
+
+        self.loader.submit(load, self._swap_gallery)
+
+    def _load_gallery(self, why: str) -> tuple[str, tuple[int, int] | None, Recognizer | None, str | None]:
+        stamp = self._gallery_stamp()  # before the read: a change during it is seen at the next check
         try:
-            rec = self._load_recognizer(self.pipeline)
+            return why, stamp, self._load_recognizer(self.pipeline), None
         except Exception as e:  # keep serving with the old gallery, and say so where it is seen
-            self.reload_error = f"gallery not reloaded: {e}"
-            log.error("%s: %s", why, self.reload_error)
-            if asked:
-                self.publisher.answer("command", False, self.reload_error)
+            return why, stamp, None, f"gallery not reloaded: {e}"
+
+    def _swap_gallery(self, loaded: tuple[int, str, tuple[int, int] | None, Recognizer | None, str | None] | None
+                      ) -> None:
+        if loaded is None:
+            return
+        generation, why, stamp, rec, error = loaded
+        if generation != self.gallery_generation:  # a reload on the loop came in between: this one is older
+            self._ask_reload(why)
+            return
+        self.gallery_generation += 1
+        self.gallery_stamp = stamp
+        if rec is None:
+            self.reload_error = error
+            log.error("%s: %s", why, error)
+            if "command" in why:  # the dashboard's button gets an answer
+                self.publisher.answer("command", False, error or "gallery not reloaded")
             return
         self.recognizer, self.reload_error = rec, None
         self.tracker.split_distance = self._split_distance()
+        if self.cfg.learning.enabled:
+            self.join_rule = self._join_rule()
         self.publisher.set_people(rec.gallery.people)
         log.info("%s: gallery reloaded", why)
-        if asked:
+        if "command" in why:
             self.publisher.answer("command", True, f"gallery reloaded: {len(rec.gallery.people)} people")
 
     # ------------------------------------------------------------------ per frame
@@ -471,9 +616,8 @@ class Daemon:
                     self._publish(joined, self._decide(emb), captured)
         for tr in visible:
             self._maybe_announce(tr, t, captured, rgb)
-        if self.candidates:
-            for tid in [tid for tid in self.candidates if tid not in self.tracker.tracks]:
-                self._learn(tid)
+        if self.visits.tracks or self.visits.visits:
+            self._learn()
         names = self.tracker.names_in_view(t)
         if names != self.last_names:
             self.last_names = names
@@ -572,6 +716,7 @@ class Daemon:
                 "source": self.stalled or self.capture.state, "source_failures": self.capture.failures,
                 "frame_errors": self.frame_errors, "track_splits": self.tracker.splits,
                 "queue_depth": self.publisher.queue_depth, "events": self.seq,
+                "visitor_store_queue": self.store_worker.pending, "visitor_store_dropped": self.store_worker.dropped,
                 "events_dropped": self.publisher.dropped, "uptime_s": round(up, 1),
                 "people": len(self.recognizer.gallery.people), "model": self.pipeline.embedder.name,
                 "reload_error": self.reload_error}

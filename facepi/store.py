@@ -49,6 +49,7 @@ from facepi.gallery import FORMAT, Gallery, GalleryError
 SCHEMA_VERSION = 1
 UNDO_DEPTH = 20  # changes that can be undone; faces removed longer ago are deleted for good
 CROP = 112
+VISITOR_WAIT = 600.0  # seconds a visit waits for a long change (an enrol): written off the frame loop
 ORIGINS = ("cli", "mqtt", "ha", "migration", "daemon")
 
 SCHEMA = """
@@ -133,19 +134,19 @@ class Store:
 
     # ------------------------------------------------------------ connection
     @contextlib.contextmanager
-    def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """A connection; with ``write``, inside ``BEGIN IMMEDIATE`` (committed on success)."""
+    def _connect(self, write: bool = False, wait: float = 30.0) -> Iterator[sqlite3.Connection]:
+        """A connection; with ``write``, inside ``BEGIN IMMEDIATE`` (committed on success), waiting at most
+        ``wait`` seconds for another writer."""
         if not self.path.exists():
             if not write:
                 raise GalleryError(f"{self.path}: no such gallery (create it with 'facepi train' or 'facepi enroll')")
             self._create()
         try:
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            con = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
         except sqlite3.Error as e:
             raise GalleryError(f"{self.path}: cannot open the gallery database ({e})") from None
         try:
             con.execute("PRAGMA foreign_keys = ON")
-            con.execute("PRAGMA busy_timeout = 30000")
             if write:
                 con.execute("BEGIN IMMEDIATE")
                 try:
@@ -375,7 +376,7 @@ class Store:
         """A write transaction on the visitor tables (used by facepi.visitors.VisitorBook); a gallery
         still in an .npz file beside it is imported first, so the two never disagree."""
         self.migrate()
-        with self._connect(write=True) as con:
+        with self._connect(write=True, wait=VISITOR_WAIT) as con:
             yield con
 
 

@@ -234,6 +234,24 @@ def one_face_photos(photos: list[Path], workdir: Path) -> list[Path]:
 
 
 
+import contextlib  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+
+@contextlib.contextmanager
+def hold_gallery_lock(gallery_path: Path, visitors: Path | None = None) -> Iterator[None]:
+    """Hold the gallery's write lock the way ``facepi enroll`` holds it while it works (and, given
+    ``visitors``, the visitor store's too): what a long enrol does to a running daemon.
+
+    Tests take these locks only through here: the storage layer's locking may change (one SQLite
+    database), and only this body should have to follow it."""
+    from facepi.store import open_store
+
+    del visitors  # the visitors live in the gallery's database: one lock holds both
+    with open_store(gallery_path).write_lock():  # SQLite's write lock, as a change holds it
+        yield
+
+
 _DAEMONS: list[subprocess.Popen] = []
 
 
