@@ -78,7 +78,7 @@ def test_a_long_enrol_never_stops_the_loop(gallery4, busy_door, tmp_path):
     assert len(during) >= 11 and during == names[:len(during)], (during, err[-3000:])
     assert stored_during == [], stored_during  # nothing could be stored: the store was locked
     assert [json.loads(line)["name"] for line in out.splitlines()] == names
-    stored = VisitorBook(store).visitors()
+    stored = VisitorBook(g, store).visitors()
     assert sum(v.visits for v in stored) == 4, (stored, err[-3000:])  # each stranger visit, once
     assert "learning: V1 stored" in err
 
@@ -88,14 +88,15 @@ def test_a_stranger_who_looks_away_is_one_visit(gallery4, faces_root, tmp_path):
     the track breaks, the visit does not. One announcement, and one visit stored, not two."""
     mindy = one_face_photos(sorted((faces_root / "val" / STRANGER).glob("*.jpg")), tmp_path)[0]
     video = make_video([mindy, mindy], tmp_path / "away.avi", fps=8, hold=2.0, gap=1.0)
-    store = tmp_path / "visitors.npz"
-    proc = run_daemon(["--source", str(video), "--classifier", str(gallery4), "--fast"],
+    g, store = tmp_path / "g.npz", tmp_path / "visitors.npz"
+    shutil.copy(gallery4, g)  # storing a visit moves the gallery into its database
+    proc = run_daemon(["--source", str(video), "--classifier", str(g), "--fast"],
                       env={"FACEPI_MQTT_HOST": "", "FACEPI_LEARNING_ENABLED": "1",
                            "FACEPI_LEARNING_PATH": str(store)})
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
     assert [json.loads(line)["name"] for line in out.splitlines()] == ["unknown"]
-    assert [(v.id, v.visits) for v in VisitorBook(store).visitors()] == [("V1", 1)], err[-2000:]
+    assert [(v.id, v.visits) for v in VisitorBook(g, store).visitors()] == [("V1", 1)], err[-2000:]
 
 
 
@@ -115,7 +116,7 @@ def test_a_stop_while_the_store_is_locked_is_bounded_and_said(gallery4, faces_ro
     assert proc.returncode == 0, err[-3000:]
     assert [json.loads(line)["name"] for line in out.splitlines()] == ["unknown"]
     assert "learning: 1 visit(s) not stored: the visitor store stayed locked for 5 s" in err
-    assert VisitorBook(store).visitors() == []
+    assert VisitorBook(g, store).visitors() == []
 
 # ------------------------------------------------------------------ pure logic: synthetic tracks, real threads
 DAVE = np.eye(4)[3]  # a second stranger (orthogonal to everyone)
