@@ -418,6 +418,9 @@ def _gallery_check(args: argparse.Namespace) -> int:
         for p in report["people"]:
             near = f"nearest other: {p['nearest']} at {p['nearest_distance']:.2f}" if p["nearest"] else ""
             print(f"{p['name']:<24}{p['photos']:>3} photo(s)  spread {p['spread']:.2f}  {near}")
+            if p["corrections"]:
+                print(f"    {p['corrections']} correction(s) (\"that wasn't {p['name']}\"): recognised up to "
+                      f"{p['accept_distance']:.4f} instead of {report['threshold']:.4f}")
             for o in p["outliers"]:
                 print(f"    outlier: {o['photo']} (distance {o['distance']:.2f} from the others)")
             for d in p["duplicates"]:

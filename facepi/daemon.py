@@ -36,8 +36,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facepi import runtime, store
-from facepi.classify import Prediction
+from facepi import family, runtime, store
+from facepi.classify import UNKNOWN, Prediction
 from facepi.config import Config
 from facepi.detect import DetectorParams
 from facepi.faces import FacePipeline
@@ -46,7 +46,7 @@ from facepi.notify import Notifier
 from facepi.publish import make_publisher
 from facepi.redact import mask, with_password
 from facepi.source import Capture, Frame, make_source
-from facepi.track import Face, StrangerVisits, Track, Tracker
+from facepi.track import Face, StrangerVisits, Track, Tracker, vote
 from facepi.visitors import JoinRule, Visitor, VisitorBook, VisitorError, crop_quality
 from facepi.workflow import Recognizer, name_visitor
 
@@ -193,6 +193,8 @@ class Daemon:
         self.version_seen: Any = None
         self.gallery_stamp = self._gallery_stamp()
         self.next_gallery_check = 0.0
+        self.corrections_asked: queue.SimpleQueue[tuple[str, int, str]] = queue.SimpleQueue()
+        self.recognized: deque[tuple[str, int, str, np.ndarray, str]] = deque(maxlen=50)  # run, seq, name, face, when
         self.join_rule = self._join_rule() if cfg.learning.enabled else self.tracker.split_distance
         self.visits = StrangerVisits(2 * cfg.learning.crops_per_visitor)  # learning: faces per stranger's visit
         self.store_worker = Worker("facepi-visitors", STORE_QUEUE)  # visitor store writes, off the frame loop
@@ -256,6 +258,7 @@ class Daemon:
         self.capture.start()
         self.publisher.on_command = lambda text: self._ask_reload("command")  # "Reload gallery" on the dashboard
         self.publisher.on_name = self._ask_naming  # from paho's thread to the visitors thread
+        self.publisher.on_wrong = self._ask_correction  # "Wrong name" on the dashboard: to the store worker
         if self.cfg.learning.enabled:
             threading.Thread(target=self._visitors_thread, name="visitors", daemon=True).start()
         self.publisher.set_people(self.recognizer.gallery.people)
@@ -268,6 +271,8 @@ class Daemon:
         try:
             while not self.stop_event.is_set():
                 self.store_worker.drain()
+                while not self.corrections_asked.empty():
+                    self._correct(*self.corrections_asked.get())
                 self.loader.drain()
                 if self.reload_event.is_set() and not self.loader.pending:
                     self.reload_event.clear()
@@ -417,6 +422,40 @@ class Daemon:
                       STORE_FLUSH_SECONDS)
         self.store_worker.drain()
         self.loader.close(0.0)
+
+    # ------------------------------------------------------------------ "that wasn't X" (Wrong name)
+    def _ask_correction(self, name: str, seq: int, run: str) -> None:
+        """From paho's thread: handed to the loop, which owns the recent recognitions."""
+        self.corrections_asked.put((name, seq, run))
+
+    def _correct(self, name: str, seq: int, run: str) -> None:
+        """Correct the recognition the dashboard showed (by its run and seq), on the store worker."""
+        hit = next((r for r in self.recognized if r[0] == run and r[1] == seq), None)
+        if hit is None or hit[2] != name:
+            why = ("not one of this run's recent recognitions" if hit is None else
+                   f"event {seq} named {hit[2]}, not {name}")
+            self.publisher.answer("wrong_name", False, f"not corrected: {why}")
+            log.warning("correction of %s (event %d) refused: %s", name, seq, why)
+            return
+        _run, _seq, _name, face, when = hit
+        gallery, models = self.cfg.recognition.gallery, self.cfg.models.dir or None
+
+        def correct() -> str:
+            try:
+                done = family.correct(gallery, name, face[None], f"event {seq} at {self.cfg.camera_id}, {when}",
+                                      "ha", models)
+            except Exception as e:  # said, never fatal
+                return f"error: {e}"
+            return done.change.summary
+
+        self.store_worker.submit(correct, lambda said: self._corrected(name, said))
+
+    def _corrected(self, name: str, said: str | None) -> None:
+        ok = bool(said) and not str(said).startswith("error: ")
+        self.publisher.answer("wrong_name", ok, f"recorded: {said}" if ok else f"{name} not corrected: {said}")
+        (log.info if ok else log.warning)("correction: %s", said)
+        if ok:
+            self._ask_reload("correction")
 
     # ------------------------------------------------------------------ the dashboard's visitor (learning)
     def _ask_naming(self, vid: str, name: str) -> None:
@@ -699,6 +738,12 @@ class Daemon:
         if self.cfg.mqtt.snapshot and rgb is not None:
             self.publisher.snapshot(snapshot_jpeg(rgb, tr.box, "Stranger" if d.name == "unknown" else d.name))
         log.info("event %d: %s (distance %.3f, track %d)", self.seq, d.name, d.distance, tr.id)
+        if d.name != UNKNOWN and tr.embeddings:  # what a "that wasn't X" for this event would correct
+            face = vote(tr.embeddings, tr.weights)
+            self.recognized.append((self.run_id, self.seq, d.name, face, event["timestamp"]))
+            if store.exists(self.cfg.recognition.gallery):  # for `facepi gallery wrong NAME` (never migrates)
+                db, camera = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id
+                self.store_worker.submit(lambda: db.remember(d.name, face, camera), lambda _: None)
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()

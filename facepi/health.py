@@ -65,7 +65,11 @@ def check(gallery: Gallery) -> dict[str, Any]:
             warnings.append(f"{name}: {o['photo']} is far from the other photos ({o['distance']:.2f}): "
                             f"probably someone else, or a poor photo (facepi forget {name}, then enrol "
                             f"again without it)")
+        limits = gallery.meta.get("person_thresholds") or {}
+        accept = float(limits.get(name, t)) if t is not None else None
+        corrections = sum(1 for a in gallery.against if a[0] == name)
         people.append({"name": name, "photos": len(x), "spread": round(spread, 4), "outliers": outliers,
+                       "accept_distance": None if accept is None else round(accept, 4), "corrections": corrections,
                        "duplicates": dup, "nearest": nearest,
                        "nearest_distance": None if nearest_d is None else round(nearest_d, 4)})
     cal = gallery.meta.get("calibration") or {}

@@ -88,6 +88,12 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
                value_template="{{ 'ON' if value_json | length > 0 else 'OFF' }}", device_class="occupancy"),
         entity("button", "reload", name="Reload gallery", command_topic=f"{base}/command", payload_press="reload",
                entity_category="config", icon="mdi:reload"),
+        # "That wasn't X": the button carries the last recognition as its attributes and sends which one it
+        # was (name, seq, run), so a press lands on the recognition shown, not on whoever came since.
+        entity("button", "wrong_name", name="Wrong name", command_topic=f"{base}/wrong_name",
+               json_attributes_topic=f"{base}/last", icon="mdi:account-cancel",
+               command_template='{{ {"name": state_attr(entity_id, "name"), "seq": state_attr(entity_id, "seq"), '
+                                '"run": state_attr(entity_id, "run")} | tojson }}'),
         diagnostic("fps", "Frames per second", "{{ value_json.fps }}", unit_of_measurement="fps",
                    state_class="measurement"),
         diagnostic("latency", "Latency p95", "{{ value_json.latency_ms_p95 }}", unit_of_measurement="ms",

@@ -35,6 +35,7 @@ from facepi.config import Config
 
 log = logging.getLogger("facepi.publish")
 STATE_SLACK = 256  # paho's queue bound beyond queue_size: the state topics and discovery configs
+COMMANDS = ("command", "name_visitor", "wrong_name")  # the topics facepi takes commands on
 COMMAND_INTERVAL = 5.0  # seconds: at most one command of each kind from MQTT this often
 NAMING_FORMAT = '{"visitor": "V7", "name": "alice"}'
 
@@ -59,6 +60,25 @@ def naming_request(text: str) -> tuple[str, str]:
     return vid.strip(), name.strip()
 
 
+def correction_request(text: str) -> tuple[str, int, str]:
+    """(name, event seq, run) of a ``wrong_name`` message; ValueError saying what is wrong.
+
+    The event is required for the same reason a naming needs its visitor: the last person on the
+    dashboard changes while someone reaches for the button."""
+    try:
+        req = json.loads(text)
+    except ValueError:
+        req = None
+    if not isinstance(req, dict):
+        raise ValueError(f'"wrong name" must say which recognition it means, as JSON {{"name": "alice", "seq": 12, '
+                         f'"run": "..."}}; got {text[:40]!r}')
+    name, seq, run = req.get("name"), req.get("seq"), req.get("run")
+    if not isinstance(name, str) or not name.strip() or not isinstance(seq, int) or not isinstance(run, str):
+        raise ValueError(f'"wrong name" needs the recognition\'s "name", "seq" and "run" (the dashboard\'s last '
+                         f"person); got name {name!r}, seq {seq!r}, run {run!r}")
+    return name.strip(), seq, run
+
+
 class StdoutPublisher:
     """The embedded default: the same event JSON, one line each, on stdout."""
 
@@ -68,6 +88,7 @@ class StdoutPublisher:
         self.fatal: str | None = None
         self.on_command: Callable[[str], None] = lambda text: None
         self.on_name: Callable[[str, str], None] = lambda vid, name: None
+        self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None
 
     def start(self) -> None:
         pass
@@ -193,6 +214,7 @@ class MqttPublisher:
         self.discovered: set[str] = set()
         self.on_command: Callable[[str], None] = lambda text: None
         self.on_name: Callable[[str, str], None] = lambda vid, name: None  # (visitor id, name)
+        self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None  # "that wasn't X"
         self.last_command: dict[str, float] = {}  # command kind -> when it last ran (its own rate limit)
         self.retained_said: set[str] = set()  # command topics whose retained message was logged
 
@@ -213,7 +235,7 @@ class MqttPublisher:
         self.problem = None
         log.info("connected to MQTT broker %s:%d", m.host, m.port)
         self._state("availability", "online", 1)
-        client.subscribe([(self.topic("command"), 1), (self.topic("name_visitor"), 1)])
+        client.subscribe([(self.topic(kind), 1) for kind in COMMANDS])
         if m.discovery:
             ours = f"{m.discovery_prefix}/+/facepi_{self.cfg.camera_id}/+/config"  # to clear stale ones
             client.subscribe([(self.discovery_topic, 1), (ours, 1)])
@@ -245,7 +267,7 @@ class MqttPublisher:
             if stale:
                 log.info("removing the Home Assistant entity %s", msg.topic)
                 self.flush()
-        elif msg.topic in (self.topic("command"), self.topic("name_visitor")):
+        elif msg.topic in [self.topic(kind) for kind in COMMANDS]:
             self._command(msg.topic.rsplit("/", 1)[1], msg.payload, bool(msg.retain))
 
     def _command(self, kind: str, payload: bytes, retained: bool) -> None:
@@ -279,6 +301,15 @@ class MqttPublisher:
         if kind == "command":
             log.info("command: reload the gallery")
             self.on_command(text)  # answered by the daemon once it has reloaded
+            return
+        if kind == "wrong_name":
+            try:
+                person, seq, run = correction_request(text)
+            except ValueError as e:
+                log.warning("correction refused: %s", e)
+                self.answer(kind, False, f"not corrected: {e}")
+                return
+            self.on_wrong(person, seq, run)  # done and answered by the daemon
             return
         try:
             vid, name = naming_request(text)

@@ -210,7 +210,10 @@ class Store:
             raise GalleryError(
                 f"{self.path}: built with embedding model {model!r}, but this facepi uses {expect_model!r}; "
                 f"embeddings of different models cannot be compared. Re-enrol from the original photos")
-        meta = json.loads(settings.get("meta", "{}"))
+        try:
+            meta = json.loads(settings.get("meta", "{}"))
+        except (ValueError, TypeError) as e:
+            raise GalleryError(f"{self.path}: settings 'meta' is not JSON ({e}); restore a backup") from None
         rows = con.execute("SELECT id, person, embedding, crop, source, hash FROM faces "
                            "WHERE removed_by IS NULL AND kind = 'face' ORDER BY id").fetchall()
         people: list[str] = []

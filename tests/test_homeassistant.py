@@ -84,6 +84,9 @@ def test_discovery_passes_home_assistants_own_schema_and_templates():
                 [name_box, "json_attributes_template", ""]]
     commands = [[name_box, "command_template", QUOTED, "text.front_door_name_this_visitor", {"visitor": "V7"}],
                 [name_box, "command_template", "bob", "text.front_door_name_this_visitor", {}]]
+    # "Wrong name": the button carries the last recognition (the retained `last` event) and sends which it was
+    wrong = base.format("button", "wrong_name")
+    commands += [[wrong, "command_template", "PRESS", "button.front_door_wrong_name", ev | {"seq": 12}]]
     proc = subprocess.run([str(HA_PYTHON), str(ROOT / "tests" / "ha_check.py")], capture_output=True, text=True,
                           input=json.dumps({"configs": c, "renders": renders, "commands": commands}), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -103,6 +106,7 @@ def test_discovery_passes_home_assistants_own_schema_and_templates():
     sent = [json.loads(p) for p in out["commands"]]
     assert sent[0] == {"visitor": "V7", "name": QUOTED}
     assert sent[1] == {"visitor": None, "name": "bob"}  # nothing shown: sent without an id, and refused
+    assert sent[2] == {"name": QUOTED, "seq": 12, "run": "x"}  # the recognition shown, by its seq and run
 
 
 def test_entities_follow_the_gallery_and_the_dashboard_can_reload(broker, gallery4, faces_root, tmp_path):
