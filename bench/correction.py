@@ -13,7 +13,8 @@ s's photos are put in a seeded order; the first one named X is the one the house
 marks "that wasn't X" (one correction, one photo, on a copy of the gallery); the
 *later* photos of s are the test set. Counted over all pairs, before and after:
 
-- later photos of s named X (goal: they stop being named X),
+- later photos of s named X (goal: they stop being named X), and "clear": pairs where
+  none of them is named X any more,
 - later photos of s named as another member (the correction must not push them there),
 - X's held-out photos named X (goal: >= 95 % of the before hit rate kept).
 
@@ -61,6 +62,7 @@ class Tally:
     """Counts summed over a seed's look-alike pairs, for one rule."""
 
     pairs: int = 0
+    clear: int = 0  # pairs with none of the later photos named X after the correction
     later: int = 0  # later photos of the strangers (the test set)
     x_before: int = 0  # ... named X before the correction
     x_after: int = 0  # ... and after
@@ -161,7 +163,7 @@ def run_seed(dev: DevSet, seed: int, n_households: int) -> dict[str, Tally]:
                 for rule, now in after.items():
                     b, a, n = before[:len(later)], now[:len(later)], len(later)
                     totals[rule].add(Tally(
-                        1, n, int(np.sum(b == x)), int(np.sum(a == x)),
+                        1, int(not np.any(a == x)), n, int(np.sum(b == x)), int(np.sum(a == x)),
                         sum(v in others for v in b), sum(v in others for v in a),
                         len(probes), int(np.sum(before[n:] == x)), int(np.sum(now[n:] == x))))
     return totals
@@ -178,14 +180,14 @@ def main() -> int:
     print(f"{dev.embedder} on {args.data.name}: {len(dev.people)} identities, {len(dev.owner)} photos; "
           f"{args.households} households of 3-5 people, {ENROLLED[0]}-{ENROLLED[1]} photos each; "
           f"one correction per look-alike pair")
-    head = (f"{'seed':>6} {'rule':9} {'pairs':>5} {'later':>5} {'named X':>13} {'stopped':>7} "
+    head = (f"{'seed':>6} {'rule':9} {'pairs':>5} {'clear':>5} {'later':>5} {'named X':>13} {'stopped':>7} "
             f"{'other member':>12} {'probes':>6} {'X hits':>11} {'kept':>6}")
     print(head)
     print("-" * len(head))
     runs = {s: run_seed(dev, s, args.households) for s in seeds}
 
     def row(label: str, rule: str, t: dict[str, float]) -> None:
-        print(f"{label:>6} {rule:9} {t['pairs']:>5.0f} {t['later']:>5.0f} "
+        print(f"{label:>6} {rule:9} {t['pairs']:>5.0f} {t['clear']:>5.0f} {t['later']:>5.0f} "
               f"{t['x_before']:>6.0f} ->{t['x_after']:>4.0f} {t['stopped']:>7.1%} "
               f"{t['other_before']:>5.0f} ->{t['other_after']:>4.0f} {t['probes']:>6.0f} "
               f"{t['hit_before']:>5.0f} ->{t['hit_after']:>4.0f} {t['kept']:>6.1%}")
@@ -200,7 +202,8 @@ def main() -> int:
     print()
     for rule in RULES:
         m = medians[rule]
-        print(f"{rule}: later look-alike photos named X {m['x_before']:.0f} -> {m['x_after']:.0f} "
+        print(f"{rule}: {m['clear']:.0f} of {m['pairs']:.0f} look-alike pairs clear after; "
+              f"later photos named X {m['x_before']:.0f} -> {m['x_after']:.0f} "
               f"({m['stopped']:.1%} stopped); named as another member {m['other_before']:.0f} -> "
               f"{m['other_after']:.0f}; X's own photos kept {m['kept']:.1%} of their hits "
               f"(goal >= 95 %: {'met' if m['kept'] >= 0.95 else 'NOT met'}) [median of seeds {seeds}]")
