@@ -200,6 +200,11 @@ class Classifier:
         # "that wasn't X": per-person accept distances, only ever tighter than ``threshold``
         self.person_limits: dict[str, float] = {
             k: float(v) for k, v in (gallery.meta.get("person_thresholds") or {}).items()}
+        # ... and the faces kept as evidence against a person: a face nearer to one of them than to that
+        # person's centroid is not that person (a look-alike's later photos, not only the one corrected)
+        self.evidence: dict[str, np.ndarray] = {}
+        for person, emb, _label, _rid in gallery.against:
+            self.evidence[person] = np.vstack([self.evidence.get(person, np.empty((0, gallery.dim))), emb[None]])
         n = len(gallery.people)
         # An empty gallery is valid (everyone was forgotten): every face is unknown.
         self.centroids = (unit_centroids(gallery.embeddings, gallery.labels, n) if n
@@ -246,10 +251,12 @@ class Classifier:
             best = self.svm.classes_[proba.argmax(axis=1)] if proba.shape[1] > 1 else self.svm.predict(embeddings)
             score = proba.max(axis=1)
         out = []
-        for row, b, s in zip(d, best, score, strict=True):
+        for row, row_x, b, s in zip(d, embeddings, best, score, strict=True):
             dist = float(row[b])
             person = self.gallery.people[int(b)]
             name = person if dist <= min(self.threshold, self.person_limits.get(person, self.threshold)) else UNKNOWN
+            if name in self.evidence and float((1.0 - self.evidence[name] @ row_x).min()) < dist:
+                name = UNKNOWN  # nearer to a face that "wasn't" them than to them
             out.append(Prediction(name, float(s), dist, person))
         return out
 

@@ -188,7 +188,7 @@ def _gallery_path(args: argparse.Namespace) -> Path:
 def _enroll(args: argparse.Namespace) -> int:
     from facepi import family
     from facepi.fileio import check_writable
-    from facepi.gallery import Gallery, GalleryError, check_name
+    from facepi.gallery import Gallery, check_name, wrong_model
     from facepi.store import db_path
     from facepi.workflow import check_fit, enroll, new_gallery, recalibrate
 
@@ -210,8 +210,7 @@ def _enroll(args: argparse.Namespace) -> int:
         else:
             gallery = current
             if gallery.model != pipeline.embedder.model_id:
-                raise GalleryError(f"{path}: built with embedding model {gallery.model!r}, this facepi uses "
-                                   f"{pipeline.embedder.model_id!r}")
+                raise wrong_model(path, gallery.model, pipeline.embedder.model_id)
             changed = {k: v for k, v in (("classifier", args.classifier), ("target_far", args.target_far))
                        if v is not None and v != gallery.meta.get(k)}
             if changed:  # applied, and said: never silently ignored
@@ -422,7 +421,7 @@ def _gallery_check(args: argparse.Namespace) -> int:
                 print(f"    {p['corrections']} correction(s) (\"that wasn't {p['name']}\"): recognised up to "
                       f"{p['accept_distance']:.4f} instead of {report['threshold']:.4f}")
             for o in p["outliers"]:
-                print(f"    outlier: {o['photo']} (distance {o['distance']:.2f} from the others)")
+                print(f"    outlier: photo {o['number']}, {o['photo']} (distance {o['distance']:.2f} from the others)")
             for d in p["duplicates"]:
                 print(f"    near-duplicates: {d[0]} ~ {d[1]}")
         t = report["threshold"]

@@ -114,7 +114,8 @@ class RecognitionConfig:
 @dataclass
 class LearningConfig:
     enabled: bool = _f(False, "keep unknown visitors' best door crops locally, to be named later (privacy: off)")
-    path: str = _f("/var/lib/facepi/visitors.npz", "the visitor store (0600, like the gallery)")
+    path: str = _f("/var/lib/facepi/visitors.npz", "an earlier facepi's visitor store, imported once into the "
+                                                   "gallery's database (where visitors now live)")
     max_visitors: int = _f(50, "visitors kept; the longest unseen are forgotten first", 1, 10000)
     keep_days: float = _f(30.0, "visitors unseen for this long are forgotten", 0.01, 3650)
     crops_per_visitor: int = _f(5, "best crops kept per visitor (detector score x size x sharpness)", 1, 50)

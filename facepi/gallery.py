@@ -76,6 +76,12 @@ class GalleryError(Exception):
     pass
 
 
+def wrong_model(path: str | os.PathLike[str], model: str, expect: str) -> GalleryError:
+    return GalleryError(f"{path}: built with embedding model {model!r}, but this facepi uses {expect!r}; "
+                        f"embeddings of different models cannot be compared. Re-enrol from the original photos: "
+                        f"facepi train PHOTOS_DIR {path}")
+
+
 @dataclass
 class Gallery:
     model: str  # embedding model id, e.g. facenet-20180408-102900
@@ -230,10 +236,7 @@ class Gallery:
             raise GalleryError(f"{path}: inconsistent arrays (embeddings {embeddings.shape}, "
                                f"labels {labels.shape}, {len(people)} people)")
         if expect_model is not None and header["model"] != expect_model:
-            raise GalleryError(
-                f"{path}: built with embedding model {header['model']!r}, but this facepi uses "
-                f"{expect_model!r}; embeddings of different models cannot be compared. "
-                f"Re-enrol from the original photos: facepi train PHOTOS_DIR {path}")
+            raise wrong_model(path, header["model"], expect_model)
         model, dim = header.pop("model"), header.pop("dim")
         sources = header.pop("sources", [])
         hashes = header.pop("hashes", [])

@@ -25,6 +25,12 @@ from facepi.workflow import DUPLICATE
 RED, ORANGE = (220, 30, 30), (255, 150, 0)
 
 
+def _quoted(name: str) -> str:
+    import shlex
+
+    return shlex.quote(name)
+
+
 def check(gallery: Gallery) -> dict[str, Any]:
     t = gallery.meta.get("threshold")
     t = float(t) if t is not None else None
@@ -43,7 +49,8 @@ def check(gallery: Gallery) -> dict[str, Any]:
                 rest = total - e
                 d = 1.0 - float(e @ rest) / float(np.linalg.norm(rest))
                 if d > limit:
-                    outliers.append({"row": int(r), "photo": gallery.sources[r], "distance": round(d, 4)})
+                    outliers.append({"row": int(r), "number": int(np.flatnonzero(rows == r)[0]) + 1,
+                                     "photo": gallery.sources[r], "distance": round(d, 4)})
         dup = []
         sim = 1.0 - x @ x.T
         for a in range(len(x)):
@@ -62,9 +69,9 @@ def check(gallery: Gallery) -> dict[str, Any]:
         if len(x) < 3:
             warnings.append(f"{name}: only {len(x)} photo(s); 4-8 photos in different light recognise better")
         for o in outliers:
-            warnings.append(f"{name}: {o['photo']} is far from the other photos ({o['distance']:.2f}): "
-                            f"probably someone else, or a poor photo (facepi forget {name}, then enrol "
-                            f"again without it)")
+            warnings.append(f"{name}: photo {o['number']} ({o['photo']}) is far from the other photos "
+                            f"({o['distance']:.2f}): probably someone else, or a poor photo (facepi gallery "
+                            f"remove {_quoted(name)} {o['number']}; undo: facepi gallery undo)")
         limits = gallery.meta.get("person_thresholds") or {}
         accept = float(limits.get(name, t)) if t is not None else None
         corrections = sum(1 for a in gallery.against if a[0] == name)
@@ -102,6 +109,10 @@ def contact_sheet(gallery: Gallery, report: dict[str, Any], path: Path, columns:
             y, x = label_h + (k // columns) * cell, (k % columns) * cell
             block[y:y + cell, x:x + cell] = marks.get(int(r), (255, 255, 255))
             block[y + 4:y + 4 + s, x + 4:x + 4 + s] = gallery.crops[r]
+            # the photo's number, as `facepi gallery remove NAME NUMBER` counts: white on a dark tag
+            cv2.rectangle(block, (x + 4, y + 4), (x + 30, y + 20), (0, 0, 0), -1)
+            cv2.putText(block, str(k + 1), (x + 6, y + 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
+                        cv2.LINE_AA)
         blocks.append(block)
     sheet = np.concatenate(blocks)
     ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))

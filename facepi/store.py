@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from facepi.gallery import FORMAT, Gallery, GalleryError
+from facepi.gallery import FORMAT, Gallery, GalleryError, wrong_model
 
 SCHEMA_VERSION = 1
 UNDO_DEPTH = 20  # changes that can be undone; faces removed longer ago are deleted for good
@@ -207,9 +207,7 @@ class Store:
             raise GalleryError(f"{self.path}: holds no gallery yet (facepi train or facepi enroll makes one)")
         model, dim = settings["model"], int(settings["dim"])
         if expect_model is not None and model != expect_model:
-            raise GalleryError(
-                f"{self.path}: built with embedding model {model!r}, but this facepi uses {expect_model!r}; "
-                f"embeddings of different models cannot be compared. Re-enrol from the original photos")
+            raise wrong_model(self.path, model, expect_model)
         try:
             meta = json.loads(settings.get("meta", "{}"))
         except (ValueError, TypeError) as e:

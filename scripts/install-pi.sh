@@ -108,12 +108,12 @@ fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl enable facepi.service
-  if [ "$start" = 1 ] && [ -e /var/lib/facepi/gallery.npz ]; then
+  if [ "$start" = 1 ] && { [ -e /var/lib/facepi/gallery.db ] || [ -e /var/lib/facepi/gallery.npz ]; }; then
     systemctl restart facepi.service
     say "facepi (re)started: journalctl -u facepi -f"
   fi
 else
   say "systemd is not running here (a chroot?): unit installed, not enabled"
 fi
-[ -e /var/lib/facepi/gallery.npz ] || say "next: sudo -u facepi $VENV/bin/facepi enroll NAME PHOTOS... --gallery /var/lib/facepi/gallery.npz; sudo systemctl start facepi"
+[ -e /var/lib/facepi/gallery.db ] || [ -e /var/lib/facepi/gallery.npz ] || say "next: sudo -u facepi $VENV/bin/facepi enroll NAME PHOTOS... --gallery /var/lib/facepi/gallery.npz; sudo systemctl start facepi"
 say "done"
