@@ -1,13 +1,13 @@
-"""The gallery: who is enrolled, as embeddings (never photos), in one safe file.
+"""The gallery: who is enrolled, as embeddings (never photos), in memory and as ``.npz``.
 
-One ``.npz`` file holds the embeddings, their person labels, the aligned enrolment
+A ``Gallery`` holds the embeddings, their person labels, the aligned enrolment
 crops (small, for ``facepi gallery check --sheet``: the picture that shows why
-someone is not recognised) and a JSON header (people, each photo's name and
-sha256, the embedding model, the classifier kind, the threshold and how it was
-chosen). It is read with ``allow_pickle=False``, so loading a gallery can never
-execute code, and written atomically (temp file + rename + fsync) with mode 0600:
-face templates are biometric data. ``locked()`` serialises read-modify-write, so
-two ``facepi enroll`` at once both land.
+someone is not recognised) and its settings (the embedding model, the classifier
+kind, the threshold and how it was chosen). It lives in the gallery's SQLite
+database (``facepi.store``; every change through ``facepi.family``, journaled);
+``.npz`` is the format of earlier facepi and of the seed's train/classify
+workflow: read with ``allow_pickle=False`` (loading it can never execute code) and
+written atomically (temp file + rename + fsync) with mode 0600, as an export.
 
 The classifier is not pickled: scikit-learn objects can only be stored that way.
 It is refit from the stored embeddings when the file is loaded instead, which is
@@ -16,15 +16,11 @@ deterministic and takes milliseconds for a household's gallery.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import io
 import json
 import os
-import sys
 import unicodedata
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,23 +49,6 @@ def check_name(name: str) -> str:
     if len(clean) > MAX_NAME:
         raise GalleryError(f"person name {name!r}: longer than {MAX_NAME} characters")
     return clean
-
-
-@contextlib.contextmanager
-def locked(path: str | os.PathLike[str]) -> Iterator[None]:
-    """An exclusive lock for read-modify-write of the gallery at ``path`` (a ``.lock`` file beside it)."""
-    path = Path(path)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"facepi: {path} is being changed by another facepi; waiting ...", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 class GalleryError(Exception):
