@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from learning import DEFAULT_DATA, DevSet, load_dev  # noqa: E402
 
 from facepi import classify, runtime  # noqa: E402
+from facepi.family import CORRECTION_MAX_LOSS  # noqa: E402
 from facepi.gallery import Gallery  # noqa: E402
 from facepi.workflow import recalibrate  # noqa: E402
 
@@ -74,6 +75,7 @@ class Tally:
     probes: int = 0  # X's held-out photos (counted once per pair)
     hit_before: int = 0  # ... named X before
     hit_after: int = 0  # ... and after
+    refused: int = 0  # corrections the guard refused (they would cost X > 10 % of X's own enrolled photos)
 
     def add(self, other: Tally) -> None:
         for f in fields(self):
@@ -146,6 +148,7 @@ def run_seed(dev: DevSet, seed: int, n_households: int) -> dict[str, Tally]:
         g = build(dev, members)
         clf = classify.Classifier(g, "centroid", g.meta["threshold"])
         named = names(clf, dev.embeddings)  # every dev photo, before any correction
+        own = {p: classify.own_photos_named(g, p)[0] for p in g.people}
         member_names = {dev.people[i] for i in members}
         for s in range(len(dev.people)):
             if s in members:
@@ -162,8 +165,11 @@ def run_seed(dev: DevSet, seed: int, n_households: int) -> dict[str, Tally]:
                 probes = np.setdiff1d(dev.photos_of(x_id), members[x_id])
                 test = np.concatenate([later, probes])
                 before = named[test]
+                full = corrected(g, x, evidence)
+                kept, n_own = classify.own_photos_named(full.gallery, x)
+                refused = kept < own[x] - CORRECTION_MAX_LOSS * n_own  # family.correct's guard
                 after = {"tighten": names(corrected(g, x, evidence, tighten_only=True), dev.embeddings[test]),
-                         "facepi": names(corrected(g, x, evidence), dev.embeddings[test]),
+                         "facepi": before if refused else names(full, dev.embeddings[test]),
                          "negative": negative(before, dev.embeddings[test], x,
                                               clf.centroids[g.people.index(x)], evidence)}
                 others = member_names - {x}
@@ -172,7 +178,8 @@ def run_seed(dev: DevSet, seed: int, n_households: int) -> dict[str, Tally]:
                     totals[rule].add(Tally(
                         1, int(not np.any(a == x)), n, int(np.sum(b == x)), int(np.sum(a == x)),
                         sum(v in others for v in b), sum(v in others for v in a),
-                        len(probes), int(np.sum(before[n:] == x)), int(np.sum(now[n:] == x))))
+                        len(probes), int(np.sum(before[n:] == x)), int(np.sum(now[n:] == x)),
+                        int(rule == "facepi" and refused)))
     return totals
 
 
@@ -213,7 +220,9 @@ def main() -> int:
               f"later photos named X {m['x_before']:.0f} -> {m['x_after']:.0f} "
               f"({m['stopped']:.1%} stopped); named as another member {m['other_before']:.0f} -> "
               f"{m['other_after']:.0f}; X's own photos kept {m['kept']:.1%} of their hits "
-              f"(goal >= 95 %: {'met' if m['kept'] >= 0.95 else 'NOT met'}) [median of seeds {seeds}]")
+              f"(goal >= 95 %: {'met' if m['kept'] >= 0.95 else 'NOT met'})"
+              + (f"; {m['refused']:.0f} corrections refused by the guard" if rule == "facepi" else "")
+              + f" [median of seeds {seeds}]")
     return 0
 
 

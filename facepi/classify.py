@@ -181,6 +181,15 @@ def person_thresholds(gallery: Gallery, threshold: float) -> dict[str, float]:
     return out
 
 
+def own_photos_named(gallery: Gallery, name: str) -> tuple[int, int]:
+    """(how many of ``name``'s enrolled photos the gallery's rule names as ``name``, how many there are):
+    what a correction costs the person it corrects."""
+    idx = gallery.people.index(name)
+    mine = gallery.embeddings[gallery.labels == idx]
+    clf = Classifier(gallery, "centroid", float(gallery.meta["threshold"]))
+    return sum(p.name == name for p in clf.predict(mine)), len(mine)
+
+
 def require(kind: str) -> None:
     """Fail before any work when a classifier needs a library this install lacks (scikit-learn is an extra)."""
     if kind == "svm" and importlib.util.find_spec("sklearn") is None:

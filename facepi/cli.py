@@ -226,7 +226,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
     reports: list = []
     try:
-        done = family.enrol(path, name, embed, "cli", args.force)
+        done = family.enrol(path, name, embed, "cli", args.force, {"largest_face": args.largest_face})
     except family.Refused:
         done = None
     report = reports[0]
@@ -239,7 +239,8 @@ def _enroll(args: argparse.Namespace) -> int:
     for p in report.problems:
         print(f"facepi: {'warning' if args.force else 'refused'}: {p}", file=sys.stderr)
     if report.problems and not args.force:
-        print(f"facepi: error: {name} not enrolled; gallery {path} unchanged. Fix the photos above, "
+        print(f"facepi: error: {name} not enrolled; gallery {db_path(path) if db_path(path).exists() else path} "
+              f"unchanged. Fix the photos above, "
               f"or pass --force to enrol them as they are (recorded in the gallery's journal)", file=sys.stderr)
         return 2
     if done is None:
@@ -247,7 +248,8 @@ def _enroll(args: argparse.Namespace) -> int:
         if already and not report.failures:
             print(f"Nothing new: every photo of {name} is already in {path}")
             return 0
-        print(f"facepi: error: no usable photo of {name}; gallery {path} unchanged", file=sys.stderr)
+        print(f"facepi: error: no usable photo of {name}; gallery "
+              f"{db_path(path) if db_path(path).exists() else path} unchanged", file=sys.stderr)
         return 2
     gallery = done.gallery
     print(f"Enrolled {report.added} photo(s) of {name} in {db_path(path)} "
@@ -332,9 +334,9 @@ def _visitors_forget(args: argparse.Namespace) -> int:
 
 
 def _gallery_log(args: argparse.Namespace) -> int:
-    from facepi.store import open_store
+    from facepi.store import Store
 
-    changes = open_store(_gallery_path(args)).log(args.limit)
+    changes = Store(_gallery_path(args)).log(args.limit)  # reading the journal changes nothing
     if args.json:
         print(json.dumps([c.__dict__ for c in changes], indent=1))
         return 0
@@ -343,7 +345,7 @@ def _gallery_log(args: argparse.Namespace) -> int:
         forced = "  FORCED past: " + "; ".join(c.detail["overrode"]) if c.detail.get("forced") else ""
         print(f"{c.id:>4}  {c.at}  {c.origin:<9} {c.what:<13} {c.summary}{state}{forced}")
     if not changes:
-        print("no changes recorded")
+        print("no changes recorded yet (an .npz gallery moves into its database at its first change)")
     return 0
 
 
@@ -398,9 +400,9 @@ def _gallery_wrong(args: argparse.Namespace) -> int:
         if not len(embs):
             print("facepi: error: no face in the photos given; nothing changed", file=sys.stderr)
             return 2
-        done = family.correct(_gallery_path(args), args.name, embs, ", ".join(used), "cli", args.models)
+        done = family.correct(_gallery_path(args), args.name, embs, ", ".join(used), "cli", args.models, args.force)
     else:
-        done = family.wrong_last(_gallery_path(args), args.name, "cli", args.models)
+        done = family.wrong_last(_gallery_path(args), args.name, "cli", args.models, args.force)
     print(f"Recorded: {done.change.summary}; undo: facepi gallery undo")
     return 0
 
@@ -609,6 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("name")
     wr.add_argument("photos", nargs="*", type=Path, help="photos of who was wrongly named (default: the "
                                                           "daemon's last recognition of NAME)")
+    wr.add_argument("--force", action="store_true",
+                    help="record it even if it looks like NAME themself (recorded in the journal)")
     wr.set_defaults(func=_gallery_wrong)
 
     store = argparse.ArgumentParser(add_help=False)

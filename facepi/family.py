@@ -49,7 +49,7 @@ Mutation = Callable[[Gallery | None], tuple[Gallery, str, dict[str, Any], Any]]
 
 
 def change(path: str | os.PathLike[str], what: str, origin: str, mutate: Mutation,
-           also: Callable[[sqlite3.Connection], None] | None = None) -> Done:
+           also: Callable[[sqlite3.Connection, int], None] | None = None) -> Done:
     """Read the gallery, ``mutate`` it (returns the gallery, a summary, the evidence and any result;
     raises to refuse), write it with its journal entry; recomputed if another writer came first."""
     if origin not in ("cli", "mqtt", "ha", "daemon"):
@@ -80,7 +80,7 @@ def _forced(report: Any, force: bool, origin: str) -> dict[str, Any]:
 
 
 def enrol(path: str | os.PathLike[str], name: str, embed: Callable[[Gallery | None], tuple[Gallery, Any]],
-          origin: str = "cli", force: bool = False) -> Done:
+          origin: str = "cli", force: bool = False, options: dict[str, Any] | None = None) -> Done:
     """Enrol through ``embed(current) -> (gallery changed in memory, EnrolReport)`` (facepi.workflow.enroll
     with the photos); refused if the report has problems, unless the CLI forces it."""
     name = check_name(name)
@@ -91,7 +91,7 @@ def enrol(path: str | os.PathLike[str], name: str, embed: Callable[[Gallery | No
             raise Refused("nothing to add: " + "; ".join(report.problems or report.notes or report.failures
                                                            or ["no usable photo"]), report.problems)
         detail = _forced(report, force, origin) | {"name": name, "added": report.added,
-                                                   "photos": gallery.sources[-report.added:]}
+                                                   "photos": gallery.sources[-report.added:]} | (options or {})
         return gallery, f"enrolled {report.added} photo(s) of {name}", detail, report
 
     return change(path, "enrol", origin, mutate)
@@ -129,9 +129,10 @@ def name_visitor(path: str | os.PathLike[str], vid: str, name: str, origin: str 
         detail = _forced(report, force, origin) | {"visitor": vid, "name": name, "added": report.added}
         return current, f"named visitor {vid} as {name} ({report.added} door face(s))", detail, report
 
-    def drop_visitor(con: sqlite3.Connection) -> None:
-        if con.execute("DELETE FROM visitors WHERE id = ?", (vid,)).rowcount != 1:
-            raise VisitorError(f"{vid}: no longer stored (forgotten or expired meanwhile)")
+    def drop_visitor(con: sqlite3.Connection, cid: int) -> None:
+        """The visitor leaves the store, marked as named by this change: undo brings them back."""
+        if con.execute("UPDATE visitors SET named_by = ? WHERE id = ? AND named_by IS NULL", (cid, vid)).rowcount != 1:
+            raise VisitorError(f"{vid}: no longer stored (forgotten, named or expired meanwhile)")
 
     return change(path, "name visitor", origin, mutate, also=drop_visitor)
 
@@ -176,11 +177,22 @@ def rename(path: str | os.PathLike[str], old: str, new: str, origin: str = "cli"
     return change(path, "rename", origin, mutate)
 
 
+CORRECTION_MAX_LOSS = 0.10  # a correction may cost NAME at most this share of their own enrolled photos
+
+
 def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, label: str, origin: str = "cli",
-            models_dir: str | os.PathLike[str] | None = None) -> Done:
+            models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
     """"That wasn't NAME": the faces are kept as evidence against NAME, whose accept distance tightens
-    just enough to exclude them (never looser than the gallery's rule; see workflow.recalibrate)."""
+    just enough to exclude them (never looser than the gallery's rule; see workflow.recalibrate), and a
+    face nearer to them than to NAME is not NAME.
+
+    A correction that would cost NAME more than CORRECTION_MAX_LOSS of their own enrolled photos is of
+    NAME themself (a press on a right recognition): refused, and from the command line only forced."""
+    from facepi.classify import own_photos_named
+
     embeddings = np.atleast_2d(np.asarray(embeddings, np.float32))
+    if force and origin != "cli":
+        raise Refused(f"force is refused from {origin}: only the command line may override the checks")
 
     def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
         g = _existing(current, path)
@@ -189,18 +201,29 @@ def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, lab
         if embeddings.shape[1] != g.dim:
             raise GalleryError(f"correction: embeddings of shape {embeddings.shape}, expected (N, {g.dim})")
         before = float((g.meta.get("person_thresholds") or {}).get(name, g.meta.get("threshold", 0.0)))
+        named_before, n = own_photos_named(g, name)
         g.against += [(name, e / max(float(np.linalg.norm(e)), 1e-12), label, None) for e in embeddings]
         _recalibrated(g, models_dir)
         after = float(g.meta["person_thresholds"][name])
-        return (g, f"that wasn't {name} ({label}): {name}'s accept distance {before:.4f} -> {after:.4f}",
+        named_after, _ = own_photos_named(g, name)
+        lost = named_before - named_after
+        problems = [] if lost <= CORRECTION_MAX_LOSS * n else [
+            f"this face looks like {name} themself: {lost} of {name}'s {n} enrolled photos would no longer be "
+            f"recognised as {name} (at most {CORRECTION_MAX_LOSS:.0%} may be); not recorded"]
+        if problems and not force:
+            raise Refused(problems[0] + ("; if it really was someone else: facepi gallery wrong --force"
+                                         if origin == "cli" else ""), problems)
+        return (g, f"that wasn't {name} ({label}): {name}'s accept distance {before:.4f} -> {after:.4f}, "
+                   f"{named_after} of {n} enrolled photos still recognised",
                 {"name": name, "label": label, "faces": len(embeddings), "accept_before": before,
-                 "accept_after": after}, after)
+                 "accept_after": after, "own_photos_named": [named_before, named_after, n],
+                 "forced": bool(problems), "overrode": problems}, after)
 
     return change(path, "correction", origin, mutate)
 
 
 def wrong_last(path: str | os.PathLike[str], name: str, origin: str = "cli",
-               models_dir: str | os.PathLike[str] | None = None) -> Done:
+               models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
     """"That wasn't NAME" for the daemon's last recognition of NAME (Home Assistant's "Wrong name")."""
     store = Store(path)
     last = store.last_recognition(name)
@@ -208,7 +231,7 @@ def wrong_last(path: str | os.PathLike[str], name: str, origin: str = "cli",
         raise GalleryError(f"no recognition of {name!r} recorded yet (the daemon records the last face it "
                            f"named per person)")
     at, camera, emb = last
-    done = correct(path, name, emb[None], f"recognition at {camera}, {at}", origin, models_dir)
+    done = correct(path, name, emb[None], f"recognition at {camera}, {at}", origin, models_dir, force)
     with store._connect(write=True) as con:
         con.execute("DELETE FROM recent WHERE person = ? AND at = ?", (name, at))
     return done
@@ -227,7 +250,10 @@ def replace(path: str | os.PathLike[str], gallery: Gallery, what: str = "train",
 
 
 def undo(path: str | os.PathLike[str], origin: str = "cli") -> tuple[Change, Change]:
-    return open_store(path).undo(origin)
+    store = open_store(path)
+    if not store.path.exists():
+        raise GalleryError(f"{store.path}: nothing to undo (no change recorded yet)")
+    return store.undo(origin)
 
 
 def _existing(current: Gallery | None, path: str | os.PathLike[str]) -> Gallery:

@@ -34,20 +34,26 @@ RESERVED_NAMES = ("unknown", "stranger", "nobody")  # what facepi itself says fo
 MAX_NAME = 64
 
 
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut at ``limit`` characters: a name sent from anywhere is never
+    echoed whole into logs, answers and retained topics."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
 def check_name(name: str) -> str:
     """The name as enrolled (NFC), or GalleryError saying what is wrong. Quotes and non-ASCII are fine."""
     clean = unicodedata.normalize("NFC", name).strip()
     if not clean:
         raise GalleryError("person name is empty")
     if clean.casefold() in RESERVED_NAMES:
-        raise GalleryError(f"person name {name!r} is reserved: facepi says {', '.join(RESERVED_NAMES)} "
+        raise GalleryError(f"person name {shown(name)} is reserved: facepi says {', '.join(RESERVED_NAMES)} "
                            f"for faces it does not know")
     bad = [c for c in clean if unicodedata.category(c).startswith("C") or c in "/\\+#"]
     if bad:
-        raise GalleryError(f"person name {name!r}: contains {''.join(sorted(set(bad)))!r} (control characters, "
+        raise GalleryError(f"person name {shown(name)}: contains {''.join(sorted(set(bad)))!r} (control characters, "
                            f"'/', '\\', and the MQTT wildcards '+' and '#' are not allowed)")
     if len(clean) > MAX_NAME:
-        raise GalleryError(f"person name {name!r}: longer than {MAX_NAME} characters")
+        raise GalleryError(f"person name {shown(name)}: longer than {MAX_NAME} characters")
     return clean
 
 

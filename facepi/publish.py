@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import sys
 import threading
@@ -32,9 +33,11 @@ from paho.mqtt.client import MQTTErrorCode, MQTTMessageInfo
 
 from facepi import homeassistant
 from facepi.config import Config
+from facepi.gallery import shown
 
 log = logging.getLogger("facepi.publish")
 STATE_SLACK = 256  # paho's queue bound beyond queue_size: the state topics and discovery configs
+MAX_COMMAND_BYTES = 1024  # a naming or a correction is a few dozen bytes; nothing larger is parsed or echoed
 COMMANDS = ("command", "name_visitor", "wrong_name")  # the topics facepi takes commands on
 COMMAND_INTERVAL = 5.0  # seconds: at most one command of each kind from MQTT this often
 NAMING_FORMAT = '{"visitor": "V7", "name": "alice"}'
@@ -53,10 +56,12 @@ def naming_request(text: str) -> tuple[str, str]:
         raise ValueError(f"a naming must say which visitor it names, as JSON {NAMING_FORMAT}; got {text[:40]!r}")
     vid, name = req.get("visitor"), req.get("name")
     if not isinstance(vid, str) or not vid.strip():
-        raise ValueError(f"a naming must say which visitor it names (\"visitor\": \"V7\"); got {vid!r}: "
+        raise ValueError(f"a naming must say which visitor it names (\"visitor\": \"V7\"); got {str(vid)[:20]!r}: "
                          "no visitor is shown, or the dashboard did not send its id")
+    if not re.fullmatch(r"V[0-9]{1,9}", vid.strip()):
+        raise ValueError(f"visitor {shown(vid)}: expected an id such as V7 (facepi visitors lists them)")
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"no name given for {vid.strip()} (\"name\": {name!r})")
+        raise ValueError(f"no name given for {vid.strip()} (\"name\": {str(name)[:20]!r})")
     return vid.strip(), name.strip()
 
 
@@ -284,6 +289,11 @@ class MqttPublisher:
             return
         if not payload:  # somebody clearing a retained command: nothing to do
             return
+        if len(payload) > MAX_COMMAND_BYTES:
+            log.warning("ignored a %d-byte message on %s: commands are at most %d bytes", len(payload), topic,
+                        MAX_COMMAND_BYTES)
+            self.answer(kind, False, f"ignored: a {kind} message is at most {MAX_COMMAND_BYTES} bytes")
+            return
         text = payload.decode("utf-8", "replace").strip()
         if kind == "name_visitor" and not self.cfg.learning.enabled:
             self.answer(kind, False, "not named: learning is off ([learning] enabled = false)")
@@ -291,6 +301,13 @@ class MqttPublisher:
         if kind == "command" and text != "reload":
             log.warning("ignored command %r on %s: the known command is 'reload'", text[:40], topic)
             self.answer(kind, False, f"unknown command {text[:40]!r}: the known command is 'reload'")
+            return
+        try:  # parsed before the rate limit: junk from a client never uses up the household's slot
+            request = correction_request(text) if kind == "wrong_name" else \
+                naming_request(text) if kind == "name_visitor" else ()
+        except ValueError as e:
+            log.warning("%s refused: %s", kind, e)
+            self.answer(kind, False, f"{'not corrected' if kind == 'wrong_name' else 'not named'}: {e}")
             return
         now = time.monotonic()
         if now - self.last_command.get(kind, float("-inf")) < COMMAND_INTERVAL:
@@ -301,23 +318,10 @@ class MqttPublisher:
         if kind == "command":
             log.info("command: reload the gallery")
             self.on_command(text)  # answered by the daemon once it has reloaded
-            return
-        if kind == "wrong_name":
-            try:
-                person, seq, run = correction_request(text)
-            except ValueError as e:
-                log.warning("correction refused: %s", e)
-                self.answer(kind, False, f"not corrected: {e}")
-                return
-            self.on_wrong(person, seq, run)  # done and answered by the daemon
-            return
-        try:
-            vid, name = naming_request(text)
-        except ValueError as e:
-            log.warning("learning: not named: %s", e)
-            self.answer(kind, False, f"not named: {e}")
-            return
-        self.on_name(vid, name)  # done and answered by the daemon (name checks as enroll's)
+        elif kind == "wrong_name":
+            self.on_wrong(*request)  # done and answered by the daemon
+        else:
+            self.on_name(*request)  # done and answered by the daemon (name checks as enroll's)
 
     def answer(self, command: str, ok: bool, message: str, visitor: str | None = None) -> None:
         """A command's answer on ``learning``: done, or refused and why."""

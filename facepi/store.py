@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS recent (
     person TEXT PRIMARY KEY, at TEXT NOT NULL, camera TEXT NOT NULL, embedding BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS visitors (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, visits INTEGER NOT NULL,
-    first_seen TEXT NOT NULL, last_seen TEXT NOT NULL);
+    first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, named_by INTEGER);
 CREATE TABLE IF NOT EXISTS visitor_faces (
     id INTEGER PRIMARY KEY, visitor TEXT NOT NULL REFERENCES visitors (id) ON DELETE CASCADE,
     embedding BLOB NOT NULL, crop BLOB NOT NULL, quality REAL NOT NULL);
@@ -220,25 +220,36 @@ class Store:
                 people.append(r[1])
         g = Gallery(model, dim, meta=meta)
         if rows:
-            g.embeddings = np.stack([np.frombuffer(r[2], np.float32) for r in rows])
+            g.embeddings = np.stack([self._array(r[2], np.float32, (dim,), r[0], "embedding") for r in rows])
             g.labels = np.array([people.index(r[1]) for r in rows], np.int32)
-            g.crops = (np.stack([np.frombuffer(r[3], np.uint8).reshape(CROP, CROP, 3) for r in rows])
+            g.crops = (np.stack([self._array(r[3], np.uint8, (CROP, CROP, 3), r[0], "crop") for r in rows])
                        if all(r[3] is not None for r in rows) else None)
         g.people, g.sources, g.hashes = people, [r[4] for r in rows], [r[5] for r in rows]
         g.row_ids = [int(r[0]) for r in rows]
         against = con.execute("SELECT id, person, embedding, source FROM faces "
                               "WHERE removed_by IS NULL AND kind = 'against' ORDER BY id").fetchall()
-        g.against = [(str(r[1]), np.frombuffer(r[2], np.float32).copy(), str(r[3]), int(r[0])) for r in against]
+        g.against = [(str(r[1]), self._array(r[2], np.float32, (dim,), r[0], "embedding").copy(), str(r[3]),
+                      int(r[0])) for r in against]
         return g
+
+    def _array(self, blob: Any, dtype: Any, shape: tuple[int, ...], row: int, what: str) -> np.ndarray:
+        """A stored array, or GalleryError naming the file and the row: raw numbers only, never unpickled."""
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if not isinstance(blob, bytes) or len(blob) != size:
+            got = len(blob) if isinstance(blob, bytes) else type(blob).__name__
+            raise GalleryError(f"{self.path}: face row {row}: its {what} is {got} bytes, expected {size} "
+                               f"({shape} {np.dtype(dtype).name}); the database is damaged: restore a backup, or "
+                               f"undo the change that wrote it (facepi gallery log)")
+        return np.frombuffer(blob, dtype).reshape(shape)
 
     def commit(self, new: Gallery, base: int | None, what: str, origin: str, summary: str,
                detail: dict[str, Any] | None = None,
-               also: Callable[[sqlite3.Connection], None] | None = None) -> Change:
+               also: Callable[[sqlite3.Connection, int], None] | None = None) -> Change:
         """Write ``new`` (a gallery read at version ``base``, changed in memory) as one journaled change.
 
         Rows of the old gallery missing from ``new.row_ids`` (or renamed) are marked removed; rows
         without an id are added. ``base`` None: no conflict check (a first gallery, a migration).
-        ``also``: more work in the same transaction (a named visitor leaves the visitor tables)."""
+        ``also(con, change_id)``: more work in the same transaction (a named visitor is marked named by it)."""
         if origin not in ORIGINS:
             raise ValueError(f"origin {origin!r}: expected one of {ORIGINS}")
         with self._connect(write=True) as con:
@@ -275,7 +286,7 @@ class Store:
             gone = [rid for rid in live if rid not in keep]
             con.executemany("UPDATE faces SET removed_by = ? WHERE id = ?", [(cid, rid) for rid in gone])
             if also is not None:
-                also(con)
+                also(con, cid)
             self._purge(con)
             return self._change(con, cid)
 
@@ -286,10 +297,19 @@ class Store:
                           (now_iso(), what, origin, summary, json.dumps(detail), meta_before, meta_after, undoes))
         return int(cur.lastrowid or 0)
 
+    @staticmethod
+    def _oldest_undoable(con: sqlite3.Connection) -> int:
+        """The id of the oldest change that can still be undone: the last UNDO_DEPTH changes, undos not
+        counted (walking back must not use up the window it walks in)."""
+        ids = [int(r[0]) for r in con.execute("SELECT id FROM journal WHERE undoes IS NULL ORDER BY id DESC "
+                                              "LIMIT ?", (UNDO_DEPTH,))]
+        return ids[-1] if len(ids) == UNDO_DEPTH else 0
+
     def _purge(self, con: sqlite3.Connection) -> None:
-        """Faces removed more than UNDO_DEPTH changes ago are deleted for good (and cannot be undone)."""
-        newest = int(con.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()[0])
-        con.execute("DELETE FROM faces WHERE removed_by IS NOT NULL AND removed_by <= ?", (newest - UNDO_DEPTH,))
+        """Faces removed (and visitors named) by changes older than the undo window are deleted for good."""
+        oldest = self._oldest_undoable(con)
+        con.execute("DELETE FROM faces WHERE removed_by IS NOT NULL AND removed_by < ?", (oldest,))
+        con.execute("DELETE FROM visitors WHERE named_by IS NOT NULL AND named_by < ?", (oldest,))
 
     def _change(self, con: sqlite3.Connection, cid: int) -> Change:
         r = con.execute("SELECT id, at, what, origin, summary, detail, undoes, undone_by FROM journal WHERE id = ?",
@@ -314,8 +334,7 @@ class Store:
             if row is None:
                 raise GalleryError(f"{self.path}: nothing to undo")
             target = self._change(con, int(row[0]))
-            newest = int(con.execute("SELECT MAX(id) FROM journal").fetchone()[0])
-            if target.id <= newest - UNDO_DEPTH:
+            if target.id < self._oldest_undoable(con):
                 raise GalleryError(f"{self.path}: change {target.id} ({target.what}) is older than the last "
                                    f"{UNDO_DEPTH} changes; its removed faces are gone for good")
             before, after = con.execute("SELECT meta_before, meta_after FROM journal WHERE id = ?",
@@ -325,6 +344,7 @@ class Store:
             con.execute("UPDATE journal SET undone_by = ? WHERE id = ?", (uid, target.id))
             con.execute("UPDATE faces SET removed_by = ? WHERE added_by = ? AND removed_by IS NULL", (uid, target.id))
             con.execute("UPDATE faces SET removed_by = NULL WHERE removed_by = ?", (target.id,))
+            con.execute("UPDATE visitors SET named_by = NULL WHERE named_by = ?", (target.id,))  # back in the store
             if before is None:
                 con.execute("DELETE FROM settings WHERE key IN ('model', 'dim', 'meta')")
             else:
@@ -370,7 +390,7 @@ class Store:
             return []
         with self._connect() as con:
             return [tuple(r) for r in con.execute(  # type: ignore[misc]
-                "SELECT id, seq, visits, first_seen, last_seen FROM visitors ORDER BY seq")]
+                "SELECT id, seq, visits, first_seen, last_seen FROM visitors WHERE named_by IS NULL ORDER BY seq")]
 
     @contextlib.contextmanager
     def visitors_txn(self) -> Iterator[sqlite3.Connection]:

@@ -253,7 +253,8 @@ class VisitorBook:
         old = Visitors.load(self.legacy)
         for i, v in enumerate(old.visitors):
             seq = int(v.id[1:]) if v.id[1:].isdigit() else i + 1
-            con.execute("INSERT OR IGNORE INTO visitors VALUES (?, ?, ?, ?, ?)",
+            con.execute("INSERT OR IGNORE INTO visitors (id, seq, visits, first_seen, last_seen) "
+                        "VALUES (?, ?, ?, ?, ?)",
                         (v.id, seq, v.visits, v.first_seen, v.last_seen))
             rows = np.flatnonzero(old.owner == i)
             con.executemany("INSERT INTO visitor_faces (visitor, embedding, crop, quality) VALUES (?, ?, ?, ?)",
@@ -279,7 +280,7 @@ class VisitorBook:
             if seen.get("visitor_model", model) != model:
                 con.execute("DELETE FROM visitors")  # embeddings of another model cannot be compared
             rows = con.execute("SELECT visitor, embedding FROM visitor_faces").fetchall()
-            ids = [r[0] for r in con.execute("SELECT id FROM visitors ORDER BY seq")]
+            ids = [r[0] for r in con.execute("SELECT id FROM visitors WHERE named_by IS NULL ORDER BY seq")]
             centroids = []
             for vid in ids:
                 c = np.mean([np.frombuffer(r[1], np.float32) for r in rows if r[0] == vid] or
@@ -292,7 +293,8 @@ class VisitorBook:
             else:
                 seq = int(seen.get("visitor_seq", "0")) + 1
                 vid = f"V{seq}"
-                con.execute("INSERT INTO visitors VALUES (?, ?, 1, ?, ?)", (vid, seq, stamp, stamp))
+                con.execute("INSERT INTO visitors (id, seq, visits, first_seen, last_seen) VALUES (?, ?, 1, ?, ?)",
+                            (vid, seq, stamp, stamp))
                 con.execute("INSERT OR REPLACE INTO settings VALUES ('visitor_seq', ?)", (str(seq),))
             con.execute("INSERT OR REPLACE INTO settings VALUES ('visitor_model', ?)", (model,))
             con.executemany("INSERT INTO visitor_faces (visitor, embedding, crop, quality) VALUES (?, ?, ?, ?)",
@@ -300,9 +302,10 @@ class VisitorBook:
                               float(quality[k])) for k in range(len(crops))])
             con.execute("DELETE FROM visitor_faces WHERE visitor = ? AND id NOT IN (SELECT id FROM visitor_faces "
                         "WHERE visitor = ? ORDER BY quality DESC LIMIT ?)", (vid, vid, keep))
-            gone = [r[0] for r in con.execute("SELECT id FROM visitors WHERE last_seen < ?",
+            gone = [r[0] for r in con.execute("SELECT id FROM visitors WHERE named_by IS NULL AND last_seen < ?",
                                               ((now - timedelta(days=keep_days)).isoformat(timespec="seconds"),))]
-            left = [r[0] for r in con.execute("SELECT id FROM visitors ORDER BY last_seen") if r[0] not in gone]
+            left = [r[0] for r in con.execute("SELECT id FROM visitors WHERE named_by IS NULL ORDER BY last_seen")
+                    if r[0] not in gone]
             gone += left[:max(0, len(left) - max_visitors)]
             con.executemany("DELETE FROM visitors WHERE id = ?", [(g,) for g in gone])
             row = con.execute("SELECT id, visits, first_seen, last_seen FROM visitors WHERE id = ?", (vid,)).fetchone()
@@ -312,7 +315,8 @@ class VisitorBook:
     def forget(self, vid: str) -> Visitor:
         with self.store.visitors_txn() as con:
             self._import_legacy(con)
-            row = con.execute("SELECT id, visits, first_seen, last_seen FROM visitors WHERE id = ?", (vid,)).fetchone()
+            row = con.execute("SELECT id, visits, first_seen, last_seen FROM visitors "
+                              "WHERE id = ? AND named_by IS NULL", (vid,)).fetchone()
             if row is None:
                 raise VisitorError(self._missing(con, vid))
             con.execute("DELETE FROM visitors WHERE id = ?", (vid,))
@@ -320,8 +324,8 @@ class VisitorBook:
 
     @staticmethod
     def _missing(con, vid: str) -> str:  # noqa: ANN001 - sqlite3.Connection
-        ids = [r[0] for r in con.execute("SELECT id FROM visitors ORDER BY seq")]
-        return f"{vid!r}: no such visitor (stored: {', '.join(ids) or 'none'})"
+        ids = [r[0] for r in con.execute("SELECT id FROM visitors WHERE named_by IS NULL ORDER BY seq")]
+        return f"{vid[:16]!r}: no such visitor (stored: {', '.join(ids) or 'none'})"
 
     def visitors(self) -> list[Visitor]:
         """Every stored visitor, the most recently seen first ([] when there is no store yet)."""
@@ -338,7 +342,7 @@ class VisitorBook:
                 raise VisitorError(f"{vid!r}: no such visitor (no visitors stored yet)")
             with self.store._connect() as c:
                 return self.faces(vid, c)
-        if con.execute("SELECT 1 FROM visitors WHERE id = ?", (vid,)).fetchone() is None:
+        if con.execute("SELECT 1 FROM visitors WHERE id = ? AND named_by IS NULL", (vid,)).fetchone() is None:
             raise VisitorError(self._missing(con, vid))
         rows = con.execute("SELECT crop, embedding FROM visitor_faces WHERE visitor = ? ORDER BY quality DESC",
                            (vid,)).fetchall()
