@@ -6,6 +6,7 @@ over these functions; the daemon uses ``Recognizer``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -228,6 +229,8 @@ def enroll(gallery: Gallery, pipeline: FacePipeline, name: str, paths: list[Path
         except OSError as e:
             report.failures.append(f"{path}: cannot read ({e.strerror})")
             continue
+        if face is not None:  # one face of a group photo: mum's face 2 is not dad's face 1 of the same file
+            digest = hashlib.sha256(f"{digest} face {face}".encode()).hexdigest()
         if digest in hashes:
             report.notes.append(f"{path}: the same file as {photos[hashes.index(digest)]}; skipped")
             continue
