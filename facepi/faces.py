@@ -20,6 +20,7 @@ from facepi.images import DECODE_PIXELS, DETECT_PIXELS, ImageError, read_photo, 
 ALIGN_MODES = ("crop", "landmarks")
 __all__ = ["DECODE_PIXELS", "DETECT_PIXELS", "FacePipeline", "detect_bounded"]
 SELECTIONS = ("central", "largest", "all")
+NUMBERED = 3  # a face whose side is under 1/NUMBERED of the largest one's is not offered as --face N
 
 
 @dataclass
@@ -130,7 +131,9 @@ class FacePipeline:
 
     def choose(self, rgb: np.ndarray, select: str | int = "central"
                ) -> tuple[list[Face], int, np.ndarray, int | None]:
-        """``faces`` and, as well, every face's box left to right and which one was chosen (0-based)."""
+        """``faces`` and, as well, the numbered faces' boxes left to right and which one was chosen
+        (0-based; None if the chosen face is not numbered, or for ``all``). Faces smaller than a third
+        of the largest are not numbered: a hand, a poster or a face far behind, not a person to choose."""
         if not isinstance(select, int) and select not in SELECTIONS:
             raise ValueError(f"face selection {select!r}: expected one of {SELECTIONS} or a face number")
         boxes, points = self.detect(rgb)
@@ -138,21 +141,23 @@ class FacePipeline:
             return [], 0, boxes, None
         ltr = left_to_right(boxes)
         boxes, points = boxes[ltr], points[ltr]
+        side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        numbered = np.flatnonzero(side >= side.max() / NUMBERED)
         if select == "all":
             order = list(range(len(boxes)))
         elif isinstance(select, int):
-            if not 1 <= select <= len(boxes):
-                raise ValueError(f"face {select}: this photo shows {len(boxes)} face(s), numbered 1-{len(boxes)} "
-                                 f"from the left")
-            order = [select - 1]
+            if not 1 <= select <= len(numbered):
+                raise ValueError(f"face {select}: this photo shows {len(numbered)} face(s), numbered "
+                                 f"1-{len(numbered)} from the left")
+            order = [int(numbered[select - 1])]
         elif select == "largest":
             order = [align.largest_face(boxes)]
         else:
             order = [align.central_face(boxes, rgb.shape)]
-        side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
         others = int(np.sum(side >= 0.5 * side[order[0]])) - len(order) if select != "all" else 0
         faces = [Face(boxes[i], points[i], self.align(rgb, boxes[i], points[i])) for i in order]
-        return faces, others, boxes, (order[0] if select != "all" else None)
+        chosen = np.flatnonzero(numbered == order[0]) if select != "all" else []
+        return faces, others, boxes[numbered], (int(chosen[0]) if len(chosen) else None)
 
     def photo(self, path: Path, select: str | int = "central", accept_aligned: bool = True,
               embed: bool = True) -> PhotoFaces:

@@ -270,7 +270,10 @@ def enroll(gallery: Gallery, pipeline: FacePipeline, name: str, paths: list[Path
             return trial
         # add_faces names a photo's problem "PHOTO: ..."; a problem that names no photo is the person's
         whose = [next((n for n in names if m.startswith(n + ": ")), None) for m in trial.problems]
-        new = {n: m for n, m in zip(whose, trial.problems, strict=True) if n is not None and n not in doubts}
+        new: dict[str, str] = {}
+        for n, m in zip(whose, trial.problems, strict=True):
+            if n is not None and n not in doubts:
+                new[n] = f"{new[n]}; {m.removeprefix(n + ': ')}" if n in new else m
         if None in whose or not new or len(doubts) + len(new) > judged / 2:
             # a problem of the person as a whole, or mostly doubtful photos: refused, every reason said
             trial.problems = list(doubts.values()) + trial.problems
@@ -292,8 +295,8 @@ def _several_faces(r: PhotoFaces, n: int) -> str:
         shown = f"the faces are numbered in {preview}"
     except (ImageError, OSError, ValueError) as e:
         shown = f"no preview ({e})"
-    assert r.chosen is not None
-    return (f"{r.path}: {n} faces; {from_the_left(r.chosen, n)} (the most central) would be used. "
+    which = "a small face" if r.chosen is None else from_the_left(r.chosen, n)
+    return (f"{r.path}: {n} faces; {which} (the most central) would be used. "
             f"Choose one with --face N, counted from the left ({shown}), or --largest-face")
 
 
