@@ -38,7 +38,7 @@ def one_face(faces_root: Path, split: str, person: str, count: int) -> list[Path
     pipe, out = load_pipeline(), []
     for p in sorted((faces_root / split / person).glob("*.jpg")):
         r = pipe.photo(p)
-        if not r.error and not r.others and len(r.boxes) == 1:
+        if not r.error and not r.others:
             out.append(p)
         if len(out) == count:
             break
@@ -48,6 +48,9 @@ def one_face(faces_root: Path, split: str, person: str, count: int) -> list[Path
 def iphone_heic(src: Path, dst: Path, orientation: int) -> Path:
     """``src`` as an iPhone stores it: HEIC, pixels sideways, the EXIF Orientation saying how to show
     it (pillow-heif writes that as the HEIF rotation, as the iPhone does)."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()  # for writing; reading is facepi's business
     with Image.open(src) as im:
         im = im.convert("RGB")
     s = (3e6 / (im.width * im.height)) ** 0.5  # a 3 MP photo: big, yet quick to encode
@@ -76,7 +79,8 @@ def heic(tmp_path_factory, faces_root) -> tuple[Path, dict[Path, Path]]:
                 photo = iphone_heic(src, root / split / person / f"IMG_{k:04d}.HEIC", 6 if k % 2 else 8)
                 # Portraits only: upscaled, one of madonna's shows MTCNN a second, overlapping box (as
                 # its JPEG does too); such a photo is skipped, which the group tests cover.
-                if len(pipe.photo(photo).boxes) != 1:
+                r = pipe.photo(photo)
+                if r.error or r.others:
                     photo.unlink()
                     continue
                 made[photo] = src
@@ -119,8 +123,7 @@ def test_a_household_enrols_and_is_recognised_from_iphone_heic_folders(heic, tmp
     assert len(right) >= len(results) - 1, results
 
 
-@pytest.mark.parametrize("fmt,suffix", [("PPM", ".pgm"), ("PNG", ".PNG"), ("GIF", ".gif"), ("AVIF", ".avif"),
-                                        ("TIFF", ".tif"), ("WEBP", ".webp")])
+@pytest.mark.parametrize("fmt,suffix", [("PPM", ".pgm"), ("PPM", ".ppm"), ("GIF", ".gif"), ("AVIF", ".avif")])
 def test_a_folder_of_any_format_that_reads_one_by_one_reads_as_a_folder(fmt, suffix, faces_root, tmp_path):
     """What `facepi enroll NAME photo.pgm` reads, `facepi enroll NAME folder/` reads too."""
     folder = tmp_path / "photos"
