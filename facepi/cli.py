@@ -2,7 +2,9 @@
 
 Exit codes: 0 all went well; 1 the run finished but something failed (a photo
 without a face, an unreadable file); 2 the command could not run (bad
-arguments, missing or mismatched models, unreadable gallery).
+arguments, missing or mismatched models, unreadable gallery, an enrolment
+refused); 3 (enroll) the person was enrolled, but photos a check found doubtful
+(several faces, far from the others, somebody else's) were skipped and named.
 """
 
 from __future__ import annotations
@@ -101,6 +103,18 @@ def _align(args: argparse.Namespace) -> int:
 def _print_calibration(meta: dict) -> None:
     cal = meta.get("calibration") or {}
     print(f"Threshold: {meta.get('threshold'):.4f}: {cal.get('note', '')}")
+
+
+def _plain_rule(meta: dict) -> str:
+    """The gallery's rule in words a family uses: how often a stranger's photo is named as one of them.
+    The operating point, margin and leave-one-out evidence behind it are for --verbose and gallery check."""
+    cal = meta.get("calibration") or {}
+    far = cal.get("target_far", meta.get("target_far"))
+    if cal.get("source") not in ("model", "gallery") or not far:
+        return ("How often strangers are mistaken for someone here is not measured for this model "
+                "(its manifest has no operating points).")
+    return (f"Strangers are mistaken for someone here {'at most ' if cal['source'] == 'gallery' else ''}"
+            f"about 1 time in {round(1 / far):,} photos.")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -220,7 +234,7 @@ def _enroll(args: argparse.Namespace) -> int:
                 recalibrate(gallery, args.models)
                 said[:] = ["Gallery settings changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items())]
         report = enroll(gallery, pipeline, name, args.photos, _progress("embedding"), force=args.force,
-                        largest_face=args.largest_face, models_dir=args.models)
+                        largest_face=args.largest_face, models_dir=args.models, face=args.face)
         reports[:] = [report]
         return gallery, report
 
@@ -238,6 +252,8 @@ def _enroll(args: argparse.Namespace) -> int:
         print(f"facepi: note: {n}", file=sys.stderr)
     for p in report.problems:
         print(f"facepi: {'warning' if args.force else 'refused'}: {p}", file=sys.stderr)
+    for p in report.skipped:
+        print(f"facepi: skipped: {p}", file=sys.stderr)
     if report.problems and not args.force:
         print(f"facepi: error: {name} not enrolled; gallery {db_path(path) if db_path(path).exists() else path} "
               f"unchanged. Fix the photos above, "
@@ -254,7 +270,13 @@ def _enroll(args: argparse.Namespace) -> int:
     gallery = done.gallery
     print(f"Enrolled {report.added} photo(s) of {name} in {db_path(path)} "
           f"({len(gallery.people)} people, {len(gallery.labels)} photos; undo: facepi gallery undo)")
-    _print_calibration(gallery.meta)
+    print(_plain_rule(gallery.meta))
+    if args.verbose:
+        _print_calibration(gallery.meta)
+    if report.skipped:
+        print(f"facepi: {len(report.skipped)} photo(s) of {name} skipped (named above; exit code 3): enrol one "
+              f"alone to see why, choose a face with --face N, or pass --force", file=sys.stderr)
+        return 3
     return 1 if report.failures else 0
 
 
@@ -409,7 +431,7 @@ def _gallery_wrong(args: argparse.Namespace) -> int:
 
 def _gallery_check(args: argparse.Namespace) -> int:
     from facepi.gallery import Gallery
-    from facepi.health import check, contact_sheet
+    from facepi.health import LEGEND_TEXT, check, contact_sheet
 
     gallery = Gallery.load(_gallery_path(args))
     report = check(gallery)
@@ -427,13 +449,14 @@ def _gallery_check(args: argparse.Namespace) -> int:
             for d in p["duplicates"]:
                 print(f"    near-duplicates: {d[0]} ~ {d[1]}")
         t = report["threshold"]
+        print(_plain_rule(gallery.meta))
         print(f"threshold {t:.4f}" if t is not None else "threshold: not set")
         print(f"  {report['evidence']}")
         for w in report["warnings"]:
             print(f"warning: {w}")
     if args.sheet:
         n = contact_sheet(gallery, report, args.sheet)
-        print(f"contact sheet of {n} crop(s): {args.sheet}", file=sys.stderr)
+        print(f"contact sheet of {n} crop(s): {args.sheet} ({LEGEND_TEXT})", file=sys.stderr)
     return 1 if report["warnings"] else 0
 
 
@@ -516,6 +539,16 @@ def _demo(args: argparse.Namespace) -> int:
     return _run(args)
 
 
+def _face_number(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a face number counted from the left: 1, 2, ...")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--models", type=Path, default=None, help="models folder (default: bundled models/)")
@@ -574,10 +607,16 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("enroll", parents=[common, gal, fit], help="add a person's photos to the gallery")
     e.add_argument("name")
     e.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
-    e.add_argument("--largest-face", action="store_true",
-                   help="in a photo with several faces, enrol the largest (default: refuse the photo)")
+    pick = e.add_mutually_exclusive_group()
+    pick.add_argument("--face", type=_face_number, default=None, metavar="N",
+                      help="in a group photo, enrol the Nth face counted from the left (1, 2, ...; a skipped "
+                           "group photo prints the path of a preview with the faces numbered)")
+    pick.add_argument("--largest-face", action="store_true",
+                      help="in a photo with several faces, enrol the largest (default: skip the photo)")
     e.add_argument("--force", action="store_true",
                    help="enrol despite the gallery health checks (look-alike, outlier, several faces)")
+    e.add_argument("--verbose", action="store_true",
+                   help="also print the rule's evidence: threshold, operating point, margin, leave-one-out")
     e.set_defaults(func=_enroll)
 
     gc = sub.add_parser("gallery", help="look after the gallery: facepi gallery check [--sheet FILE.png]")

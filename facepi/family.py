@@ -76,7 +76,7 @@ def _forced(report: Any, force: bool, origin: str) -> dict[str, Any]:
     if force and origin != "cli":
         raise Refused(f"force is refused from {origin}: only the command line may override the checks")
     return {"forced": bool(force and report.problems), "overrode": report.problems if force else [],
-            "notes": report.notes, "failures": report.failures}
+            "notes": report.notes, "failures": report.failures, "skipped": getattr(report, "skipped", [])}
 
 
 def enrol(path: str | os.PathLike[str], name: str, embed: Callable[[Gallery | None], tuple[Gallery, Any]],

@@ -23,6 +23,10 @@ from facepi.gallery import Gallery
 from facepi.workflow import DUPLICATE
 
 RED, ORANGE = (220, 30, 30), (255, 150, 0)
+# What the frames mean, on the sheet itself: a sheet opened days later, or sent to someone, explains itself.
+LEGEND = ((RED, "red: far from the person's other photos - probably someone else (facepi gallery remove NAME N)"),
+          (ORANGE, "orange: the same shot twice (near-duplicate)"))
+LEGEND_TEXT = "; ".join(text for _, text in LEGEND)
 
 
 def _quoted(name: str) -> str:
@@ -84,6 +88,17 @@ def check(gallery: Gallery) -> dict[str, Any]:
             "evidence": cal.get("note", "no calibration recorded"), "people": people, "warnings": warnings}
 
 
+def _legend(width: int) -> np.ndarray:
+    """A strip above the crops: each frame colour as a swatch, and what it means in words."""
+    line = 22
+    strip = np.full((len(LEGEND) * line + 6, width, 3), 255, np.uint8)
+    for i, (colour, text) in enumerate(LEGEND):
+        y = 4 + i * line
+        strip[y:y + 16, 4:28] = colour
+        cv2.putText(strip, text, (36, y + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
 def contact_sheet(gallery: Gallery, report: dict[str, Any], path: Path, columns: int = 8) -> int:
     """Write a PNG with one row block per person; returns how many crops it shows."""
     if gallery.crops is None or not len(gallery.crops):
@@ -114,7 +129,7 @@ def contact_sheet(gallery: Gallery, report: dict[str, Any], path: Path, columns:
             cv2.putText(block, str(k + 1), (x + 6, y + 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
                         cv2.LINE_AA)
         blocks.append(block)
-    sheet = np.concatenate(blocks)
+    sheet = np.concatenate([_legend(columns * cell), *blocks])
     ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"{path}: could not encode the contact sheet")

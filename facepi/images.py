@@ -12,7 +12,14 @@ its side, where no detector finds it. So:
   largest factor that still leaves ``min_pixels``: a 12 MP photo decodes to 3 MP,
   a 48 MP one to 3 MP, which is plenty for a 112-160 px face crop;
 - OpenCV applies the EXIF orientation while decoding (every flag but
-  ``IMREAD_UNCHANGED`` does), so what comes out is upright.
+  ``IMREAD_UNCHANGED`` does), so what comes out is upright;
+- HEIC/HEIF (every iPhone's default), AVIF and GIF are decoded by Pillow (HEIF through
+  pillow-heif, the maintained libheif binding): libheif applies the photo's rotation
+  (``irot``, which an iPhone writes beside its EXIF Orientation) and ``exif_transpose``
+  any EXIF orientation left, so these come out upright too.
+
+Which files count as photos is derived from the formats read here (``READERS``), so a
+folder holds exactly the photos that work one by one.
 """
 
 from __future__ import annotations
@@ -23,9 +30,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+import pillow_heif
+from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+pillow_heif.register_heif_opener()  # Pillow opens .heic/.heif from here on
+# Pillow's name for each format facepi reads -> who decodes its pixels. OpenCV where it can (reduced
+# JPEG decoding, EXIF applied); Pillow for the formats OpenCV does not read.
+READERS = {"JPEG": "opencv", "MPO": "opencv", "PNG": "opencv", "BMP": "opencv", "WEBP": "opencv",
+           "TIFF": "opencv", "PPM": "opencv", "HEIF": "pillow", "AVIF": "pillow", "GIF": "pillow"}
+Image.init()
+IMAGE_SUFFIXES = {ext for ext, fmt in Image.registered_extensions().items() if fmt in READERS}
 MAX_PIXELS = 100_000_000  # larger than any phone's photo (a 108 MP sensor is 12000x9000)
 # A photo is detected on a copy of at most DETECT_PIXELS (1000x750 at 4:3: a face of
 # minsize 20 there is 3 % of the picture, smaller than any enrolment or door face) and
@@ -104,11 +118,34 @@ def read_photo(path: str | Path, min_pixels: float | None = None) -> tuple[np.nd
     if w * h > MAX_PIXELS:
         raise ImageError(f"{path}: {w}x{h} is larger than {MAX_PIXELS // 1_000_000} megapixels "
                          f"(refused before decoding)")
-    k = reduction(w * h, min_pixels) if min_pixels and fmt == "JPEG" else 1
+    if fmt not in READERS:
+        raise ImageError(f"{path}: a {fmt} image; facepi reads {', '.join(sorted(READERS))} "
+                         f"(files ending {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if READERS[fmt] == "pillow":
+        rgb = _pillow_decode(path, data, reduction(w * h, min_pixels) if min_pixels else 1)
+        return rgb, max(rgb.shape[:2]) / max(w, h)
+    k = reduction(w * h, min_pixels) if min_pixels and fmt in ("JPEG", "MPO") else 1
     image = cv2.imdecode(data, REDUCED[k])
     if image is None:
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), max(image.shape[:2]) / max(w, h)
+
+
+def _pillow_decode(path: Path, data: np.ndarray, k: int) -> np.ndarray:
+    """Decode with Pillow, upright, as RGB uint8, reduced ``k`` times in each direction (k = 1: full size).
+
+    No reduced decoding exists for these formats: the photo is decoded whole, then reduced at once
+    (a 12 MP HEIC is 36 MB of pixels for that moment)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(memoryview(data))) as im:
+                im = ImageOps.exif_transpose(im).convert("RGB")
+                if k > 1:
+                    im = im.reduce(k)
+                return np.asarray(im, dtype=np.uint8)
+    except Exception:  # libheif, libavif and Pillow raise various errors on a damaged file
+        raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)") from None
 
 
 def read_frame(path: str | Path) -> np.ndarray:

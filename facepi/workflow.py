@@ -6,6 +6,7 @@ over these functions; the daemon uses ``Recognizer``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +19,10 @@ import numpy as np
 from facepi import classify, runtime
 from facepi.detect import Detector, DetectorParams
 from facepi.embed import Embedder
-from facepi.faces import FacePipeline
+from facepi.faces import DECODE_PIXELS, FacePipeline, PhotoFaces
 from facepi.fileio import sha256_file
 from facepi.gallery import Gallery, GalleryError, check_name
-from facepi.images import IMAGE_SUFFIXES, ImageError, list_images, people_folders
+from facepi.images import IMAGE_SUFFIXES, ImageError, list_images, people_folders, read_photo
 
 Progress = Callable[[int, int], None]
 
@@ -182,7 +183,8 @@ OUTLIER_FAR = 0.05  # an enrol photo matches its person worse than this share of
 
 @dataclass
 class EnrolReport:
-    """What ``enroll`` did. ``problems`` refuse the enrolment unless forced; ``notes`` are said only."""
+    """What ``enroll`` did. ``problems`` refuse the enrolment unless forced; ``notes`` are said only;
+    ``skipped`` name photos left out by a check while the person's other photos went in."""
 
     name: str
     added: int = 0
@@ -190,17 +192,23 @@ class EnrolReport:
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # unreadable photos, photos without a face
     calibration: classify.Calibration | None = None
+    skipped: list[str] = field(default_factory=list)
 
 
 def enroll(gallery: Gallery, pipeline: FacePipeline, name: str, paths: list[Path],
            progress: Progress | None = None, force: bool = False, largest_face: bool = False,
            models_dir: str | os.PathLike[str] | None = None,
-           operating_points: classify.OperatingPoints | None = None) -> EnrolReport:
+           operating_points: classify.OperatingPoints | None = None, face: int | None = None) -> EnrolReport:
     """Add ``name``'s photos to ``gallery`` in memory, checking the gallery's health first.
 
-    Refused (nothing added) unless ``force``: a photo with several faces (unless
-    ``largest_face``), a photo that is already enrolled under another name, a new
-    person who matches an enrolled one, a photo far from the person's others.
+    A photo the checks find ambiguous is skipped and named, and the person's other photos
+    go in: a photo with several faces (unless ``largest_face`` or ``face``: the Nth from
+    the left; a numbered preview PNG is written for it), one already enrolled under
+    another name, one far from the person's others or not matching their enrolment. One
+    doubtful photo in a phone's folder is what a household has; refusing them all for it
+    taught nobody anything. The whole enrolment is still refused (nothing added) when
+    more than half the photos are doubtful (the wrong folder, or somebody else's faces)
+    and when the person as a whole matches someone enrolled. ``force``: everything goes in.
     Skipped and said: exact or near-duplicate photos, photos enrolled before
     (re-enrolling is idempotent). Photos that cannot be read or show no face are
     failures: named, and the rest go on.
@@ -210,7 +218,9 @@ def enroll(gallery: Gallery, pipeline: FacePipeline, name: str, paths: list[Path
     report = EnrolReport(name)
     photos, report.failures = photos_of(paths)
     known = dict(zip(gallery.hashes, gallery.labels.tolist(), strict=True))
+    select: str | int = face if face is not None else "largest" if largest_face else "central"
     embs, crops, used, hashes = [], [], [], []
+    doubts: dict[str, str] = {}  # photo -> why it is ambiguous, found while reading the photos
     for i, path in enumerate(photos):
         if progress:
             progress(i + 1, len(photos))
@@ -219,31 +229,75 @@ def enroll(gallery: Gallery, pipeline: FacePipeline, name: str, paths: list[Path
         except OSError as e:
             report.failures.append(f"{path}: cannot read ({e.strerror})")
             continue
+        if face is not None:  # one face of a group photo: mum's face 2 is not dad's face 1 of the same file
+            digest = hashlib.sha256(f"{digest} face {face}".encode()).hexdigest()
         if digest in hashes:
             report.notes.append(f"{path}: the same file as {photos[hashes.index(digest)]}; skipped")
             continue
         if digest in known:
             owner = gallery.people[known[digest]]
-            (report.notes if owner == name else report.problems).append(
-                f"{path}: already enrolled as {owner}" + ("; skipped" if owner == name else ""))
+            if owner == name:
+                report.notes.append(f"{path}: already enrolled as {owner}; skipped")
+            else:  # never added twice, not even forced; it counts as a doubtful photo
+                doubts[str(path)] = f"{path}: already enrolled as {owner}"
             continue
-        r = pipeline.photo(path, "largest" if largest_face else "central", accept_aligned=True)
+        r = pipeline.photo(path, select, accept_aligned=True)
         if r.error:
             report.failures.append(r.error)
             continue
-        if r.others and not largest_face:
-            x1, y1, x2, y2 = (round(float(v) / r.scale) for v in r.faces[0].box[:4])
-            report.problems.append(f"{path}: {r.others + 1} faces; the one at x {x1}-{x2}, y {y1}-{y2} "
-                                   f"(the most central) would be used. Crop the photo, or pass --largest-face "
-                                   f"to take the largest face")
+        if r.others and face is None and not largest_face:
+            doubts[str(path)] = _several_faces(r, len(r.boxes))
         embs.append(r.embeddings[0])
         crops.append(r.faces[0].crop)
         used.append(path)
         hashes.append(digest)
     if not embs:
+        report.problems = list(doubts.values())
         return report
-    return add_faces(gallery, name, np.stack(embs), crops, [str(u) for u in used],
-                     [f"{name}/{u.name}" for u in used], hashes, report, force, models_dir, operating_points)
+    x, names = np.stack(embs), [str(u) for u in used]
+    judged = len(used) + sum(1 for d in doubts if d not in names)  # photos with a face, or already enrolled
+    while True:  # the checks again on what is left: leaving a photo out changes the others' distances
+        keep = [i for i in range(len(used)) if force or names[i] not in doubts]
+        trial = EnrolReport(name, notes=list(report.notes), failures=list(report.failures))
+        if force:
+            trial.problems = list(doubts.values())
+        if keep:
+            add_faces(gallery, name, x[keep], [crops[i] for i in keep], [names[i] for i in keep],
+                      [f"{name}/{used[i].name}" for i in keep], [hashes[i] for i in keep], trial, force,
+                      models_dir, operating_points)
+        if force or trial.added or (keep and not trial.problems):
+            trial.skipped = [] if force else list(doubts.values())
+            return trial
+        # add_faces names a photo's problem "PHOTO: ..."; a problem that names no photo is the person's
+        whose = [next((n for n in names if m.startswith(n + ": ")), None) for m in trial.problems]
+        new: dict[str, str] = {}
+        for n, m in zip(whose, trial.problems, strict=True):
+            if n is not None and n not in doubts:
+                new[n] = f"{new[n]}; {m.removeprefix(n + ': ')}" if n in new else m
+        if None in whose or not new or len(doubts) + len(new) > judged / 2:
+            # a problem of the person as a whole, or mostly doubtful photos: refused, every reason said
+            trial.problems = list(doubts.values()) + trial.problems
+            return trial
+        doubts |= new
+
+
+def _several_faces(r: PhotoFaces, n: int) -> str:
+    """Why a group photo is not enrolled as it is, in words, with a numbered preview to choose from."""
+    import tempfile
+
+    from facepi.faces import from_the_left, preview_png
+
+    try:
+        rgb, _ = read_photo(r.path, DECODE_PIXELS)
+        fd, preview = tempfile.mkstemp(prefix=f"facepi-faces-{r.path.stem}-", suffix=".png")
+        with os.fdopen(fd, "wb") as f:  # 0600: faces are personal
+            f.write(preview_png(rgb, r.boxes))
+        shown = f"the faces are numbered in {preview}"
+    except (ImageError, OSError, ValueError) as e:
+        shown = f"no preview ({e})"
+    which = "a small face" if r.chosen is None else from_the_left(r.chosen, n)
+    return (f"{r.path}: {n} faces; {which} (the most central) would be used. "
+            f"Choose one with --face N, counted from the left ({shown}), or --largest-face")
 
 
 def enroll_crops(gallery: Gallery, name: str, embeddings: np.ndarray, crops: np.ndarray, labels: list[str],
