@@ -196,3 +196,34 @@ def test_no_such_file_is_not_no_visitors_yet(gallery4, tmp_path):
     shutil.copy(gallery4, fresh)
     no_store = facepi("visitors", "--gallery", str(fresh), "--store", str(tmp_path / "nope-visitors.npz"))
     assert no_store.returncode == 2 and "nope-visitors.npz: no such file" in no_store.stderr
+
+
+def test_demo_script_ends_with_a_summary_and_what_to_run_next(tmp_path):
+    """scripts/demo.sh as a new user runs it, in a checkout whose set-up is done (a venv that sees this
+    checkout and the test venv's packages, stamped as installed, so setup.sh installs nothing)."""
+    import hashlib
+    import sysconfig
+
+    co = tmp_path / "checkout"
+    (co / "scripts").mkdir(parents=True)
+    for name in ("demo.sh", "setup.sh"):
+        shutil.copy2(ROOT / "scripts" / name, co / "scripts" / name)
+    shutil.copy(ROOT / "pyproject.toml", co / "pyproject.toml")
+    venv = co / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    (site / "facepi-test.pth").write_text(f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n")
+    (venv / "bin" / "facepi").write_text(f"#!{venv}/bin/python\nimport sys\nfrom facepi.cli import main\n"
+                                         "sys.exit(main())\n")
+    (venv / "bin" / "facepi").chmod(0o755)
+    stamp = hashlib.sha256((co / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    (venv / f".installed-{stamp}-").touch()
+    proc = subprocess.run(["bash", str(co / "scripts" / "demo.sh"), "--fast"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = [json.loads(line)["name"] for line in proc.stdout.splitlines() if line.startswith("{")]
+    named = [n for n in names if n != "unknown"]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-2] == (f"demo: {len(names)} visit(s): {len(named)} named ({', '.join(sorted(set(named)))}), "
+                         f"{len(names) - len(named)} unknown")
+    assert f"{co}/.venv/bin/facepi" in lines[-1] and len(names) >= 5
