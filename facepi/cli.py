@@ -286,13 +286,12 @@ def _forget(args: argparse.Namespace) -> int:
 
 def _store_path(args: argparse.Namespace) -> Path | None:
     """An earlier visitors.npz (imported into the gallery's database on first use): --store, else the
-    config's [learning] path. One named with --store must exist (or have been imported: its .bak)."""
+    config's [learning] path. One named with --store that is not there (nor imported: its .bak) is said."""
     if args.store:
         legacy = Path(args.store)
         if not legacy.is_file() and not legacy.with_name(legacy.name + ".bak").is_file():
-            from facepi.visitors import VisitorError
-
-            raise VisitorError(f"--store {legacy}: no such file (an earlier facepi's visitors.npz to import)")
+            print(f"facepi: note: --store {legacy}: no such file, nothing to import (visitors live in the "
+                  f"gallery's database)", file=sys.stderr)
         return legacy
     return Path(_store_paths(args)[1])
 
@@ -318,8 +317,9 @@ def _visitors(args: argparse.Namespace) -> int:
 
     book = _book(args)
     legacy = book.legacy if book.legacy is not None and book.legacy.is_file() else None
-    if not db_path(_gallery_path(args)).exists() and legacy is None:
-        raise VisitorError(f"{db_path(_gallery_path(args))}: no such gallery database (visitors live in it; "
+    gallery = _gallery_path(args)
+    if not db_path(gallery).exists() and not gallery.exists() and legacy is None:
+        raise VisitorError(f"{db_path(gallery)}: no such gallery database (visitors live in it; "
                            f"use --gallery, or [recognition] gallery in {_config_path(args)})")
     store = book.as_visitors()
     if args.sheet:
