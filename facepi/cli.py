@@ -195,8 +195,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_path(args: argparse.Namespace) -> Path:
+    from facepi import config
+
+    return getattr(args, "config", None) or config.DEFAULT_PATH
+
+
+def _store_paths(args: argparse.Namespace) -> tuple[str, str]:
+    """The gallery and the old visitor store the daemon uses: [recognition] gallery and [learning] path."""
+    from facepi import config
+
+    return config.store_paths(_config_path(args), require_file=getattr(args, "config", None) is not None)
+
+
 def _gallery_path(args: argparse.Namespace) -> Path:
-    return Path(args.gallery or os.environ.get("FACEPI_GALLERY") or DEFAULT_GALLERY)
+    """--gallery, else $FACEPI_GALLERY, else the config's [recognition] gallery: the one the daemon serves."""
+    return Path(args.gallery or os.environ.get("FACEPI_GALLERY") or _store_paths(args)[0])
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -295,9 +309,15 @@ def _forget(args: argparse.Namespace) -> int:
 
 
 def _store_path(args: argparse.Namespace) -> Path | None:
-    """An earlier visitors.npz (imported into the gallery's database on first use), if named."""
-    legacy = args.store or os.environ.get("FACEPI_LEARNING_PATH")
-    return Path(legacy) if legacy else None
+    """An earlier visitors.npz (imported into the gallery's database on first use): --store, else the
+    config's [learning] path. One named with --store that is not there (nor imported: its .bak) is said."""
+    if args.store:
+        legacy = Path(args.store)
+        if not legacy.is_file() and not legacy.with_name(legacy.name + ".bak").is_file():
+            print(f"facepi: note: --store {legacy}: no such file, nothing to import (visitors live in the "
+                  f"gallery's database)", file=sys.stderr)
+        return legacy
+    return Path(_store_paths(args)[1])
 
 
 def _book(args: argparse.Namespace):
@@ -306,10 +326,25 @@ def _book(args: argparse.Namespace):
     return VisitorBook(_gallery_path(args), _store_path(args))
 
 
+def _only_for_listing(args: argparse.Namespace) -> None:
+    """--json and --sheet belong to 'facepi visitors' itself: given before 'name' or 'forget' they would
+    do nothing, so they are refused rather than ignored."""
+    given = [flag for flag, value in (("--json", args.json), ("--sheet", args.sheet)) if value]
+    if given:
+        raise ValueError(f"{' and '.join(given)} list visitors; 'facepi visitors {args.visitors_command}' "
+                         f"does not take {'them' if len(given) > 1 else 'it'}")
+
+
 def _visitors(args: argparse.Namespace) -> int:
-    from facepi.visitors import sheet
+    from facepi.store import db_path
+    from facepi.visitors import VisitorError, sheet
 
     book = _book(args)
+    legacy = book.legacy if book.legacy is not None and book.legacy.is_file() else None
+    gallery = _gallery_path(args)
+    if not db_path(gallery).exists() and not gallery.exists() and legacy is None:
+        raise VisitorError(f"{db_path(gallery)}: no such gallery database (visitors live in it; "
+                           f"use --gallery, or [recognition] gallery in {_config_path(args)})")
     store = book.as_visitors()
     if args.sheet:
         print(f"Wrote {args.sheet} ({sheet(store, args.sheet)} visitor(s))")
@@ -322,13 +357,15 @@ def _visitors(args: argparse.Namespace) -> int:
             print(f"{r['id']:>5}  {r['visits']:3d} visit(s)  first {r['first_seen']}  last {r['last_seen']}  "
                   f"{r['faces']} face(s)")
         if not rows:
-            print(f"No visitors in {book.store.path}")
+            print(f"No visitors yet in {book.store.path} (the daemon keeps unknown visitors with "
+                  f"[learning] enabled = true)")
     return 0
 
 
 def _visitors_name(args: argparse.Namespace) -> int:
     from facepi import family
 
+    _only_for_listing(args)
     _book(args).visitors()  # an earlier visitors.npz is imported first
     try:
         done = family.name_visitor(_gallery_path(args), args.visitor, args.name, "cli", args.force, args.models,
@@ -349,6 +386,7 @@ def _visitors_name(args: argparse.Namespace) -> int:
 
 
 def _visitors_forget(args: argparse.Namespace) -> int:
+    _only_for_listing(args)
     book = _book(args)
     v = book.forget(args.visitor)
     print(f"Forgot {v.id} ({v.visits} visit(s)); {len(book.visitors())} visitor(s) remain")
@@ -505,11 +543,18 @@ def _load_config(args: argparse.Namespace):
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    """The effective configuration as TOML (it loads back as the same configuration), and where it came from."""
     from facepi import config
 
     cfg = _load_config(args)
+    path = _config_path(args)
+    if path.exists():
+        origin = f"{path}, then FACEPI_* environment"
+    else:
+        origin = f"no config file ({path} not found): built-in defaults, then FACEPI_* environment"
+    print(f"# {origin}")
     print(config.describe(cfg))
-    print("configuration OK", file=sys.stderr)
+    print(f"configuration OK ({origin})", file=sys.stderr)
     return 0
 
 
@@ -549,18 +594,39 @@ def _face_number(text: str) -> int:
     return n
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _shared_options(nested: bool = False) -> tuple[argparse.ArgumentParser, ...]:
+    """The options several commands share: (common, gallery, visitor store).
+
+    ``nested``: for a subcommand of a subcommand (facepi visitors name ...). Its defaults are
+    SUPPRESS, so that an option given before it (facepi visitors --store F name V2 x) is kept,
+    not overwritten by the inner parser's default."""
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if nested else value
+
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--models", type=Path, default=None, help="models folder (default: bundled models/)")
-    common.add_argument("--embedder", default=None,
+    common.add_argument("--models", type=Path, default=default(None), help="models folder (default: bundled models/)")
+    common.add_argument("--embedder", default=default(None),
                         help="embedding model file in the manifest, e.g. facenet_float32.tflite "
                              "(default: the manifest's default_embedder)")
-    common.add_argument("--threads", type=int, default=0,
+    common.add_argument("--threads", type=int, default=default(0),
                         help="TFLite threads (default 0: the cores this process may use, at most 4)")
-    common.add_argument("--minsize", type=int, default=20, help="smallest face in pixels (default: 20)")
+    common.add_argument("--minsize", type=int, default=default(20), help="smallest face in pixels (default: 20)")
     gal = argparse.ArgumentParser(add_help=False)
-    gal.add_argument("--gallery", type=Path, default=None,
-                     help=f"gallery file (default: $FACEPI_GALLERY or {DEFAULT_GALLERY})")
+    gal.add_argument("--gallery", type=Path, default=default(None),
+                     help=f"gallery file (default: $FACEPI_GALLERY, else [recognition] gallery in the config, "
+                          f"else {DEFAULT_GALLERY})")
+    gal.add_argument("--config", type=Path, default=default(None),
+                     help="TOML config to take the gallery and [learning] path from (default: "
+                          "/etc/facepi/facepi.toml if it exists)")
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--store", default=default(None),
+                       help="an earlier visitors.npz to import (default: [learning] path in the config; "
+                            "visitors now live in the gallery's database)")
+    return common, gal, store
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common, gal, store = _shared_options()
     fit = argparse.ArgumentParser(add_help=False)
     fit.add_argument("--classifier", choices=("centroid", "svm"), default=None,
                      help="centroid (default) or svm; on an existing gallery: changes it")
@@ -654,21 +720,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="record it even if it looks like NAME themself (recorded in the journal)")
     wr.set_defaults(func=_gallery_wrong)
 
-    store = argparse.ArgumentParser(add_help=False)
-    store.add_argument("--store", help="an earlier visitors.npz to import (visitors now live in the gallery's "
-                                       "database)")
+    inner = _shared_options(nested=True)
     vi = sub.add_parser("visitors", parents=[common, store, gal],
                         help="unknown visitors the daemon kept ([learning]): list, sheet, name, forget")
     vi.add_argument("--json", action="store_true")
     vi.add_argument("--sheet", type=Path, help="PNG of each visitor's best door crops")
     vi.set_defaults(func=_visitors)
     vsub = vi.add_subparsers(dest="visitors_command")
-    vn = vsub.add_parser("name", parents=[common, store, gal], help="enrol a visitor's door crops as NAME")
+    vn = vsub.add_parser("name", parents=list(inner), help="enrol a visitor's door crops as NAME")
     vn.add_argument("visitor", help="e.g. V7 (facepi visitors lists them)")
     vn.add_argument("name")
     vn.add_argument("--force", action="store_true", help="enrol despite the gallery health checks")
     vn.set_defaults(func=_visitors_name)
-    vf = vsub.add_parser("forget", parents=[common, store, gal], help="drop a visitor and its crops")
+    vf = vsub.add_parser("forget", parents=list(inner), help="drop a visitor and its crops")
     vf.add_argument("visitor")
     vf.set_defaults(func=_visitors_forget)
 

@@ -237,21 +237,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None, overrides:
          require_file: bool = False) -> Config:
     """Defaults < TOML file < FACEPI_* environment < overrides ({'mqtt.host': ...})."""
     env = dict(os.environ) if env is None else env
-    cfg = Config()
     path = Path(path) if path else None
-    if path is not None:
-        try:
-            table = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            if require_file:
-                raise ConfigError(f"{path}: no such config file") from None
-            table = {}
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid TOML ({e})") from None
-        try:
-            _apply(cfg, table, "")
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+    cfg = _from_file(path, require_file)
     for name, value in env.items():
         if not name.startswith("FACEPI_") or name in ("FACEPI_MQTT_PASSWORD", "FACEPI_SOURCE_PASSWORD",
                                                       "FACEPI_CACHE", "FACEPI_MODELS", "FACEPI_GALLERY"):
@@ -266,9 +253,11 @@ def load(path: Path | None = None, env: dict[str, str] | None = None, overrides:
                                     "mqtt_password")
         cfg.camera_password = _secret(env, "FACEPI_SOURCE_PASSWORD", "source.password_file",
                                       cfg.source.password_file, "camera_password")
-        if cfg.camera_password or cfg.source.username:
-            from facepi.redact import with_password
+        from facepi.redact import remember, remember_uri, with_password
 
+        remember(cfg.mqtt_password, cfg.camera_password)  # masked verbatim in whatever text goes out
+        remember_uri(cfg.source.uri)
+        if cfg.camera_password or cfg.source.username:
             try:
                 with_password(cfg.source.uri, cfg.source.username, cfg.camera_password)
             except ValueError as e:
@@ -278,6 +267,42 @@ def load(path: Path | None = None, env: dict[str, str] | None = None, overrides:
             "configuration"
         raise ConfigError(f"{where}: {e}") from None
     return cfg
+
+
+def _from_file(path: Path | None, require_file: bool) -> Config:
+    """The defaults with the TOML file (if any) applied."""
+    cfg = Config()
+    if path is None:
+        return cfg
+    try:
+        table = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        if require_file:
+            raise ConfigError(f"{path}: no such config file") from None
+        return cfg
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    try:
+        _apply(cfg, table, "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return cfg
+
+
+def store_paths(path: Path | None, env: dict[str, str] | None = None, require_file: bool = False) -> tuple[str, str]:
+    """``recognition.gallery`` and ``learning.path`` as the daemon sees them (defaults < file < environment).
+
+    For the gallery and visitor commands, which run as users who may not read the broker's password
+    file or TLS keys: nothing but these two keys is read from the environment, and no secret is touched.
+    """
+    env = dict(os.environ) if env is None else env
+    path = Path(path) if path else None
+    cfg = _from_file(path, require_file)
+    for key in ("recognition.gallery", "learning.path"):
+        name = "FACEPI_" + key.replace(".", "_").upper()
+        if env.get(name):
+            _set_dotted(cfg, key, env[name], name, from_text=True)
+    return cfg.recognition.gallery, cfg.learning.path
 
 
 def _env_key(cfg: Config, name: str) -> str:
@@ -352,17 +377,70 @@ def _secret(env: dict[str, str], variable: str, key: str, file_value: str, crede
     return text
 
 
-def describe(cfg: Config) -> str:
-    """The effective configuration as TOML-like text, with passwords and URL logins masked."""
+SECTION_HELP = {
+    "source": "the camera",
+    "models": "the TFLite models",
+    "detection": "MTCNN face detection",
+    "motion": "the motion gate: the detector runs only where and when the scene changes",
+    "recognition": "naming faces, tracks and visits",
+    "learning": "keep unknown visitors' best door crops to name them later",
+    "mqtt": "the broker, topics and Home Assistant discovery",
+}
+
+EXAMPLE_HEADER = """\
+# facepi configuration: /etc/facepi/facepi.toml. Check it with: facepi check-config
+# Every key can also be set from the environment as FACEPI_<SECTION>_<KEY>
+# (e.g. FACEPI_MQTT_HOST). Passwords never live in this file: the MQTT password comes
+# from FACEPI_MQTT_PASSWORD, mqtt.password_file or the systemd credential mqtt_password;
+# the camera's from FACEPI_SOURCE_PASSWORD, source.password_file or camera_password.
+# Generated from facepi/config.py (config.example()): every key, its default and what it does.
+"""
+
+
+def _toml(cfg: Config, help: bool) -> str:
+    """The configuration as TOML (tomli_w writes the values, so the text loads back as the same
+    configuration), URL logins masked; with ``help``, each key's help text above it."""
+    import textwrap
+
+    import tomli_w
+
     from facepi.redact import mask
 
-    lines = [f"camera_id = {cfg.camera_id!r}", f"camera_name = {cfg.camera_name!r}",
-             f"log_level = {cfg.log_level!r}"]
+    def toml_value(value: Any) -> str:
+        if isinstance(value, list):  # one line: tomli_w writes an array over several
+            return "[" + ", ".join(toml_value(v) for v in value) + "]"
+        return tomli_w.dumps({"v": mask(value) if isinstance(value, str) else value})[len("v = "):].rstrip("\n")
+
+    def lines(obj: Any) -> list[str]:
+        out = []
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("secret") or dataclasses.is_dataclass(value):
+                continue
+            if help:
+                m = f.metadata
+                allowed = f" ({m['min']:g} to {m['max']:g})" if m.get("min") is not None else \
+                    f" ({', '.join(m['choices'])})" if m.get("choices") else ""
+                out += [f"# {line}" for line in textwrap.wrap(m["help"] + allowed, 108)]
+            out.append(f"{f.name} = {toml_value(value)}")
+        return out
+
+    text = lines(cfg)
     for name, section in _sections(cfg).items():
-        lines.append(f"\n[{name}]")
-        for f in dataclasses.fields(section):
-            value = getattr(section, f.name)
-            lines.append(f"{f.name} = {mask(value) if isinstance(value, str) else value!r}")
-    lines.append(f"# mqtt password: {'set' if cfg.mqtt_password else 'not set'}")
-    lines.append(f"# camera password: {'set' if cfg.camera_password else 'not set'}")
-    return "\n".join(lines)
+        text += ["", *([f"# [{name}]: {SECTION_HELP[name]}"] if help else []), f"[{name}]", *lines(section)]
+    return "\n".join(text) + "\n"
+
+
+def describe(cfg: Config) -> str:
+    """The effective configuration as TOML that loads back as the same configuration (check-config),
+    with passwords and URL logins masked."""
+    return (_toml(cfg, help=False) + f"# mqtt password: {'set' if cfg.mqtt_password else 'not set'}\n"
+            f"# camera password: {'set' if cfg.camera_password else 'not set'}")
+
+
+def example() -> str:
+    """systemd/facepi.toml.example: every section and key with its help text, from this schema, so the
+    example cannot drift from what check-config prints (tests/test_config.py compares them)."""
+    cfg = Config(camera_id="front_door", camera_name="Front door")
+    cfg.source.uri = "picamera2"
+    return EXAMPLE_HEADER + "\n" + _toml(cfg, help=True)

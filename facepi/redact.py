@@ -11,15 +11,49 @@ from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
-# scheme://userinfo@ : userinfo runs to the last "@" before the host (passwords may contain "@").
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/?#]*@)")
+# scheme://userinfo@host : the user info runs to the "@" after which a plain host follows, so a login may hold
+# "@", "/", "#", "?" or spaces (typed into a config file unencoded); it never crosses a quote, a line or "://".
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>(?:(?!://)[^\n'\"<>])*?@)"
+                       r"(?=[^\s/?#@'\"<>]*(?:[/?#\s'\"<>]|$))")
+# Logins in the query string, as Reolink (?user=&password=), Foscam (?usr=&pwd=) and token URLs carry them.
+# A value runs to the next "&name=" (an "&" inside a password does not end it), "#", a space or a quote.
+SECRET_PARAMS = ("user", "username", "usr", "login", "password", "passwd", "pass", "pwd", "token",
+                 "access_token", "auth", "apikey", "api_key", "key", "secret")
+_QUERY = re.compile(r"(?i)(?P<name>[?&;](?:" + "|".join(SECRET_PARAMS) + r")=)"
+                    r"(?P<value>(?:[^&#\s'\"<>]|&(?![A-Za-z_][\w.\-]*=))*)")
+_known: set[str] = set()  # secrets this process was given (see remember): masked verbatim wherever they appear
+
+
+def remember(*secrets: str | None) -> None:
+    """Mask these exact strings (and their URL-encoded forms) too: what no pattern can recognise, such as a
+    query-string password with a space in it, is still never shown. Short values (< 4 characters) are left
+    to the patterns, or every "1" in a log line would vanish."""
+    for s in secrets:
+        if s and len(s) >= 4:
+            _known.update({s, quote(s, safe=""), quote_plus(s, safe="")})
+
+
+def remember_uri(uri: str) -> None:
+    """Remember the password and the secret query values of a camera URL (raw and decoded)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return
+    values = [parts.password or ""]
+    values += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in SECRET_PARAMS
+               and k.lower() not in ("user", "username", "usr", "login")]
+    remember(*values, *(unquote(v) for v in values))
 
 
 def mask(text: str) -> str:
-    """``text`` with the user info of every URL in it replaced by ``*:*``."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}*:*@", text)
+    """``text`` with the logins of every URL in it masked: user info becomes ``*:*``, secret query values
+    ``*``, and every remembered secret ``***``."""
+    for secret in sorted(_known, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}*:*@", text)
+    return _QUERY.sub(lambda m: f"{m['name']}*", text)
 
 
 def with_password(uri: str, username: str, password: str | None) -> str:

@@ -59,6 +59,15 @@ install -d -m 0755 "$PREFIX"
 printf '# written by install-pi.sh: keep the numpy apt built picamera2/simplejpeg against\nnumpy==%s\n' \
   "$apt_numpy" > "$PREFIX/constraints.txt"
 say "installing facepi${extras:+[$extras]} from $target into $VENV (numpy pinned to apt's $apt_numpy)"
+if [ -d "$target" ]; then
+  # pip builds a source tree in place (build/, facepi.egg-info/): as root that leaves root-owned files in the
+  # user's checkout, so build from a throwaway copy (without the venv, git data or earlier build output)
+  copy=$(mktemp -d /tmp/facepi-install.XXXXXX)
+  trap 'rm -rf "$copy"' EXIT
+  tar -C "$target" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
+    --exclude=__pycache__ --exclude=.pytest_cache --exclude=.ruff_cache -cf - . | tar -C "$copy" -xf -
+  target=$copy
+fi
 spec="$target${extras:+[$extras]}"
 "$VENV/bin/pip" install -q --disable-pip-version-check -c "$PREFIX/constraints.txt" "$spec"
 # the same version number again (an upgrade from a newer checkout): replace facepi itself, not its deps

@@ -2,10 +2,13 @@
 
 Used by the tests and the soak benchmark as a real network source for OpenCV/FFmpeg:
 
-    python tests/mjpeg_camera.py PORT SOURCE [--fps 8] [--seconds S] [--user U] [--stall-after N]
+    python tests/mjpeg_camera.py PORT SOURCE [--fps 8] [--seconds S] [--user U [--query-login usr,pwd]]
+                                 [--stall-after N]
 
 SOURCE is a JPEG (the same frame for ever) or a video file (looped). With ``--user``
-the camera demands HTTP Basic auth, password from $CAMERA_PASSWORD (never argv).
+the camera demands HTTP Basic auth, password from $CAMERA_PASSWORD (never argv); with
+``--query-login USERKEY,PASSKEY`` the login instead, in the query string as Reolink
+(``?user=..&password=..``) and Foscam (``?usr=..&pwd=..``) cameras take it.
 ``--stall-after N`` sends N frames, then keeps the connection open and silent: a hung camera.
 """
 
@@ -18,6 +21,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import cv2
 
@@ -45,6 +49,7 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=8.0)
     ap.add_argument("--seconds", type=float, default=0.0, help="stop serving after this long (0: never)")
     ap.add_argument("--user", default="")
+    ap.add_argument("--query-login", default="", help="USERKEY,PASSKEY: the login in the query string")
     ap.add_argument("--stall-after", type=int, default=0)
     args = ap.parse_args()
     jpegs = frames(args.source)
@@ -57,7 +62,13 @@ def main() -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            if expected and self.headers.get("Authorization") != expected:
+            if args.query_login:
+                query = parse_qs(urlsplit(self.path).query)
+                user_key, pass_key = args.query_login.split(",")
+                ok = query.get(user_key) == [args.user] and query.get(pass_key) == [os.environ["CAMERA_PASSWORD"]]
+            else:
+                ok = not expected or self.headers.get("Authorization") == expected
+            if not ok:
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="camera"')
                 self.send_header("Content-Length", "0")
