@@ -46,7 +46,7 @@ from facepi.notify import Notifier
 from facepi.publish import make_publisher
 from facepi.redact import mask, with_password
 from facepi.source import Capture, Frame, make_source
-from facepi.track import Face, StrangerVisits, Track, Tracker, vote
+from facepi.track import Face, StrangerVisits, Track, Tracker, iou_matrix, vote
 from facepi.visitors import JoinRule, Visitor, VisitorBook, VisitorError, crop_quality
 from facepi.workflow import Recognizer, name_visitor
 
@@ -655,13 +655,21 @@ class Daemon:
                     self._publish(joined, self._decide(emb), captured)
         for tr in visible:
             self._maybe_announce(tr, t, captured, rgb)
-        faces = [tr.box.copy() for tr in visible if not self.tracker.ignored(tr)]  # what the gate turns
-        if faces:  # down does not keep the detector on (see _where_to_detect)
-            self.last_face_t, self.last_faces = t, faces
+        self._remember_faces(visible, t)
         if self.visits.tracks or self.visits.visits:
             self._learn()
         self.clock = (t, time.monotonic())
         self._presence(self.clock[1])
+
+    def _remember_faces(self, visible: list[Track], t: float) -> None:
+        """The faces to keep looking for when missed for a moment (see _where_to_detect); not one the
+        quality gate has turned down: it is no reason to detect on every frame."""
+        faces = [tr.box.copy() for tr in visible if not self.tracker.ignored(tr)]
+        if faces:
+            self.last_face_t, self.last_faces = t, faces
+        elif self.last_faces and visible:
+            turned_down = np.stack([tr.box for tr in visible])
+            self.last_faces = [b for b in self.last_faces if iou_matrix(b[None], turned_down).max() < self.tracker.iou]
 
     def _presence(self, now: float) -> None:
         """The ``person`` topic: the names seen within presence_hold of *now*, in real time. Frame time
