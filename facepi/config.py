@@ -76,7 +76,8 @@ class DetectionConfig:
 class MotionConfig:
     enabled: bool = _f(True, "detect only when and where the scene changes (and every still_interval)")
     width: int = _f(160, "width of the grey copy the change is measured on", 32, 1280)
-    pixel_threshold: float = _f(18.0, "grey levels a pixel must change by (after brightness matching)", 1, 255)
+    pixel_threshold: float = _f(18.0, "grey levels a pixel must change by in a normally lit scene (after "
+                                      "brightness matching); a darker scene uses less, down to 5 x its noise", 1, 255)
     min_area: float = _f(0.004, "share of the frame (zone) that must change to be motion", 0.0001, 1)
     alpha: float = _f(0.05, "how fast the background follows the scene, per frame", 0.001, 1)
     still_interval: float = _f(2.0, "on a still scene, detect once this often (seconds)", 0.1, 600)

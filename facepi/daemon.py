@@ -46,7 +46,7 @@ from facepi.notify import Notifier
 from facepi.publish import make_publisher
 from facepi.redact import mask, with_password
 from facepi.source import Capture, Frame, make_source
-from facepi.track import Face, StrangerVisits, Track, Tracker, vote
+from facepi.track import Face, StrangerVisits, Track, Tracker, iou_matrix, vote
 from facepi.visitors import JoinRule, Visitor, VisitorBook, VisitorError, crop_quality
 from facepi.workflow import Recognizer, name_visitor
 
@@ -186,6 +186,7 @@ class Daemon:
         self.errors_in_a_row = 0
         self.started = time.monotonic()
         self.last_names: list[str] | None = None
+        self.clock = (0.0, time.monotonic())  # (the last frame's time, time.monotonic() when it was processed)
         self.reload_error: str | None = None
         self.reload_reasons: list[str] = []  # why the next reload happens: SIGHUP, command, gallery changed
         self.stalled: str | None = None
@@ -291,6 +292,7 @@ class Daemon:
                     code = EXIT_FAILED
                     break
                 now = time.monotonic()
+                self._presence(now)  # with frames or without: a dead camera empties it
                 if self._check_stall(now):
                     if self.notifier.watchdog_interval is None:  # nobody else will restart us
                         code = EXIT_STALLED
@@ -628,8 +630,6 @@ class Daemon:
             boxes, points = np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
         else:
             boxes, points = self._detect(rgb, roi, small)
-            if len(boxes):
-                self.last_face_t, self.last_faces = t, [b[:4].copy() for b in boxes]
             self.detected += 1
             self.last_detect_t = t
             self.det_ms.append((time.perf_counter() - t0) * 1000)
@@ -655,9 +655,28 @@ class Daemon:
                     self._publish(joined, self._decide(emb), captured)
         for tr in visible:
             self._maybe_announce(tr, t, captured, rgb)
+        self._remember_faces(visible, t)
         if self.visits.tracks or self.visits.visits:
             self._learn()
-        names = self.tracker.names_in_view(t)
+        self.clock = (t, time.monotonic())
+        self._presence(self.clock[1])
+
+    def _remember_faces(self, visible: list[Track], t: float) -> None:
+        """The faces to keep looking for when missed for a moment (see _where_to_detect); not one the
+        quality gate has turned down: it is no reason to detect on every frame."""
+        faces = [tr.box.copy() for tr in visible if not self.tracker.ignored(tr)]
+        if faces:
+            self.last_face_t, self.last_faces = t, faces
+        elif self.last_faces and visible:
+            turned_down = np.stack([tr.box for tr in visible])
+            self.last_faces = [b for b in self.last_faces if iou_matrix(b[None], turned_down).max() < self.tracker.iou]
+
+    def _presence(self, now: float) -> None:
+        """The ``person`` topic: the names seen within presence_hold of *now*, in real time. Frame time
+        runs on from the last frame by the real seconds since (a live camera's frame time is monotonic
+        time already), so when frames stop (camera dead, reconnecting, stalled) the names expire as they
+        would in an empty view: Home Assistant's presence goes OFF, while the Source sensor says why."""
+        names = self.tracker.names_in_view(self.clock[0] + (now - self.clock[1]))
         if names != self.last_names:
             self.last_names = names
             self.publisher.person(names)
@@ -671,7 +690,8 @@ class Daemon:
         m = self.gate.update(rgb)
         if m.light:  # most of the view changed (a new scene, light, someone right at the lens): look at it all
             return full
-        live = [tr.box for tr in self.tracker.tracks.values() if t - tr.last_t <= self.tracker.track_gap]
+        live = [tr.box for tr in self.tracker.tracks.values()
+                if t - tr.last_t <= self.tracker.track_gap and not self.tracker.ignored(tr)]
         if not live and t - self.last_face_t <= self.tracker.visit_gap:
             live = self.last_faces  # a face missed for a moment: keep looking, or a still visitor's
             # next sighting could come a still_interval later, after their visit has ended

@@ -27,6 +27,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+NOISE_FACTOR = 5.0  # a change must be this many times the scene's noise (sigma) to count
+RELATIVE = 0.18  # ... and this share of the scene's brightness (18 grey levels at a normal ~100)
+Q25_SIGMA = 0.3186  # the 25th percentile of |x| for a normal x with sigma 1
+
 
 @dataclass
 class Motion:
@@ -38,9 +42,14 @@ class Motion:
 
 class MotionGate:
     def __init__(self, width: int = 160, pixel_threshold: float = 18.0, min_area: float = 0.004,
-                 alpha: float = 0.05, light_area: float = 0.6, zone: list[list[float]] | None = None) -> None:
+                 alpha: float = 0.05, light_area: float = 0.6, zone: list[list[float]] | None = None,
+                 noise_factor: float = NOISE_FACTOR, relative: float = RELATIVE) -> None:
         self.width, self.pixel_threshold, self.min_area = width, pixel_threshold, min_area
         self.alpha, self.light_area = alpha, light_area
+        self.noise_factor, self.relative = noise_factor, relative
+        self.noise: float | None = None  # the scene's own change noise (grey levels, a robust sigma), running
+        self.threshold = pixel_threshold  # this frame's: see threshold_for()
+        self.previous: tuple[np.ndarray, float] | None = None  # the last small frame and its mean
         self.zone_points = zone
         self.background: np.ndarray | None = None
         self.mask: np.ndarray | None = None  # the zone at the small size (uint8 0/1), or None: everything
@@ -51,7 +60,7 @@ class MotionGate:
         self.scale = self.width / w
         size = (self.width, max(1, round(h * self.scale)))
         grey = cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
-        return cv2.GaussianBlur(grey, (5, 5), 0).astype(np.float32)
+        return cv2.GaussianBlur(grey.astype(np.float32), (5, 5), 0)  # in float: noise below a grey level shows
 
     def zone_mask(self, shape: tuple[int, int]) -> np.ndarray | None:
         """The zone as a 0/1 mask of ``shape`` (h, w), or None when there is no zone."""
@@ -65,6 +74,30 @@ class MotionGate:
 
     def reset(self) -> None:
         self.background = None
+        self.noise = self.previous = None
+
+    def threshold_for(self, small: np.ndarray, level: float, inside: np.ndarray) -> float:
+        """How much a pixel must change to count, for this scene: ``relative`` of its brightness
+        (a person, a shadow changes a dark scene by proportionally less), but never less than
+        ``noise_factor`` x its own noise (a dark camera's gain makes noise), nor more than
+        ``pixel_threshold`` (a normally lit scene: as before).
+
+        The noise is measured between consecutive frames, not against the background (which
+        holds the fading ghost of whoever just left): the 25th percentile of their difference
+        (so most of the view may move without raising it) as a Gaussian sigma, followed at the
+        background's rate down and ten times slower up (a visitor filling the view is no noise)."""
+        previous, self.previous = self.previous, (small, level)
+        if previous is not None and previous[0].shape == small.shape:
+            step = (slice(None, None, 2), slice(None, None, 2))  # every 4th pixel: the blur shares them anyway
+            pair = np.abs(small[step] - previous[0][step] * (level / max(previous[1], 1.0)))[inside[step]]
+            k = pair.size // 4
+            sigma = float(np.partition(pair, k)[k]) / Q25_SIGMA / np.sqrt(2.0) if pair.size else 0.0
+            if self.noise is None:
+                self.noise = sigma
+            else:
+                self.noise += (self.alpha if sigma < self.noise else self.alpha / 10) * (sigma - self.noise)
+        noise = self.noise if self.noise is not None else self.pixel_threshold
+        return min(self.pixel_threshold, max(self.noise_factor * noise, self.relative * level))
 
     def update(self, rgb: np.ndarray) -> Motion:
         small = self._small(rgb)
@@ -74,8 +107,10 @@ class MotionGate:
             return Motion(True, 1.0, None, light=True)
         bg = self.background
         inside = self.mask.astype(bool) if self.mask is not None else np.ones(small.shape, bool)
-        gain = float(small[inside].mean()) / max(float(bg[inside].mean()), 1.0)
-        changed = (np.abs(small - bg * gain) > self.pixel_threshold) & inside
+        level = float(small[inside].mean())
+        gain = level / max(float(bg[inside].mean()), 1.0)
+        self.threshold = self.threshold_for(small, level, inside)
+        changed = (np.abs(small - bg * gain) > self.threshold) & inside
         area = float(changed.sum()) / max(int(inside.sum()), 1)
         if area >= self.light_area:  # most of the view changed at once: look once (whole frame), then
             self.background = small.copy()  # adopt it, so an exposure step costs one detection

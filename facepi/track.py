@@ -11,6 +11,9 @@ Three clocks, kept apart:
   faces for a visit too, so a stranger whose track breaks is not announced twice;
 - **presence** (the retained ``person`` topic) keeps a name for ``presence_hold``
   seconds after its face was last seen, so one missed detection does not flap it.
+  The caller asks for it with the time it is *now* (``names_in_view``), frames or not:
+  a camera that stops sending frames empties it. A stranger is present only once the
+  quality gate below has let them be announced.
 
 A track is embedded on every frame until it has ``vote_frames`` embeddings, then
 every ``reidentify_seconds``. Its identity is the classifier's answer for the
@@ -19,6 +22,9 @@ Frigate weights its votes). A face is announced as *unknown* only after it was s
 on ``unknown_min_frames`` frames with a detector score and a landmark geometry of a
 real face, mostly inside the frame: hands and patterns that fool MTCNN for a frame
 or two, and a face printed on a shirt cut by the frame's edge, are not announced.
+Such a face, once judged (``ignored``), is not presence either, and does not keep the
+daemon's detector on every frame; its spot is remembered for ``rejected_memory``
+seconds, so the same poster found again a still_interval later is not judged afresh.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class Track:
     decision: Prediction | None = None
     announced: str | None = None  # the name last announced (or deliberately not) for this track
     visitor: int | None = None  # the unknown visitor this track was found to be
+    suspect: bool = False  # born where a face the gate turned down was: ignored until judged itself
 
     def see(self, box: np.ndarray, landmarks: np.ndarray, t: float, frame_size: tuple[int, int] | None) -> None:
         self.box, self.landmarks, self.last_t = box[:4].astype(np.float64), landmarks.copy(), t
@@ -128,11 +135,13 @@ class Tracker:
     max_landmark_error: float = 0.12
     min_face_in_view: float = 0.85
     min_face_width: float = 0.0  # pixels: the detector's minsize (its refined boxes can come out smaller)
+    rejected_memory: float = 30.0  # seconds a spot whose face the gate turned down is remembered
     tracks: dict[int, Track] = field(default_factory=dict)
     visiting: dict[str, float] = field(default_factory=dict)  # announced name -> last time in view
     last_announced: dict[str, float] = field(default_factory=dict)
     present: dict[str, float] = field(default_factory=dict)  # decided name -> last time its face was seen
     strangers: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)  # visitor -> (face, last seen)
+    rejected: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (box, last seen): gate said no
     next_id: int = 1
     splits: int = 0
 
@@ -141,7 +150,11 @@ class Tracker:
         """Match this frame's faces ([x1, y1, x2, y2, score] rows; frame_size (w, h)) to tracks;
         returns the tracks in view."""
         live = [tr for tr in self.tracks.values() if t - tr.last_t <= self.track_gap]
+        for tr in self.tracks.values():
+            if t - tr.last_t > self.track_gap and self.ignored(tr):
+                self._reject(tr)
         self.tracks = {tr.id: tr for tr in live}
+        self.rejected = [(box, last) for box, last in self.rejected if t - last <= self.rejected_memory]
         seen: list[Track] = []
         if len(boxes):
             unmatched = set(range(len(boxes)))
@@ -173,12 +186,32 @@ class Tracker:
         tr = new_track(self.next_id, box, landmarks, t, frame_size)
         self.next_id += 1
         self.tracks[tr.id] = tr
+        if self.rejected:
+            tr.suspect = bool((iou_matrix(tr.box[None], np.stack([b for b, _ in self.rejected])) >= self.iou).any())
         return tr
+
+    def ignored(self, tr: Track) -> bool:
+        """A face the quality gate turns down (cut by the frame's edge, too small, not shaped like a face)
+        that is nobody enrolled: never announced, so not presence, and no reason to detect every frame.
+        A track is judged on its own frames once it has ``unknown_min_frames``; before that, by its spot."""
+        if tr.announced == UNKNOWN or (tr.decision is not None and tr.decision.name != UNKNOWN):
+            return False
+        if tr.frames < self.unknown_min_frames:
+            return tr.suspect
+        return not tr.looks_like_a_face(self.min_face_score, self.max_landmark_error, self.min_face_in_view,
+                                        self.min_face_width)
+
+    def _reject(self, tr: Track) -> None:
+        """Remember where an ignored track ended (one entry per spot)."""
+        box = tr.box[None]
+        self.rejected = [(b, last) for b, last in self.rejected if iou_matrix(box, b[None])[0, 0] < self.iou]
+        self.rejected.append((tr.box.copy(), tr.last_t))
 
     def _in_view(self, tr: Track, t: float) -> None:
         if tr.decision is None:
             return
-        self.present[tr.decision.name] = t
+        if tr.decision.name != UNKNOWN or tr.announced == UNKNOWN:  # a stranger once the gate let them in
+            self.present[tr.decision.name] = t
         if tr.decision.name in self.visiting:
             self.visiting[tr.decision.name] = t
         if tr.visitor in self.strangers:
@@ -221,6 +254,7 @@ class Tracker:
                                              self.min_face_width):
                 return False  # not yet (or never): too brief, not shaped like a face, or cut by the edge
             tr.announced = d.name
+            self.present[UNKNOWN] = t
             return self._new_stranger(tr, t)
         tr.announced = d.name
         if d.name in self.visiting:  # this person's visit was announced already
@@ -258,8 +292,10 @@ class Tracker:
         self.visiting.clear()
         self.present.clear()
         self.strangers.clear()
+        self.rejected.clear()
 
     def names_in_view(self, t: float) -> list[str]:
+        """Who is in view at ``t`` (the tracker's clock; later than the last frame when frames stop)."""
         return sorted(name for name, last in self.present.items() if t - last <= self.presence_hold)
 
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_daemon
+from conftest import ROOT, run_daemon
 
 from facepi import config
 from facepi.demo import door_scene
@@ -117,3 +117,28 @@ def test_detection_windows_come_in_few_sizes():
     assert window((0, 0, 600, 400), (480, 640)) is None
     left, top, right, bottom = window((600, 440, 640, 480), (480, 640))
     assert (right, bottom) == (640, 480)  # kept inside the frame
+
+
+@pytest.fixture(scope="module")
+def dark_door(tmp_path_factory, faces_root):
+    """bench/dark_motion.py's door: twelve walk-ins, and the same door empty for 30 s."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import dark_motion
+
+    return dark_motion, *dark_motion.videos(faces_root, tmp_path_factory.mktemp("dark"), empty_seconds=30.0)
+
+
+def test_the_gate_sees_walk_ins_in_the_dark_and_no_more_noise(dark_door):
+    """At 12 % brightness with a dark camera's noise (shot, read, row banding), the fixed 18-grey-level
+    threshold saw 5 of 12 walk-ins (the detector finds 11 of their faces); the threshold that follows the
+    scene's noise and brightness sees >= 11, with no false motion on the empty noisy door (none before
+    either), and keeps 18 grey levels in daylight."""
+    bench, walk_ins, empty, visits = dark_door
+    dark = bench.measure(walk_ins, empty, visits, 0.12)
+    assert dark["walk_ins_seen"] >= 11, dark
+    assert dark["false_motion_frames"] == 0 and dark["empty_max_changed_area"] < dark["min_area"] / 2, dark
+    assert dark["threshold_median"] < 6, dark
+    day = bench.measure(walk_ins, empty, visits, 1.0)
+    assert day["walk_ins_seen"] == 12 and day["false_motion_frames"] == 0 and day["threshold_median"] == 18, day
