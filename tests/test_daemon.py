@@ -212,7 +212,7 @@ def test_example_config_is_valid_and_secrets_are_masked(tmp_path):
                           capture_output=True, text=True, env={**os.environ, "FACEPI_MQTT_PASSWORD": "s3cr3t-pw",
                                                                 "FACEPI_MQTT_HOST": "broker.lan"})
     assert proc.returncode == 0, proc.stderr
-    assert "host = 'broker.lan'" in proc.stdout and "mqtt password: set" in proc.stdout
+    assert 'host = "broker.lan"' in proc.stdout and "mqtt password: set" in proc.stdout
     assert "s3cr3t-pw" not in proc.stdout + proc.stderr
 
 
