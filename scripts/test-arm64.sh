@@ -121,10 +121,18 @@ if in_root /usr/bin/python3 -c 'import numpy, sys; sys.exit(numpy.__version__ >=
     2>/dev/null) in the venv and apt's pywt fails: $(grep -E 'Error|error' "$work/naive.err" | tail -1)"
   in_root rm -rf /tmp/naive
 fi
-say "install-pi.sh again (an upgrade must be a no-op for config and state)"
+say "install-pi.sh again, from a checkout (an upgrade must be a no-op for config and state)"
 echo '# edited by the owner' >>"$root/etc/facepi/facepi.toml"
-in_root /tmp/facepi-src/scripts/install-pi.sh --wheel "/tmp/facepi-src/$(basename "$work"/facepi-*.whl)" --no-start
+checkout=$root/tmp/facepi-checkout
+rm -rf "$checkout" && mkdir -p "$checkout"
+git ls-files -z | tar --null -T - -cf - | tar -C "$checkout" -xf -  # the tracked tree, as a user's clone has it
+in_root /tmp/facepi-checkout/scripts/install-pi.sh --no-start
 grep -q '# edited by the owner' "$root/etc/facepi/facepi.toml" || { say "FAIL: the upgrade overwrote the config"; exit 1; }
+# pip builds a source tree in place: run as root, the build must happen in a copy, not in the user's checkout
+left=$(find "$checkout" -maxdepth 2 \( -name build -o -name '*.egg-info' \) -print)
+[ -z "$left" ] || { say "FAIL: install-pi.sh left build output in the checkout: $left"; exit 1; }
+in_root /opt/facepi/venv/bin/facepi --version >&2
+rm -rf "$checkout"
 
 # The same photos here and there.
 say "facepi models / detect / train / classify on aarch64"
