@@ -221,6 +221,9 @@ def _enroll(args: argparse.Namespace) -> int:
     from facepi.workflow import check_fit, enroll, new_gallery, recalibrate
 
     name = check_name(args.name)  # before any work
+    if args.face is not None and (len(args.photos) != 1 or args.photos[0].is_dir()):
+        raise ValueError(f"--face {args.face} picks a face in one group photo: give that one photo "
+                         f"(got {len(args.photos)} path(s){', a folder' if args.photos[0].is_dir() else ''})")
     path = _gallery_path(args)
     check_writable(path)
     exists = db_path(path).exists() or path.exists()
@@ -288,8 +291,9 @@ def _enroll(args: argparse.Namespace) -> int:
     if args.verbose:
         _print_calibration(gallery.meta)
     if report.skipped:
-        print(f"facepi: {len(report.skipped)} photo(s) of {name} skipped (named above; exit code 3): enrol one "
-              f"alone to see why, choose a face with --face N, or pass --force", file=sys.stderr)
+        print(f"facepi: {len(report.skipped)} photo(s) of {name} skipped (named above; exit code 3): for a group "
+              f"photo, enrol it alone with --face N; for a photo far from the others, check it is {name} "
+              f"(facepi gallery check --sheet), then --force", file=sys.stderr)
         return 3
     return 1 if report.failures else 0
 

@@ -45,7 +45,7 @@ def check_name(name: str) -> str:
     clean = unicodedata.normalize("NFC", name).strip()
     if not clean:
         raise GalleryError("person name is empty")
-    if clean.casefold() in RESERVED_NAMES:
+    if unicodedata.normalize("NFKC", clean).casefold() in RESERVED_NAMES:  # "ｕｎｋｎｏｗｎ" too
         raise GalleryError(f"person name {shown(name)} is reserved: facepi says {', '.join(RESERVED_NAMES)} "
                            f"for faces it does not know")
     bad = [c for c in clean if unicodedata.category(c).startswith("C") or c in "/\\+#"]

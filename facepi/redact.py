@@ -13,14 +13,16 @@ import logging
 import re
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
-# scheme://userinfo@host : the user info runs to the "@" after which a plain host follows, so a login may hold
-# "@", "/", "#", "?" or spaces (typed into a config file unencoded); it never crosses a quote, a line or "://".
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>(?:(?!://)[^\n'\"<>])*?@)"
-                       r"(?=[^\s/?#@'\"<>]*(?:[/?#\s'\"<>]|$))")
+# scheme://userinfo@host : the user info runs to the *last* "@" of the URL, so a login may hold "@", "/", "#",
+# "?" or spaces (typed into a config file unencoded: "rtsp://admin:p@ss/word@10.0.0.5/"); it never crosses a
+# quote, a line or another "://". A path with an "@" in it is masked too: hiding too much beats a leak.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>(?:(?!://)[^\n'\"<>])*@)")
+# user:password@host without "//" (a typo, "rtsp:/admin:pw@host", or no scheme at all): masked the same way
+_BARE_LOGIN = re.compile(r"(?<![\w*])[^\s/:@'\"<>]+:(?:(?!//)[^\s'\"<>])+@(?=[\w.\-\[]+)")
 # Logins in the query string, as Reolink (?user=&password=), Foscam (?usr=&pwd=) and token URLs carry them.
 # A value runs to the next "&name=" (an "&" inside a password does not end it), "#", a space or a quote.
-SECRET_PARAMS = ("user", "username", "usr", "login", "password", "passwd", "pass", "pwd", "token",
-                 "access_token", "auth", "apikey", "api_key", "key", "secret")
+SECRET_PARAMS = ("user", "username", "usr", "login", "loginuse", "password", "passwd", "pass", "pwd", "loginpas",
+                 "user_pwd", "token", "access_token", "auth", "apikey", "api_key", "key", "secret")
 _QUERY = re.compile(r"(?i)(?P<name>[?&;](?:" + "|".join(SECRET_PARAMS) + r")=)"
                     r"(?P<value>(?:[^&#\s'\"<>]|&(?![A-Za-z_][\w.\-]*=))*)")
 _known: set[str] = set()  # secrets this process was given (see remember): masked verbatim wherever they appear
@@ -43,7 +45,7 @@ def remember_uri(uri: str) -> None:
         return
     values = [parts.password or ""]
     values += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in SECRET_PARAMS
-               and k.lower() not in ("user", "username", "usr", "login")]
+               and k.lower() not in ("user", "username", "usr", "login", "loginuse")]
     remember(*values, *(unquote(v) for v in values))
 
 
@@ -53,6 +55,7 @@ def mask(text: str) -> str:
     for secret in sorted(_known, key=len, reverse=True):
         text = text.replace(secret, "***")
     text = _USERINFO.sub(lambda m: f"{m['scheme']}*:*@", text)
+    text = _BARE_LOGIN.sub("*:*@", text)
     return _QUERY.sub(lambda m: f"{m['name']}*", text)
 
 

@@ -312,7 +312,16 @@ class VisitorBook:
         visitor = Visitor(*row) if row else Visitor(vid, 1, stamp, stamp)
         return visitor, gone
 
+    def _require(self) -> None:
+        """A command on visitors of a gallery that does not exist says so (and creates nothing)."""
+        legacy = self.store.legacy
+        if not self.store.path.exists() and not (legacy is not None and legacy.is_file()) \
+                and not (self.legacy is not None and self.legacy.is_file()):
+            raise VisitorError(f"{self.store.path}: no such gallery database (check --gallery, or the config's "
+                               f"[recognition] gallery)")
+
     def forget(self, vid: str) -> Visitor:
+        self._require()
         with self.store.visitors_txn() as con:
             self._import_legacy(con)
             row = con.execute("SELECT id, visits, first_seen, last_seen FROM visitors "
@@ -338,8 +347,9 @@ class VisitorBook:
     def faces(self, vid: str, con=None) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
         """A visitor's stored crops and embeddings, best first (VisitorError if there is no such visitor)."""
         if con is None:
+            self._require()
             if not self.store.path.exists():
-                raise VisitorError(f"{vid!r}: no such visitor (no visitors stored yet)")
+                raise VisitorError(f"{vid[:16]!r}: no such visitor (no visitors stored yet)")
             with self.store._connect() as c:
                 return self.faces(vid, c)
         if con.execute("SELECT 1 FROM visitors WHERE id = ? AND named_by IS NULL", (vid,)).fetchone() is None:

@@ -53,6 +53,14 @@ from facepi.track import Tracker
      "http://cam/cgi-bin/CGIProxy.fcgi?cmd=snapPicture2&usr=*&pwd=*#x"),
     ("http://cam/video.mjpg?PASS=hunter2&fps=5", "http://cam/video.mjpg?PASS=*&fps=5"),
     ("'http://cam/live?token=eyJhbGciOi.x-y_z' failed", "'http://cam/live?token=*' failed"),
+    # found on review: "@" followed by "/", "#" or "?" inside a password; a login without "//"; VStarcam names
+    ("rtsp://admin:p@ss/word@127.0.0.1:9/stream", "rtsp://*:*@127.0.0.1:9/stream"),
+    ("rtsp://adm@in:Zq9@x/y#z?@127.0.0.1:9/stream", "rtsp://*:*@127.0.0.1:9/stream"),
+    ("rtsp://admin:Pa55@word#1@192.168.1.10/live", "rtsp://*:*@192.168.1.10/live"),
+    ("source 'admin:Zz9secret@127.0.0.1/x': not a camera", "source '*:*@127.0.0.1/x': not a camera"),
+    ("source 'rtsp:/admin:Zz9secret@cam/x'", "source '*:*@cam/x'"),
+    ("http://cam/video.mjpg?loginuse=admin&loginpas=Zz9secret", "http://cam/video.mjpg?loginuse=*&loginpas=*"),
+    ("broker 127.0.0.1:1883 at 12:30", "broker 127.0.0.1:1883 at 12:30"),
 ])
 def test_mask_hides_url_logins(text, expected):
     assert mask(text) == expected
