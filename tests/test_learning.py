@@ -316,10 +316,10 @@ def test_retained_commands_never_run_and_faces_stay_home_without_snapshots(broke
 
 
 def test_only_home_assistant_can_name_a_visitor(tmp_path, gallery4, faces_root):
-    """The README's acl_file on the real mosquitto with a password_file: another client's naming never reaches
-    the daemon (no answer, gallery unchanged); the Home Assistant account's naming does."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("#### MQTT access control"):]
+    """The documented acl_file (docs/privacy-security.md) on the real mosquitto with a password_file: another
+    client's naming never reaches the daemon (no answer, gallery unchanged); the Home Assistant account's does."""
+    page = (ROOT / "docs" / "privacy-security.md").read_text()
+    section = page[page.index("## MQTT access control"):]
     start = section.index("```text\n") + len("```text\n")
     (tmp_path / "acl").write_text(section[start:section.index("```", start)])
     logins = {"facepi": "pi-secret", "homeassistant": "ha-secret", "guest": "guest-secret"}
