@@ -196,6 +196,7 @@ class Daemon:
         self.next_gallery_check = 0.0
         self.corrections_asked: queue.SimpleQueue[tuple[str, int, str]] = queue.SimpleQueue()
         self.recognized: deque[tuple[str, int, str, np.ndarray, str]] = deque(maxlen=50)  # run, seq, name, face, when
+        # the model never changes while the daemon runs (a gallery of another model is refused): built once
         self.join_rule = self._join_rule() if cfg.learning.enabled else self.tracker.split_distance
         self.visits = StrangerVisits(2 * cfg.learning.crops_per_visitor)  # learning: faces per stranger's visit
         self.store_worker = Worker("facepi-visitors", STORE_QUEUE)  # visitor store writes, off the frame loop
@@ -442,18 +443,17 @@ class Daemon:
         _run, _seq, _name, face, when = hit
         gallery, models = self.cfg.recognition.gallery, self.cfg.models.dir or None
 
-        def correct() -> str:
+        def correct() -> tuple[bool, str]:
             try:
                 done = family.correct(gallery, name, face[None], f"event {seq} at {self.cfg.camera_id}, {when}",
                                       "ha", models)
-            except Exception as e:  # said, never fatal
-                return f"error: {e}"
-            return done.change.summary
+            except Exception as e:  # a refusal or an unreadable gallery: said, never fatal
+                return False, str(e)
+            return True, done.change.summary
 
-        self.store_worker.submit(correct, lambda said: self._corrected(name, said))
+        self.store_worker.submit(correct, lambda result: self._corrected(name, *result))
 
-    def _corrected(self, name: str, said: str | None) -> None:
-        ok = bool(said) and not str(said).startswith("error: ")
+    def _corrected(self, name: str, ok: bool, said: str) -> None:
         self.publisher.answer("wrong_name", ok, f"recorded: {said}" if ok else f"{name} not corrected: {said}")
         (log.info if ok else log.warning)("correction: %s", said)
         if ok:
@@ -614,8 +614,6 @@ class Daemon:
             return
         self.recognizer, self.reload_error = rec, None
         self.tracker.split_distance = self._split_distance()
-        if self.cfg.learning.enabled:
-            self.join_rule = self._join_rule()
         self.publisher.set_people(rec.gallery.people)
         log.info("%s: gallery reloaded", why)
         if "command" in why:

@@ -21,7 +21,7 @@ from facepi.detect import Detector, DetectorParams
 from facepi.embed import Embedder
 from facepi.faces import DECODE_PIXELS, FacePipeline, PhotoFaces
 from facepi.fileio import sha256_file
-from facepi.gallery import Gallery, GalleryError, check_name
+from facepi.gallery import Gallery, GalleryError, check_name, wrong_model
 from facepi.images import IMAGE_SUFFIXES, ImageError, list_images, people_folders, read_photo
 
 Progress = Callable[[int, int], None]
@@ -454,12 +454,13 @@ class Recognizer:
                  embedder: str | None = None, threads: int = 0,
                  detector_params: DetectorParams | None = None, pipeline: FacePipeline | None = None,
                  embed_batch: int = 16) -> None:
-        header_only = Gallery.load(gallery_path)
-        meta = header_only.meta
+        self.gallery = Gallery.load(gallery_path)  # read once: its settings choose the pipeline
+        meta = self.gallery.meta
         self.pipeline = pipeline or load_pipeline(
             models_dir, embedder or meta.get("embedder"), threads, meta.get("alignment"),
             meta.get("margin"), detector_params, embed_batch)
-        self.gallery = Gallery.load(gallery_path, expect_model=self.pipeline.embedder.model_id)
+        if self.gallery.model != self.pipeline.embedder.model_id:
+            raise wrong_model(gallery_path, self.gallery.model, self.pipeline.embedder.model_id)
         self.classifier = classify.Classifier(self.gallery, meta.get("classifier", "centroid"),
                                               float(meta["threshold"]))
 
