@@ -15,10 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from facepi import runtime  # noqa: E402
-from facepi.evaluate import embed_folder, train_val_report  # noqa: E402
-from facepi.workflow import load_pipeline  # noqa: E402
 from facepi_convert import sources  # noqa: E402
+
+from facepi.measure.evaluate import embed_folder, train_val_report  # noqa: E402
+from facepi.vision import runtime  # noqa: E402
+from facepi.workflow import load_pipeline  # noqa: E402
 
 
 def main() -> int:

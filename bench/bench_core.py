@@ -24,12 +24,12 @@ sys.path.insert(0, str(ROOT))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from _proc import run_with_peak_rss  # noqa: E402
-
-from facepi import align, runtime  # noqa: E402
-from facepi.detect import Detector, DetectorParams  # noqa: E402
-from facepi.images import read_rgb  # noqa: E402
 from facepi_convert import facenet, sources  # noqa: E402
 from facepi_convert.verify import median_ms  # noqa: E402
+
+from facepi.vision import align, runtime  # noqa: E402
+from facepi.vision.detect import Detector, DetectorParams  # noqa: E402
+from facepi.vision.images import read_rgb  # noqa: E402
 
 
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
@@ -39,10 +39,10 @@ def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
 
 def seed_classify(gallery: str, val_dir: str) -> None:
     """The seed's way, in one process: TF MTCNN + TF FaceNet graph + an SVM, on the val photos."""
+    from facepi_convert.seed import SeedMTCNN
     from sklearn.svm import SVC
 
-    from facepi.gallery import Gallery
-    from facepi_convert.seed import SeedMTCNN
+    from facepi.identity.gallery import Gallery
 
     cache = sources.cache_dir()
     seed = SeedMTCNN(sources.seed_align_dir(cache))
@@ -78,10 +78,11 @@ def main() -> int:
         print(median_ms(lambda: det.detect(frame), args.runs))
         return 0
 
-    from facepi.classify import Classifier
-    from facepi.embed import Embedder
-    from facepi.workflow import load_pipeline, train
     from facepi_convert.seed import SeedMTCNN
+
+    from facepi.identity.classify import Classifier
+    from facepi.vision.embed import Embedder
+    from facepi.workflow import load_pipeline, train
 
     cache = sources.cache_dir()
     faces = sources.celebrity_faces(cache)

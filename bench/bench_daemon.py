@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _proc import run_with_peak_rss  # noqa: E402
-
-from facepi import runtime  # noqa: E402
-from facepi.demo import make_video, prepare  # noqa: E402
 from facepi_convert import sources  # noqa: E402
+
+from facepi.demo import make_video, prepare  # noqa: E402
+from facepi.vision import runtime  # noqa: E402
 
 
 def run(args: list[str], env: dict[str, str], seconds: float | None = None) -> tuple[dict, float, float]:

@@ -30,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facepi.demo import door_scene, prepare  # noqa: E402
 from facepi_convert import sources  # noqa: E402
+
+from facepi.demo import door_scene, prepare  # noqa: E402
 
 FPS = 15.0
 TICK = os.sysconf("SC_CLK_TCK")

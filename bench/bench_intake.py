@@ -33,7 +33,7 @@ from facepi.demo import phone_photo  # noqa: E402
 
 OLD_WAY = """
 import sys, cv2, numpy as np
-from facepi.detect import Detector
+from facepi.vision.detect import Detector
 data = np.fromfile(sys.argv[1], np.uint8)
 img = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
 h, w = img.shape[:2]
@@ -45,7 +45,7 @@ print(len(Detector().detect(img)[0]), "faces")
 MIXED = """
 import sys, resource
 from pathlib import Path
-from facepi.images import people_folders
+from facepi.vision.images import people_folders
 from facepi.workflow import load_pipeline
 pipe = load_pipeline()
 if sys.argv[2] == "unbounded":

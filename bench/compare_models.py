@@ -25,13 +25,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facepi import align, runtime  # noqa: E402
-from facepi.classify import unit_centroids  # noqa: E402
-from facepi.detect import Detector  # noqa: E402
-from facepi.embed import Embedder  # noqa: E402
-from facepi.evaluate import Embedded, evaluate, split_people  # noqa: E402
-from facepi.faces import DETECT_PIXELS  # noqa: E402
-from facepi.images import people_folders, read_rgb, shrink  # noqa: E402
+from facepi.identity.classify import unit_centroids  # noqa: E402
+from facepi.measure.evaluate import Embedded, evaluate, split_people  # noqa: E402
+from facepi.vision import align, runtime  # noqa: E402
+from facepi.vision.detect import Detector  # noqa: E402
+from facepi.vision.embed import Embedder  # noqa: E402
+from facepi.vision.faces import DETECT_PIXELS  # noqa: E402
+from facepi.vision.images import people_folders, read_rgb, shrink  # noqa: E402
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from facepi.demo import door_scene  # noqa: E402
-from facepi.motion import MotionGate  # noqa: E402
+from facepi.door.motion import MotionGate  # noqa: E402
 
 FPS, HOLD, GAP, LEAD = 15.0, 2.0, 4.0, 4.0
 
@@ -112,8 +112,9 @@ def videos(faces: Path, workdir: Path, empty_seconds: float = 60.0
 
 
 def main() -> int:
-    from facepi.detect import Detector
     from facepi_convert import sources
+
+    from facepi.vision.detect import Detector
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--brightness", type=float, default=0.12)

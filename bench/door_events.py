@@ -29,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facepi.demo import make_video, prepare  # noqa: E402
 from facepi_convert import sources  # noqa: E402
+
+from facepi.demo import make_video, prepare  # noqa: E402
 
 FPS, HOLD, GAP = 10, 1.5, 3.0
 UNGATED = {"FACEPI_RECOGNITION_UNKNOWN_MIN_FRAMES": "1", "FACEPI_RECOGNITION_MIN_FACE_SCORE": "0",

@@ -9,7 +9,7 @@ copied). Two parts, both printed:
    photos (a centroid), and every photo of every *other* identity is a stranger
    compared with it: per-comparison false-accept rate -> cosine distance, median
    over seeds. These are the numbers shipped in ``models/manifest.json``
-   (``operating_points``) and used by ``facepi.classify.calibrate``. ``--json``
+   (``operating_points``) and used by ``facepi.identity.classify.calibrate``. ``--json``
    prints them in the manifest's shape.
 2. **Households**, on identities *not* used for part 1 (the identities are split
    in two halves, so the rule is never judged on the data it was measured on):
@@ -37,10 +37,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facepi import classify  # noqa: E402
 from facepi.demo import phone_photo  # noqa: E402
-from facepi.gallery import Gallery  # noqa: E402
-from facepi.images import people_folders  # noqa: E402
+from facepi.identity import classify  # noqa: E402
+from facepi.identity.gallery import Gallery  # noqa: E402
+from facepi.vision.images import people_folders  # noqa: E402
 from facepi.workflow import enroll, load_pipeline, new_gallery  # noqa: E402
 
 STRICTER = (1, 2, 3, 4)  # the rule's per-comparison rate divided further, to see what it would take

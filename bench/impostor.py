@@ -35,8 +35,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from learning import DEFAULT_DATA, DevSet, load_dev  # noqa: E402
 
-from facepi import classify, runtime  # noqa: E402
-from facepi.gallery import Gallery  # noqa: E402
+from facepi.identity import classify  # noqa: E402
+from facepi.identity.gallery import Gallery  # noqa: E402
+from facepi.vision import runtime  # noqa: E402
 from facepi.workflow import enroll_crops  # noqa: E402
 
 ADDED = 5  # crops named at once: a visitor's best five

@@ -19,7 +19,7 @@ Per rule and store size, the median over seeds of:
   (a pruned visitor cannot be joined by any rule).
 
 Rules: "before" is today's fixed distance (the model's 5 %-FAR operating point, the
-daemon's split distance); "after" is ``facepi.visitors.JoinRule`` at each target.
+daemon's split distance); "after" is ``facepi.identity.visitors.JoinRule`` at each target.
 
 Photos are embedded once with facepi's own pipeline and cached (embeddings, aligned
 crops and crop quality) in ~/.cache/facepi/bench/ as .npz, so reruns take seconds.
@@ -41,9 +41,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facepi import classify, runtime  # noqa: E402
-from facepi.images import people_folders  # noqa: E402
-from facepi.visitors import VISIT_FAR, JoinRule, Visitors, crop_quality  # noqa: E402
+from facepi.identity import classify  # noqa: E402
+from facepi.identity.visitors import VISIT_FAR, JoinRule, Visitors, crop_quality  # noqa: E402
+from facepi.vision import runtime  # noqa: E402
+from facepi.vision.images import people_folders  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "celeba-dev"
 CACHE = Path.home() / ".cache" / "facepi" / "bench"

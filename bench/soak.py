@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import Broker, Subscriber, free_port  # noqa: E402 (the tests' real-part helpers)
+from facepi_convert import sources  # noqa: E402
 
 from facepi.demo import make_video, prepare  # noqa: E402
-from facepi_convert import sources  # noqa: E402
 
 WARM_UP = 120.0  # seconds before the RSS baseline: models, interpreter caches and paho settle
 

@@ -2,7 +2,7 @@
 # Makes docs/contact-sheet.png, the README's picture, with facepi's own code: the val photos of four of
 # the 5-celebrity people (fetched and cached by scripts/demo.sh or the tests), enrolled one person after
 # another as a household would (elton_john with --force, so the photo enroll skipped shows framed red),
-# drawn by facepi.health.contact_sheet at 5 columns and reduced to a 160-colour palette (Pillow) to stay
+# drawn by facepi.identity.health.contact_sheet at 5 columns and reduced to a 160-colour palette (Pillow) to stay
 # small. Run from the repository root: docs/contact-sheet.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from facepi import health, store
+from facepi.identity import health, store
 
 gallery = store.load(sys.argv[1])
 health.contact_sheet(gallery, health.check(gallery), Path(sys.argv[2]), columns=5)

@@ -1,7 +1,7 @@
 """facepi: face recognition for an always-on Raspberry Pi door camera.
 
 The on-device package. It runs on the TFLite runtime alone and must never
-import TensorFlow (the offline converter in ``facepi_convert/`` does that).
+import TensorFlow (the offline converter in ``convert/`` does that).
 Pipeline: source -> detect -> align -> embed -> classify -> publish.
 """
 

@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from facepi import __version__, runtime
+from facepi import __version__
+from facepi.vision import runtime
 
 DEFAULT_GALLERY = "/var/lib/facepi/gallery.npz"  # kept in gallery.db beside it (an old .npz is imported)
 
@@ -28,7 +29,7 @@ def _progress(label: str):
 
 
 def _pipeline(args: argparse.Namespace, mode: str | None = None, margin: int | None = None):
-    from facepi.detect import DetectorParams
+    from facepi.vision.detect import DetectorParams
     from facepi.workflow import load_pipeline
 
     return load_pipeline(args.models, args.embedder, args.threads, mode, margin,
@@ -65,9 +66,9 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from facepi.detect import Detector, DetectorParams
-    from facepi.faces import DECODE_PIXELS, detect_bounded
-    from facepi.images import ImageError, read_photo
+    from facepi.vision.detect import Detector, DetectorParams
+    from facepi.vision.faces import DECODE_PIXELS, detect_bounded
+    from facepi.vision.images import ImageError, read_photo
 
     detector = Detector(args.models, DetectorParams(minsize=args.minsize), threads=args.threads)
     failed = 0
@@ -121,8 +122,8 @@ def _train(args: argparse.Namespace) -> int:
     from facepi.workflow import train
 
     pipeline = _pipeline(args, args.mode)
-    from facepi import family, store
     from facepi.fileio import check_writable
+    from facepi.identity import family, store
 
     check_writable(args.classifier_file)
     gallery, failures = train(pipeline, args.data_dir, args.classifier or "centroid", args.target_far or 0.01,
@@ -140,7 +141,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from facepi.detect import DetectorParams
+    from facepi.vision.detect import DetectorParams
     from facepi.workflow import Recognizer, classify_folder
 
     rec = Recognizer(args.classifier_file, args.models, args.embedder, args.threads,
@@ -162,7 +163,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from facepi import evaluate as ev
+    from facepi.measure import evaluate as ev
 
     pipeline = _pipeline(args, args.mode)
     known = ev.embed_folder(pipeline, args.enrolled, _progress("embedding"))
@@ -214,10 +215,10 @@ def _gallery_path(args: argparse.Namespace) -> Path:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from facepi import family
     from facepi.fileio import check_writable
-    from facepi.gallery import Gallery, check_name, wrong_model
-    from facepi.store import db_path
+    from facepi.identity import family
+    from facepi.identity.gallery import Gallery, check_name, wrong_model
+    from facepi.identity.store import db_path
     from facepi.workflow import check_fit, enroll, new_gallery, recalibrate
 
     name = check_name(args.name)  # before any work
@@ -299,8 +300,8 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _forget(args: argparse.Namespace) -> int:
-    from facepi import family
     from facepi.fileio import check_writable
+    from facepi.identity import family
 
     path = _gallery_path(args)
     check_writable(path)
@@ -325,7 +326,7 @@ def _store_path(args: argparse.Namespace) -> Path | None:
 
 
 def _book(args: argparse.Namespace):
-    from facepi.visitors import VisitorBook
+    from facepi.identity.visitors import VisitorBook
 
     return VisitorBook(_gallery_path(args), _store_path(args))
 
@@ -340,8 +341,8 @@ def _only_for_listing(args: argparse.Namespace) -> None:
 
 
 def _visitors(args: argparse.Namespace) -> int:
-    from facepi.store import db_path
-    from facepi.visitors import VisitorError, sheet
+    from facepi.identity.store import db_path
+    from facepi.identity.visitors import VisitorError, sheet
 
     book = _book(args)
     legacy = book.legacy if book.legacy is not None and book.legacy.is_file() else None
@@ -367,7 +368,7 @@ def _visitors(args: argparse.Namespace) -> int:
 
 
 def _visitors_name(args: argparse.Namespace) -> int:
-    from facepi import family
+    from facepi.identity import family
 
     _only_for_listing(args)
     _book(args).visitors()  # an earlier visitors.npz is imported first
@@ -398,7 +399,7 @@ def _visitors_forget(args: argparse.Namespace) -> int:
 
 
 def _gallery_log(args: argparse.Namespace) -> int:
-    from facepi.store import Store
+    from facepi.identity.store import Store
 
     changes = Store(_gallery_path(args)).log(args.limit)  # reading the journal changes nothing
     if args.json:
@@ -414,7 +415,7 @@ def _gallery_log(args: argparse.Namespace) -> int:
 
 
 def _gallery_undo(args: argparse.Namespace) -> int:
-    from facepi import family
+    from facepi.identity import family
 
     target, done = family.undo(_gallery_path(args), "cli")
     print(f"Undid change {target.id} ({target.what}, {target.at}, from {target.origin}): {target.summary}")
@@ -423,7 +424,7 @@ def _gallery_undo(args: argparse.Namespace) -> int:
 
 
 def _gallery_remove(args: argparse.Namespace) -> int:
-    from facepi import family
+    from facepi.identity import family
 
     done = family.remove_photo(_gallery_path(args), args.name, args.photo, "cli", args.models)
     print(f"Removed {args.name}'s photo {args.photo} ({done.result}); "
@@ -432,7 +433,7 @@ def _gallery_remove(args: argparse.Namespace) -> int:
 
 
 def _gallery_rename(args: argparse.Namespace) -> int:
-    from facepi import family
+    from facepi.identity import family
 
     done = family.rename(_gallery_path(args), args.old, args.new, "cli", args.models)
     print(f"Renamed {args.old} to {args.new} ({done.result} photo(s)); undo: facepi gallery undo")
@@ -440,7 +441,7 @@ def _gallery_rename(args: argparse.Namespace) -> int:
 
 
 def _gallery_export(args: argparse.Namespace) -> int:
-    from facepi.gallery import Gallery
+    from facepi.identity.gallery import Gallery
 
     if args.output.suffix != ".npz":
         raise ValueError(f"{args.output}: the export format is .npz (the seed's train/classify workflow)")
@@ -451,7 +452,7 @@ def _gallery_export(args: argparse.Namespace) -> int:
 
 
 def _gallery_wrong(args: argparse.Namespace) -> int:
-    from facepi import family
+    from facepi.identity import family
 
     if args.photos:
         pipeline = _pipeline(args)
@@ -472,8 +473,8 @@ def _gallery_wrong(args: argparse.Namespace) -> int:
 
 
 def _gallery_check(args: argparse.Namespace) -> int:
-    from facepi.gallery import Gallery
-    from facepi.health import LEGEND_TEXT, check, contact_sheet
+    from facepi.identity.gallery import Gallery
+    from facepi.identity.health import LEGEND_TEXT, check, contact_sheet
 
     gallery = Gallery.load(_gallery_path(args))
     report = check(gallery)
@@ -503,7 +504,7 @@ def _gallery_check(args: argparse.Namespace) -> int:
 
 
 def _people(args: argparse.Namespace) -> int:
-    from facepi.gallery import Gallery
+    from facepi.identity.gallery import Gallery
     from facepi.workflow import people_summary
 
     summary = people_summary(Gallery.load(_gallery_path(args)))
@@ -518,7 +519,7 @@ def _people(args: argparse.Namespace) -> int:
 
 
 def _validate_pairs(args: argparse.Namespace) -> int:
-    from facepi import pairs
+    from facepi.measure import pairs
 
     pipeline = _pipeline(args, args.mode)
     report = pairs.validate(pipeline, args.pairs_file, args.image_dir, args.ext, _progress("embedding"))
@@ -565,7 +566,7 @@ def _check_config(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import logging
 
-    from facepi.daemon import Daemon
+    from facepi.door.daemon import Daemon
     from facepi.redact import MaskingFilter
 
     cfg = _load_config(args)
@@ -792,11 +793,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from facepi.config import ConfigError
-    from facepi.gallery import GalleryError
-    from facepi.images import ImageError
+    from facepi.door.capture import SourceError
+    from facepi.identity.gallery import GalleryError
+    from facepi.identity.visitors import VisitorError
     from facepi.redact import mask
-    from facepi.source import SourceError
-    from facepi.visitors import VisitorError
+    from facepi.vision.images import ImageError
 
     args = build_parser().parse_args(argv)
     try:

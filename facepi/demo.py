@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepi.images import read_rgb
+from facepi.vision.images import read_rgb
 
 
 def letterbox(rgb: np.ndarray, size: tuple[int, int] = (640, 480), background: int = 90) -> np.ndarray:
@@ -110,10 +110,11 @@ def prepare(cache: Path | None = None, stranger: str = "mindy_kaling", log=print
     Four people are enrolled from their train photos; the fifth is the stranger at the
     door. The video shows every val photo as one visit. Returns (video, gallery).
     """
-    from facepi import runtime
-    from facepi.gallery import Gallery
-    from facepi.workflow import load_pipeline, train
     from facepi_convert import sources  # the pinned fetcher; needs pip, not TensorFlow
+
+    from facepi.identity.gallery import Gallery
+    from facepi.vision import runtime
+    from facepi.workflow import load_pipeline, train
 
     cache = cache or sources.cache_dir()
     faces = sources.celebrity_faces(cache, log)

@@ -16,13 +16,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facepi import classify, runtime
-from facepi.detect import Detector, DetectorParams
-from facepi.embed import Embedder
-from facepi.faces import DECODE_PIXELS, FacePipeline, PhotoFaces
 from facepi.fileio import sha256_file
-from facepi.gallery import Gallery, GalleryError, check_name, wrong_model
-from facepi.images import IMAGE_SUFFIXES, ImageError, list_images, people_folders, read_photo
+from facepi.identity import classify
+from facepi.identity.gallery import Gallery, GalleryError, check_name, wrong_model
+from facepi.vision import runtime
+from facepi.vision.detect import Detector, DetectorParams
+from facepi.vision.embed import Embedder
+from facepi.vision.faces import DECODE_PIXELS, FacePipeline, PhotoFaces
+from facepi.vision.images import IMAGE_SUFFIXES, ImageError, list_images, people_folders, read_photo
 
 Progress = Callable[[int, int], None]
 
@@ -131,7 +132,7 @@ def check_fit(kind: str, target_far: float) -> None:
 
 def recalibrate(gallery: Gallery, models_dir: str | os.PathLike[str] | None = None,
                 operating_points: classify.OperatingPoints | None = None) -> classify.Calibration:
-    """Choose the gallery's threshold with its model's measured rule (see facepi.classify)."""
+    """Choose the gallery's threshold with its model's measured rule (see facepi.identity.classify)."""
     entry = runtime.model_spec(gallery.meta["embedder"], models_dir).entry
     points = operating_points or classify.OperatingPoints.from_manifest(entry)
     default = (entry.get("default_threshold") or {}).get("distance")
@@ -285,7 +286,7 @@ def _several_faces(r: PhotoFaces, n: int) -> str:
     """Why a group photo is not enrolled as it is, in words, with a numbered preview to choose from."""
     import tempfile
 
-    from facepi.faces import from_the_left, preview_png
+    from facepi.vision.faces import from_the_left, preview_png
 
     try:
         rgb, _ = read_photo(r.path, DECODE_PIXELS)
@@ -328,9 +329,9 @@ def enroll_crops(gallery: Gallery, name: str, embeddings: np.ndarray, crops: np.
 def name_visitor(store_path: Path, vid: str, gallery_path: Path, name: str, force: bool = False,
                  models_dir: str | os.PathLike[str] | None = None, origin: str = "cli") -> tuple[str, EnrolReport]:
     """Enrol door visitor ``vid``'s stored crops as ``name`` through the one guarded path
-    (``facepi.family.name_visitor``); ``store_path`` is an earlier ``visitors.npz`` to import, if any.
+    (``facepi.identity.family.name_visitor``); ``store_path`` is an earlier ``visitors.npz`` to import, if any.
     Refusals come back as the report's problems (nothing changed)."""
-    from facepi import family
+    from facepi.identity import family
 
     try:
         done = family.name_visitor(gallery_path, vid, name, origin, force, models_dir, store_path)

@@ -87,9 +87,9 @@ except ImportError as e:
 except ValueError as e:
     sys.exit(f"install-pi: picamera2 fails to import: {e}")
 import cv2  # noqa: F401
-import facepi.runtime
+import facepi.vision.runtime
 print(f"install-pi: numpy {numpy.__version__} (apt's), OpenCV {cv2.__version__}, "
-      f"models in {facepi.runtime.models_dir()}", file=sys.stderr)
+      f"models in {facepi.vision.runtime.models_dir()}", file=sys.stderr)
 EOF
 (cd / && "$VENV/bin/facepi" models >/dev/null)
 

@@ -22,9 +22,9 @@ SAME_BOX_IOU = 0.98  # "the same box": corners within ~1 % of the face's size
 
 
 def probe(paths: list[str]) -> dict:
-    from facepi import runtime
-    from facepi.faces import DECODE_PIXELS, detect_bounded
-    from facepi.images import read_photo
+    from facepi.vision import runtime
+    from facepi.vision.faces import DECODE_PIXELS, detect_bounded
+    from facepi.vision.images import read_photo
     from facepi.workflow import load_pipeline
 
     pipe = load_pipeline()

@@ -224,7 +224,7 @@ def one_face_photos(photos: list[Path], workdir: Path) -> list[Path]:
     import cv2
 
     from facepi.demo import make_video
-    from facepi.detect import Detector, DetectorParams
+    from facepi.vision.detect import Detector, DetectorParams
 
     det = Detector(params=DetectorParams(minsize=40))
     keep = []
@@ -249,7 +249,7 @@ def hold_gallery_lock(gallery_path: Path, visitors: Path | None = None) -> Itera
 
     Tests take these locks only through here: the storage layer's locking may change (one SQLite
     database), and only this body should have to follow it."""
-    from facepi.store import open_store
+    from facepi.identity.store import open_store
 
     del visitors  # the visitors live in the gallery's database: one lock holds both
     with open_store(gallery_path).write_lock():  # SQLite's write lock, as a change holds it

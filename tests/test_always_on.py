@@ -23,10 +23,10 @@ import pytest
 from conftest import ROOT, Subscriber, free_port, one_face_photos, run_daemon
 
 from facepi import config
-from facepi.classify import UNKNOWN, Prediction
 from facepi.demo import make_video
+from facepi.door.track import Tracker
+from facepi.identity.classify import UNKNOWN, Prediction
 from facepi.redact import MaskingFilter, mask, with_password
-from facepi.track import Tracker
 
 # ------------------------------------------------------------------ masking (pure)
 
@@ -212,7 +212,7 @@ def test_cooldown_and_scene_cut():
 
 
 def test_weighted_vote_prefers_big_confident_faces():
-    from facepi.track import vote
+    from facepi.door.track import vote
 
     v = vote([ALICE, BOB, BOB], [10.0, 1.0, 1.0])
     assert decide(v).name == "alice"
@@ -295,8 +295,8 @@ class NotifySocket:
 
 
 def make_daemon(gallery: Path, source_file: Path, env: dict[str, str]):
-    from facepi.daemon import Daemon
-    from facepi.notify import Notifier
+    from facepi.door.daemon import Daemon
+    from facepi.door.notify import Notifier
 
     cfg = config.load(None, env={"FACEPI_MQTT_HOST": "", **env},
                       overrides={"source.uri": str(source_file), "recognition.gallery": str(gallery)})
@@ -311,7 +311,7 @@ def door_video(tmp_path_factory, faces_root) -> Path:
 
 @pytest.mark.parametrize("watchdog", [True, False])
 def test_watchdog_stops_when_the_source_hangs(gallery4, door_video, tmp_path, watchdog):
-    from facepi.source import Capture
+    from facepi.door.capture import Capture
 
     frames = video_frames(door_video, 30)  # 3 s of real frames, then the driver hangs
     notify = NotifySocket(tmp_path / "notify")
@@ -387,8 +387,8 @@ class FlakySource:
 
 
 def test_capture_survives_what_cameras_throw(gallery4, door_video, tmp_path):
-    from facepi.images import ImageError
-    from facepi.source import Capture
+    from facepi.door.capture import Capture
+    from facepi.vision.images import ImageError
 
     notify = NotifySocket(tmp_path / "notify")
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000", "FACEPI_SOURCE_STALL_SECONDS": "3",
@@ -448,7 +448,7 @@ def test_one_bad_frame_is_counted_not_fatal(gallery4, door_video, monkeypatch):
 def test_publish_accounting_past_the_message_id_wrap(broker, tmp_path):
     """70,000 messages through one client (paho's message ids wrap at 65,535), then an outage:
     the queue bound and the drop count must still be right, and the queued events delivered."""
-    from facepi.publish import MqttPublisher
+    from facepi.door.publish import MqttPublisher
 
     cfg = config.load(None, env={"FACEPI_MQTT_HOST": "127.0.0.1", "FACEPI_MQTT_PORT": str(broker.port),
                                  "FACEPI_MQTT_QUEUE_SIZE": "5", "FACEPI_MQTT_RECONNECT_MAX_SECONDS": "1",
@@ -668,7 +668,7 @@ def test_reload_swaps_the_gallery_not_the_interpreters(gallery4, door_video, tmp
 
 
 def test_mqtt_causes_are_named():
-    from facepi.publish import why_unreachable
+    from facepi.door.publish import why_unreachable
 
     port = free_port()
     assert "refused the connection" in why_unreachable("127.0.0.1", port)

@@ -160,7 +160,7 @@ def facepi(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 def _old_store(visitor_gallery, gallery4, tmp_path):
     """An earlier facepi's visitors.npz holding the daemon's visitor, and a gallery without visitors."""
-    from facepi.visitors import VisitorBook
+    from facepi.identity.visitors import VisitorBook
 
     old = tmp_path / "visitors.npz"
     VisitorBook(visitor_gallery).as_visitors().save(old)
@@ -213,7 +213,9 @@ def test_demo_script_ends_with_a_summary_and_what_to_run_next(tmp_path):
     venv = co / ".venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next(venv.glob("lib/python3*/site-packages"))
-    (site / "facepi-test.pth").write_text(f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n")
+    # addsitedir runs the test venv's own .pth files too: its editable install maps convert/ to facepi_convert
+    purelib = sysconfig.get_paths()["purelib"]
+    (site / "facepi-test.pth").write_text(f"{ROOT}\nimport site; site.addsitedir({purelib!r})\n")
     (venv / "bin" / "facepi").write_text(f"#!{venv}/bin/python\nimport sys\nfrom facepi.cli import main\n"
                                          "sys.exit(main())\n")
     (venv / "bin" / "facepi").chmod(0o755)

@@ -42,7 +42,7 @@ def test_end_to_end_one_event_per_visit(broker, gallery4, val_video):
     assert [e["name"] for e in events] == expected, err[-3000:]
     assert [e["seq"] for e in events] == list(range(1, len(people) + 1))
     e = events[0]
-    from facepi.gallery import Gallery
+    from facepi.identity.gallery import Gallery
 
     assert e["camera"] == "testcam" and e["model"].startswith(Gallery.load(gallery4).model + "/")
     assert e["timestamp"].endswith("+00:00") and 0 <= e["score"] <= 1 and e["distance"] >= 0
@@ -55,7 +55,7 @@ def test_end_to_end_one_event_per_visit(broker, gallery4, val_video):
     assert sub.on(f"{base}/person")[-1] == b"[]"
     configs = {t: json.loads(p) for t, p, _ in sub.messages if t.startswith("homeassistant/") and
                t.endswith("/config")}
-    from facepi.homeassistant import person_key
+    from facepi.door.homeassistant import person_key
 
     people = sorted({p for p in people if p != STRANGER})
     presence = {f"homeassistant/binary_sensor/facepi_testcam/present_{person_key(p)}/config" for p in people}
@@ -243,7 +243,7 @@ def test_source_that_dies_and_comes_back(gallery4, faces_root, tmp_path):
     import cv2
 
     from facepi.demo import letterbox
-    from facepi.images import read_rgb
+    from facepi.vision.images import read_rgb
 
     frame = letterbox(read_rgb(sorted((faces_root / "val" / "elton_john").glob("*.jpg"))[0]))
     jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes()

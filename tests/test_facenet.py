@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 from conftest import MODELS
-
-from facepi import runtime
-from facepi.detect import Detector
-from facepi.fileio import sha256_file
 from facepi_convert import facenet, sources, verify
 from facepi_convert.cli import main as convert_main
+
+from facepi.fileio import sha256_file
+from facepi.vision import runtime
+from facepi.vision.detect import Detector
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, STRANGER, hold_gallery_lock, one_face_photos
 
-from facepi import family, store
-from facepi.gallery import Gallery, GalleryError
-from facepi.store import Conflict, Store, db_path
-from facepi.visitors import VisitorBook
+from facepi.identity import family, store
+from facepi.identity.gallery import Gallery, GalleryError
+from facepi.identity.store import Conflict, Store, db_path
+from facepi.identity.visitors import VisitorBook
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -254,7 +254,7 @@ def test_wrong_name_from_the_dashboard_lands_on_the_recognition_shown(broker, ho
     from conftest import Subscriber, run_daemon
 
     from facepi.demo import make_video
-    from facepi.homeassistant import person_key
+    from facepi.door.homeassistant import person_key
 
     val = faces_root / "val"
     mindy = one_face_photos(sorted((val / STRANGER).glob("*.jpg")), tmp_path)

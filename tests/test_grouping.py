@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from facepi.classify import CLUSTERING, OperatingPoints
-from facepi.visitors import VISIT_FAR, JoinRule, VisitorBook, VisitorError, Visitors
+from facepi.identity.classify import CLUSTERING, OperatingPoints
+from facepi.identity.visitors import VISIT_FAR, JoinRule, VisitorBook, VisitorError, Visitors
 
 EMBEDDER = "mobilefacenet_dynamic.tflite"
 DEV = Path("/work/shared/data/celeba-dev")

@@ -18,8 +18,8 @@ from conftest import ROOT, Subscriber, one_face_photos, run_daemon
 
 from facepi import config
 from facepi.demo import make_video
-from facepi.homeassistant import STRANGER as SHOWN
-from facepi.homeassistant import discovery, is_ours, person_key
+from facepi.door.homeassistant import STRANGER as SHOWN
+from facepi.door.homeassistant import discovery, is_ours, person_key
 
 QUOTED = 'Anne "Annie" Smith'
 HA_PYTHON = Path(os.environ.get("FACEPI_HA_VENV", ROOT / ".venv-ha")) / "bin" / "python"
@@ -114,7 +114,7 @@ def test_entities_follow_the_gallery_and_the_dashboard_can_reload(broker, galler
     a frame-sized snapshot of the announced face, forget + the Reload button removes the presence entity."""
     import shutil
 
-    from facepi.detect import Detector, DetectorParams
+    from facepi.vision.detect import Detector, DetectorParams
 
     g = tmp_path / "gallery.npz"
     shutil.copy(gallery4, g)

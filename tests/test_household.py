@@ -21,8 +21,8 @@ from conftest import ROOT, Lines, run_daemon
 
 from facepi.cli import main as facepi_main
 from facepi.demo import phone_photo
-from facepi.gallery import Gallery
-from facepi.store import Store, db_path
+from facepi.identity.gallery import Gallery
+from facepi.identity.store import Store, db_path
 
 FAMILY = ("ben_afflek", "elton_john", "madonna")
 STRANGERS = ("jerry_seinfeld", "mindy_kaling")
@@ -75,8 +75,8 @@ def household(tmp_path_factory, phone) -> Path:
 
 
 def test_phone_photos_are_read_upright_and_small(phone):
-    from facepi.faces import DECODE_PIXELS
-    from facepi.images import read_photo, read_rgb
+    from facepi.vision.faces import DECODE_PIXELS
+    from facepi.vision.images import read_photo, read_rgb
 
     photo = phone["madonna"][0]
     full = read_rgb(photo)
@@ -88,8 +88,8 @@ def test_phone_photos_are_read_upright_and_small(phone):
 
 
 def test_folder_source_frames_are_upright_and_bounded(phone, tmp_path):
-    from facepi.images import DECODE_PIXELS
-    from facepi.source import FolderSource
+    from facepi.door.capture import FolderSource
+    from facepi.vision.images import DECODE_PIXELS
 
     (tmp_path / "a.jpg").symlink_to(phone["madonna"][0])
     src = FolderSource(tmp_path)
@@ -102,9 +102,9 @@ def test_folder_source_frames_are_upright_and_bounded(phone, tmp_path):
 def test_exif_rotated_photo_finds_its_face(phone):
     import cv2
 
-    from facepi.detect import Detector
-    from facepi.faces import DETECT_PIXELS
-    from facepi.images import read_photo, shrink
+    from facepi.vision.detect import Detector
+    from facepi.vision.faces import DETECT_PIXELS
+    from facepi.vision.images import read_photo, shrink
 
     rgb, _ = read_photo(phone["elton_john"][1], 1e6)
     small, _ = shrink(rgb, DETECT_PIXELS)
@@ -194,7 +194,7 @@ def test_duplicates_and_reenrolment_are_skipped(household, phone, tmp_path):
 def test_group_photo_is_refused_or_largest_face_taken(household, faces_root, tmp_path):
     import cv2
 
-    from facepi.detect import Detector
+    from facepi.vision.detect import Detector
 
     g = _copy(household, tmp_path)
     det = Detector()

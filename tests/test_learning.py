@@ -16,9 +16,9 @@ import pytest
 from conftest import ROOT, Broker, Subscriber, one_face_photos, passwords, run_daemon
 
 from facepi.demo import make_video
-from facepi.gallery import Gallery
-from facepi.store import db_path
-from facepi.visitors import VisitorBook, VisitorError, Visitors
+from facepi.identity.gallery import Gallery
+from facepi.identity.store import db_path
+from facepi.identity.visitors import VisitorBook, VisitorError, Visitors
 
 STRANGER = "mindy_kaling"
 
@@ -156,7 +156,7 @@ OLD_FACE = b"\xff\xd8 a face an earlier run left retained"
 
 
 def test_a_naming_must_name_its_visitor():
-    from facepi.publish import naming_request
+    from facepi.door.publish import naming_request
 
     assert naming_request('{"visitor": " V7 ", "name": "alice"}') == ("V7", "alice")
     for text, why in [("alice", "which visitor it names, as JSON"), ('{"name": "alice"}', "which visitor"),

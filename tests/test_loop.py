@@ -13,10 +13,10 @@ import pytest
 from conftest import STRANGER, Lines, hold_gallery_lock, one_face_photos, run_daemon
 from test_always_on import ALICE, CAROL, NONE, NotifySocket, decide, face
 
-from facepi.daemon import Worker
 from facepi.demo import make_video
-from facepi.track import StrangerVisits, Tracker
-from facepi.visitors import VisitorBook
+from facepi.door.daemon import Worker
+from facepi.door.track import StrangerVisits, Tracker
+from facepi.identity.visitors import VisitorBook
 
 HOLD = 60.0  # seconds: a long enrol (a folder of phone photos on a Pi)
 KNOWN = ["madonna", "elton_john", "ben_afflek", "jerry_seinfeld"]

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import MODELS, ROOT
-
-from facepi import runtime
-from facepi.cli import main as facepi_main
-from facepi.detect import Detector
-from facepi.gallery import Gallery, GalleryError
 from facepi_convert import mobilefacenet, sources, verify
+
+from facepi.cli import main as facepi_main
+from facepi.identity.gallery import Gallery, GalleryError
+from facepi.vision import runtime
+from facepi.vision.detect import Detector
 
 DEV = ROOT.parent / "shared" / "data" / "celeba-dev"
 
@@ -106,7 +106,7 @@ def test_open_set_on_in_the_wild_photos(tmp_path, capsys):
 
 def test_full_int8_variant_runs_with_int8_io(shipped, arcface_crops, faces_root):
     """Full-integer MobileFaceNet from ai-edge-quantizer, calibrated on real faces; int8 input and
-    output are (de)quantized by facepi.runtime. Measured: cosine min 0.90, mean 0.97 (README)."""
+    output are (de)quantized by facepi.vision.runtime. Measured: cosine min 0.90, mean 0.97 (README)."""
     train = sorted(faces_root.glob("train/*/*.jpg"))[::4]
     calib = verify.standardise(verify.landmark_crops(Detector(MODELS), train, 112, 1.0))
     model = mobilefacenet.full_int8(mobilefacenet.to_batch1(shipped), calib)

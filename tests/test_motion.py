@@ -10,7 +10,7 @@ from conftest import ROOT, run_daemon
 
 from facepi import config
 from facepi.demo import door_scene
-from facepi.motion import MotionGate, region
+from facepi.door.motion import MotionGate, region
 
 H, W = 240, 320
 
@@ -108,7 +108,7 @@ def test_a_zone_hides_faces_outside_it(gallery4, door_video):
 
 
 def test_detection_windows_come_in_few_sizes():
-    from facepi.motion import window
+    from facepi.door.motion import window
 
     sizes = {(b[2] - b[0], b[3] - b[1]) for x in range(0, 600, 37) for y in range(0, 440, 29)
              if (b := window((x, y, x + 40, y + 40), (480, 640))) is not None}

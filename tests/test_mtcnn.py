@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import MODELS
-
-from facepi.detect import Detector, DetectorParams, nms, pyramid_scales
-from facepi.images import read_rgb
 from facepi_convert import mtcnn, verify
 from facepi_convert.cli import main as convert_main
+
+from facepi.vision.detect import Detector, DetectorParams, nms, pyramid_scales
+from facepi.vision.images import read_rgb
 
 
 def test_committed_mtcnn_matches_seed_on_real_photos(seed_mtcnn, val_photos):

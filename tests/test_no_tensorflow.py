@@ -8,8 +8,8 @@ from conftest import ROOT
 
 def test_facepi_and_its_cli_do_not_import_tensorflow():
     code = (
-        "import sys, facepi, facepi.cli, facepi.detect, facepi.align, facepi.runtime, facepi.images\n"
-        "from facepi.detect import Detector\n"
+        "import sys, facepi, facepi.cli, facepi.door.daemon, facepi.identity.family, facepi.vision.images\n"
+        "from facepi.vision.detect import Detector\n"
         "d = Detector()\n"
         "import numpy as np\n"
         "d.detect(np.zeros((120, 160, 3), np.uint8))\n"

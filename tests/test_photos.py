@@ -19,8 +19,8 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
-from facepi.gallery import Gallery
-from facepi.health import ORANGE, RED
+from facepi.identity.gallery import Gallery
+from facepi.identity.health import ORANGE, RED
 
 PEOPLE = ("madonna", "elton_john")
 N = 4
@@ -92,7 +92,7 @@ def heic(tmp_path_factory, faces_root) -> tuple[Path, dict[Path, Path]]:
 
 
 def test_iphone_heic_photos_are_read_upright(heic):
-    from facepi.images import read_photo
+    from facepi.vision.images import read_photo
 
     root, made = heic
     for photo, src in made.items():
@@ -140,7 +140,7 @@ def test_a_folder_of_any_format_that_reads_one_by_one_reads_as_a_folder(fmt, suf
 
 def group_photo(faces_root: Path, left: str, right: str, out: Path) -> Path:
     """Two real photos side by side, faces of comparable size (200 and 150 px): a family photo."""
-    from facepi.detect import Detector
+    from facepi.vision.detect import Detector
 
     det = Detector()
 

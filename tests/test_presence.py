@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, Subscriber, free_port, run_daemon
 
-from facepi.classify import UNKNOWN, Prediction
 from facepi.demo import letterbox
-from facepi.images import read_rgb
-from facepi.track import Tracker
+from facepi.door.track import Tracker
+from facepi.identity.classify import UNKNOWN, Prediction
+from facepi.vision.images import read_rgb
 
 STRANGER = np.eye(4)[2]
 

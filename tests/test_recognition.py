@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facepi import classify
 from facepi.cli import main as facepi_main
-from facepi.gallery import Gallery, GalleryError
-from facepi.images import people_folders
+from facepi.identity import classify
+from facepi.identity.gallery import Gallery, GalleryError
+from facepi.vision.images import people_folders
 from facepi.workflow import load_pipeline, recalibrate
 
 
@@ -60,7 +60,7 @@ def test_closed_set_val_accuracy(pipeline, embedded, kind):
 @pytest.mark.parametrize("kind", classify.CLASSIFIERS)
 def test_open_set_each_person_held_out(pipeline, faces_root, kind):
     """Leave one person out of training: they come back unknown, the others are still named."""
-    from facepi.evaluate import embed_folder, train_val_report
+    from facepi.measure.evaluate import embed_folder, train_val_report
 
     train, val = (embed_folder(pipeline, faces_root / s) for s in ("train", "val"))
     report = train_val_report(train, val, kind, pipeline.embedder.operating_points, pipeline.embedder.model_id)

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facepi import runtime
-from facepi.detect import Detector
 from facepi.fileio import atomic_write_json
-from facepi.images import ImageError, read_rgb, to_rgb
+from facepi.vision import runtime
+from facepi.vision.detect import Detector
+from facepi.vision.images import ImageError, read_rgb, to_rgb
 
 
 def test_committed_models_match_the_manifest():

@@ -18,9 +18,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facepi import align, detect, runtime
-from facepi.images import list_images, read_rgb
-from facepi.track import iou_matrix
+from facepi.door.track import iou_matrix
+from facepi.vision import align, detect, runtime
+from facepi.vision.images import list_images, read_rgb
 
 TARGETS = {
     "mtcnn_matched": 0.98, "mtcnn_landmark_px": 1.0,

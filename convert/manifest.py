@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from facepi import runtime
+from facepi.vision import runtime
 
 MTCNN_PREPROCESSING = {"color": "RGB", "mean": 127.5, "scale": 0.0078125, "layout": "NHWC",
                        "note": "seed's transposed-image convention folded into the weights"}

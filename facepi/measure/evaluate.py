@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from facepi.classify import cosine_distances, threshold_for_far, unit_centroids
-from facepi.faces import FacePipeline
-from facepi.images import people_folders
+from facepi.identity.classify import cosine_distances, threshold_for_far, unit_centroids
+from facepi.vision.faces import FacePipeline
+from facepi.vision.images import people_folders
 
 
 @dataclass
@@ -155,8 +155,8 @@ def train_val_report(train: Embedded, val: Embedded, kind: str, points: Any,
     Held out, a person's val photos should come back ``unknown``; everyone else's
     should still be named, at the threshold the gallery calibrates for itself.
     """
-    from facepi.classify import Classifier, calibrate, calibration_dict
-    from facepi.gallery import Gallery
+    from facepi.identity.classify import Classifier, calibrate, calibration_dict
+    from facepi.identity.gallery import Gallery
 
     dim = next(e for items in train.people.values() for _, e in items if e is not None).shape[0]
     probes = [(p, e) for p, items in sorted(val.people.items()) for _, e in items if e is not None]

@@ -4,7 +4,7 @@ A ``Gallery`` holds the embeddings, their person labels, the aligned enrolment
 crops (small, for ``facepi gallery check --sheet``: the picture that shows why
 someone is not recognised) and its settings (the embedding model, the classifier
 kind, the threshold and how it was chosen). It lives in the gallery's SQLite
-database (``facepi.store``; every change through ``facepi.family``, journaled);
+database (``facepi.identity.store``; every change through ``facepi.identity.family``, journaled);
 ``.npz`` is the format of earlier facepi and of the seed's train/classify
 workflow: read with ``allow_pickle=False`` (loading it can never execute code) and
 written atomically (temp file + rename + fsync) with mode 0600, as an export.
@@ -169,8 +169,8 @@ class Gallery:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the ``.npz`` format (an export, the seed's workflow). A gallery that lives in a database
-        is changed through ``facepi.store`` instead, so a journal entry goes with every change."""
-        from facepi import store
+        is changed through ``facepi.identity.store`` instead, so a journal entry goes with every change."""
+        from facepi.identity import store
 
         if Path(path).suffix == ".db" or store.exists(path):
             raise GalleryError(f"{path}: this gallery is kept in {store.db_path(path)}; change it with facepi "
@@ -189,7 +189,7 @@ class Gallery:
     def load(cls, path: str | os.PathLike[str], expect_model: str | None = None) -> Gallery:
         """The gallery at ``path``: its database where there is one (``gallery.npz`` -> ``gallery.db``),
         else the ``.npz`` file itself."""
-        from facepi import store
+        from facepi.identity import store
 
         return store.load(path, expect_model)
 

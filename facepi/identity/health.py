@@ -17,9 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facepi import classify
 from facepi.fileio import atomic_write_bytes
-from facepi.gallery import Gallery
+from facepi.identity import classify
+from facepi.identity.gallery import Gallery
 from facepi.workflow import DUPLICATE
 
 RED, ORANGE = (220, 30, 30), (255, 150, 0)

@@ -4,7 +4,7 @@ Enrolling photos, naming a door visitor, forgetting someone, removing one photo,
 renaming, "that wasn't X", training a whole gallery and undoing any of these all go
 through :func:`change`: the gallery is read, changed in memory with the gallery's health
 checks (``facepi.workflow.add_faces``), recalibrated, and written with its journal entry
-in one SQLite transaction (``facepi.store``). Whether the change came from the command
+in one SQLite transaction (``facepi.identity.store``). Whether the change came from the command
 line, MQTT or Home Assistant is recorded; only the command line may ``force`` past a
 check, and a forced change records the problems it overrode.
 """
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from facepi.gallery import Gallery, GalleryError, check_name
-from facepi.store import Change, Conflict, Store, open_store
+from facepi.identity.gallery import Gallery, GalleryError, check_name
+from facepi.identity.store import Change, Conflict, Store, open_store
 
 log = logging.getLogger("facepi.family")
 RETRIES = 5  # a change computed on a gallery another facepi changed meanwhile is recomputed this often
@@ -102,7 +102,7 @@ def name_visitor(path: str | os.PathLike[str], vid: str, name: str, origin: str 
                  legacy_visitors: str | os.PathLike[str] | None = None) -> Done:
     """Enrol door visitor ``vid``'s stored faces as ``name``; the visitor leaves the store in the same
     transaction. A naming must say which visitor it means: "the last one" changes while someone types."""
-    from facepi.visitors import VisitorBook, VisitorError
+    from facepi.identity.visitors import VisitorBook, VisitorError
     from facepi.workflow import enroll_crops
 
     if not vid:
@@ -188,7 +188,7 @@ def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, lab
 
     A correction that would cost NAME more than CORRECTION_MAX_LOSS of their own enrolled photos is of
     NAME themself (a press on a right recognition): refused, and from the command line only forced."""
-    from facepi.classify import own_photos_named
+    from facepi.identity.classify import own_photos_named
 
     embeddings = np.atleast_2d(np.asarray(embeddings, np.float32))
     if force and origin != "cli":

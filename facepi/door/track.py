@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facepi.align import landmark_error
-from facepi.classify import UNKNOWN, Prediction
+from facepi.identity.classify import UNKNOWN, Prediction
+from facepi.vision.align import landmark_error
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

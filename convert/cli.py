@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facepi import __version__, runtime
-from facepi.fileio import atomic_write_json, sha256_file
 from facepi_convert import facenet, mobilefacenet, mtcnn, sources
 from facepi_convert.manifest import (
     FACENET_PREPROCESSING,
@@ -31,6 +29,10 @@ from facepi_convert.manifest import (
     assign_mtcnn_roles,
     describe,
 )
+
+from facepi import __version__
+from facepi.fileio import atomic_write_json, sha256_file
+from facepi.vision import runtime
 
 # Chosen by open-set measurement (README "Which embedding model is the default"): MobileFaceNet
 # names more family members at the same stranger-acceptance rate, and is no slower.
@@ -45,7 +47,7 @@ MOBILEFACENET_DEFAULT_THRESHOLD = {"distance": 0.46, "target_far": 0.01,
                                    "measured_on": "CelebA dev (143 identities, 3 random halves), landmark alignment"}
 # Per-comparison false-accept rate -> cosine distance (a stranger's photo vs one enrolled person's
 # centroid), measured with bench/household.py on the dependency-free development photos; the rule
-# facepi.classify.calibrate applies to every gallery. Re-measure when alignment or the model changes.
+# facepi.identity.classify.calibrate applies to every gallery. Re-measure when alignment or the model changes.
 MOBILEFACENET_OPERATING_POINTS = {
     "far": [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05],
     "distance": [0.4473, 0.4708, 0.503, 0.524, 0.5497, 0.5903, 0.6238, 0.6625, 0.7239],
@@ -150,9 +152,9 @@ def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads
     """Convert into a staging folder, then move into ``models_dir``. Returns the changed files."""
     import numpy as np
     import tensorflow as tf
-
-    from facepi.detect import Detector
     from facepi_convert import verify
+
+    from facepi.vision.detect import Detector
 
     mtcnn_dir, mtcnn_source = inputs.mtcnn()
     graph_path, facenet_source = inputs.facenet()
@@ -245,10 +247,10 @@ def _install(staging: Path, models_dir: Path, entries: dict[str, dict[str, Any]]
 
 def verify_models(inputs: Inputs, models_dir: Path, threads: int, runs: int) -> dict[str, Any]:
     import numpy as np
-
-    from facepi.detect import Detector
     from facepi_convert import verify
     from facepi_convert.seed import SeedMTCNN
+
+    from facepi.vision.detect import Detector
 
     manifest = runtime.load_manifest(models_dir)
     photos = verify.dataset_photos(inputs.faces())

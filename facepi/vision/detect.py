@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepi import runtime
+from facepi.vision import runtime
 
 PNET_STRIDE = 2
 PNET_CELL = 12

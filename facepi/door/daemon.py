@@ -36,18 +36,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facepi import family, runtime, store
-from facepi.classify import UNKNOWN, Prediction
 from facepi.config import Config
-from facepi.detect import DetectorParams
-from facepi.faces import FacePipeline
-from facepi.motion import MotionGate, region, window
-from facepi.notify import Notifier
-from facepi.publish import make_publisher
+from facepi.door.capture import Capture, Frame, make_source
+from facepi.door.motion import MotionGate, region, window
+from facepi.door.notify import Notifier
+from facepi.door.publish import make_publisher
+from facepi.door.track import Face, StrangerVisits, Track, Tracker, iou_matrix, vote
+from facepi.identity import family, store
+from facepi.identity.classify import UNKNOWN, Prediction
+from facepi.identity.visitors import JoinRule, Visitor, VisitorBook, VisitorError, crop_quality
 from facepi.redact import mask, with_password
-from facepi.source import Capture, Frame, make_source
-from facepi.track import Face, StrangerVisits, Track, Tracker, iou_matrix, vote
-from facepi.visitors import JoinRule, Visitor, VisitorBook, VisitorError, crop_quality
+from facepi.vision import runtime
+from facepi.vision.detect import DetectorParams
+from facepi.vision.faces import FacePipeline
 from facepi.workflow import Recognizer, name_visitor
 
 log = logging.getLogger("facepi.daemon")

@@ -23,8 +23,8 @@ from typing import NamedTuple, Protocol
 import cv2
 import numpy as np
 
-from facepi.images import ImageError, list_images, read_frame, to_rgb
 from facepi.redact import mask
+from facepi.vision.images import ImageError, list_images, read_frame, to_rgb
 
 log = logging.getLogger("facepi.source")
 

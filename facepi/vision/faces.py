@@ -12,10 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepi import align
-from facepi.detect import Detector
-from facepi.embed import Embedder
-from facepi.images import DECODE_PIXELS, DETECT_PIXELS, ImageError, read_photo, shrink
+from facepi.vision import align
+from facepi.vision.detect import Detector
+from facepi.vision.embed import Embedder
+from facepi.vision.images import DECODE_PIXELS, DETECT_PIXELS, ImageError, read_photo, shrink
 
 ALIGN_MODES = ("crop", "landmarks")
 __all__ = ["DECODE_PIXELS", "DETECT_PIXELS", "FacePipeline", "detect_bounded"]

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from facepi.gallery import FORMAT, Gallery, GalleryError, wrong_model
+from facepi.identity.gallery import FORMAT, Gallery, GalleryError, wrong_model
 
 SCHEMA_VERSION = 1
 UNDO_DEPTH = 20  # changes that can be undone; faces removed longer ago are deleted for good
@@ -394,7 +394,7 @@ class Store:
 
     @contextlib.contextmanager
     def visitors_txn(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction on the visitor tables (used by facepi.visitors.VisitorBook); a gallery
+        """A write transaction on the visitor tables (used by facepi.identity.visitors.VisitorBook); a gallery
         still in an .npz file beside it is imported first, so the two never disagree."""
         self.migrate()
         with self._connect(write=True, wait=VISITOR_WAIT) as con:

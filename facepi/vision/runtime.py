@@ -27,11 +27,11 @@ MAX_DEFAULT_THREADS = 4  # a Pi 4/5 has four cores; small models gain little bey
 
 def _bundled_models() -> Path:
     """The models shipped with facepi: package data in a wheel, the top-level folder in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "models", here.parent / "models"):
+    package = Path(__file__).resolve().parent.parent  # facepi/
+    for candidate in (package / "models", package.parent / "models"):
         if (candidate / "manifest.json").exists():
             return candidate
-    return here / "models"
+    return package / "models"
 
 
 DEFAULT_MODELS_DIR = _bundled_models()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from facepi.faces import FacePipeline
+from facepi.vision.faces import FacePipeline
 
 THRESHOLDS = np.arange(0.0, 2.0, 0.005)
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from facepi.gallery import Gallery, GalleryError
+from facepi.identity.gallery import Gallery, GalleryError
 
 UNKNOWN = "unknown"
 CLASSIFIERS = ("centroid", "svm")

@@ -31,9 +31,9 @@ from typing import Any
 
 from paho.mqtt.client import MQTTErrorCode, MQTTMessageInfo
 
-from facepi import homeassistant
 from facepi.config import Config
-from facepi.gallery import shown
+from facepi.door import homeassistant
+from facepi.identity.gallery import shown
 
 log = logging.getLogger("facepi.publish")
 STATE_SLACK = 256  # paho's queue bound beyond queue_size: the state topics and discovery configs

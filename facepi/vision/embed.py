@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from facepi import runtime
-from facepi.classify import OperatingPoints
+from facepi.identity.classify import OperatingPoints
+from facepi.vision import runtime
 
 
 class Embedder:
@@ -36,7 +36,7 @@ class Embedder:
         self.scale = np.float32(pre["scale"])
         self.max_batch = max_batch
         self.output = self.model.spec.outputs[0]["name"]
-        # The open-set rule measured on real data (see facepi.classify).
+        # The open-set rule measured on real data (see facepi.identity.classify).
         self.operating_points = OperatingPoints.from_manifest(entry)
         default = entry.get("default_threshold") or {}
         self.default_threshold: float | None = default.get("distance")

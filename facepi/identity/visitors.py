@@ -30,8 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepi.classify import CLUSTERING, OperatingPoints
 from facepi.fileio import atomic_write_bytes
+from facepi.identity.classify import CLUSTERING, OperatingPoints
 
 FORMAT = "facepi-visitors-1"
 
@@ -50,7 +50,7 @@ class JoinRule:
     A stranger's visit is compared with *every* stored visitor, so a fixed distance
     (the model's 5 %-FAR point, 0.72) merges strangers more often the fuller the
     store: at 50 visitors nearly every stranger finds a look-alike. As in
-    ``facepi.classify.calibrate``, ``target`` is the false-accept rate per visit over
+    ``facepi.identity.classify.calibrate``, ``target`` is the false-accept rate per visit over
     the whole store; each comparison may accept ``target / (n_stored x CLUSTERING)``,
     and the distance comes from the model's measured operating points. The target
     was chosen on CelebA dev with ``bench/learning.py`` (merges vs re-visits joined).
@@ -67,7 +67,7 @@ class JoinRule:
     def for_model(cls, embedder_file: str, models_dir: str | os.PathLike[str] | None = None,
                   target: float = VISIT_FAR) -> JoinRule:
         """The rule for the embedder the gallery was built with (its manifest entry's operating points)."""
-        from facepi import runtime
+        from facepi.vision import runtime
 
         entry = runtime.model_spec(embedder_file, models_dir).entry
         points = OperatingPoints.from_manifest(entry)
@@ -235,13 +235,13 @@ class Visitors:
 
 class VisitorBook:
     """The daemon's and the CLI's door to the visitors, kept in the gallery's database
-    (``facepi.store``): every call is one short transaction, and a visit adds a few rows
+    (``facepi.identity.store``): every call is one short transaction, and a visit adds a few rows
     instead of rewriting the store. ``path`` is the gallery path (``gallery.npz`` or ``.db``);
     ``legacy`` an earlier ``visitors.npz`` store, imported on first use and kept as ``.bak``.
     """
 
     def __init__(self, path: str | os.PathLike[str], legacy: str | os.PathLike[str] | None = None) -> None:
-        from facepi.store import Store
+        from facepi.identity.store import Store
 
         self.store = Store(path)
         self.legacy = Path(legacy) if legacy else None
