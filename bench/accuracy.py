@@ -17,9 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from facepi_convert import sources  # noqa: E402
 
-from facepi.measure.evaluate import embed_folder, train_val_report  # noqa: E402
+from facepi.measure.evaluate import train_val_report
 from facepi.vision import runtime  # noqa: E402
-from facepi.workflow import load_pipeline  # noqa: E402
+from facepi.vision.photos import (
+    embed_folder,  # noqa: E402
+    load_pipeline,  # noqa: E402
+)
 
 
 def main() -> int:

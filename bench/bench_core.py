@@ -82,7 +82,8 @@ def main() -> int:
 
     from facepi.identity.classify import Classifier
     from facepi.vision.embed import Embedder
-    from facepi.workflow import load_pipeline, train
+    from facepi.vision.photos import load_pipeline
+    from facepi.workflow import train
 
     cache = sources.cache_dir()
     faces = sources.celebrity_faces(cache)

@@ -46,7 +46,7 @@ MIXED = """
 import sys, resource
 from pathlib import Path
 from facepi.vision.images import people_folders
-from facepi.workflow import load_pipeline
+from facepi.vision.photos import load_pipeline
 pipe = load_pipeline()
 if sys.argv[2] == "unbounded":
     for m in pipe.detector.nets.values():

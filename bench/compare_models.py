@@ -26,12 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from facepi.identity.classify import unit_centroids  # noqa: E402
-from facepi.measure.evaluate import Embedded, evaluate, split_people  # noqa: E402
+from facepi.measure.evaluate import evaluate, split_people  # noqa: E402
 from facepi.vision import align, runtime  # noqa: E402
 from facepi.vision.detect import Detector  # noqa: E402
 from facepi.vision.embed import Embedder  # noqa: E402
 from facepi.vision.faces import DETECT_PIXELS  # noqa: E402
 from facepi.vision.images import people_folders, read_rgb, shrink  # noqa: E402
+from facepi.vision.photos import Embedded  # noqa: E402
 
 
 def main() -> int:

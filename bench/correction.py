@@ -4,7 +4,7 @@
 
 DATA defaults to ../shared/data/celeba-dev (read in place, never copied). Per seed,
 ``--households`` galleries of 3-5 people, each enrolled from 4-8 of their photos
-(``facepi.identity.gallery.Gallery`` + ``facepi.workflow.recalibrate``, the centroid classifier at
+(``facepi.identity.gallery.Gallery`` + ``facepi.identity.enrol.recalibrate``, the centroid classifier at
 the gallery's own threshold); their other photos are held out as X's probes. Every
 identity outside a household is a stranger to it.
 
@@ -52,10 +52,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from learning import DEFAULT_DATA, DevSet, load_dev  # noqa: E402
 
 from facepi.identity import classify  # noqa: E402
+from facepi.identity.enrol import recalibrate  # noqa: E402
 from facepi.identity.family import CORRECTION_MAX_LOSS  # noqa: E402
 from facepi.identity.gallery import Gallery  # noqa: E402
 from facepi.vision import runtime  # noqa: E402
-from facepi.workflow import recalibrate  # noqa: E402
 
 ENROLLED = (4, 8)  # photos enrolled per member
 MIN_PHOTOS = ENROLLED[1] + 1  # members keep at least one held-out probe

@@ -13,7 +13,7 @@ copied). Two parts, both printed:
    prints them in the manifest's shape.
 2. **Households**, on identities *not* used for part 1 (the identities are split
    in two halves, so the rule is never judged on the data it was measured on):
-   3 people enrolled one at a time with ``facepi.workflow.enroll`` from 4 photos each,
+   3 people enrolled one at a time with ``facepi.identity.enrol.enroll`` from 4 photos each,
    turned into phone photos (upscaled to ~12 MP, stored sideways with an EXIF
    Orientation tag); then their other photos (members) and every photo of the other
    identities of that half (strangers) are classified with the gallery's rule.
@@ -39,9 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 from facepi.demo import phone_photo  # noqa: E402
 from facepi.identity import classify  # noqa: E402
+from facepi.identity.enrol import enroll, new_gallery  # noqa: E402
 from facepi.identity.gallery import Gallery  # noqa: E402
 from facepi.vision.images import people_folders  # noqa: E402
-from facepi.workflow import enroll, load_pipeline, new_gallery  # noqa: E402
+from facepi.vision.photos import load_pipeline  # noqa: E402
 
 STRICTER = (1, 2, 3, 4)  # the rule's per-comparison rate divided further, to see what it would take
 GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)

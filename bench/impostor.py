@@ -7,7 +7,7 @@ DATA defaults to ../shared/data/celeba-dev (read in place, never copied). Each o
 (seeded). Then, on a copy of the gallery each time:
 
 - impostor: five aligned crops of an identity *not* in the gallery are enrolled under
-  one member's name through ``facepi.workflow.enroll_crops`` without force, the path
+  one member's name through ``facepi.identity.enrol.enroll_crops`` without force, the path
   a door visitor's naming takes (``name_visitor``, MQTT, Home Assistant);
 - genuine: five more photos of that member himself, the same way, so that a fix
   which refuses everything shows up.
@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from learning import DEFAULT_DATA, DevSet, load_dev  # noqa: E402
 
 from facepi.identity import classify  # noqa: E402
+from facepi.identity.enrol import enroll_crops  # noqa: E402
 from facepi.identity.gallery import Gallery  # noqa: E402
 from facepi.vision import runtime  # noqa: E402
-from facepi.workflow import enroll_crops  # noqa: E402
 
 ADDED = 5  # crops named at once: a visitor's best five
 

@@ -73,7 +73,7 @@ def load_dev(data: Path, embedder: str | None = None, limit: int | None = None) 
     if not data.is_dir():
         raise SystemExit(f"{data}: not found (the development photos live outside the repository; --data DIR)")
     folders = dict(sorted(people_folders(data).items())[:limit])
-    from facepi.workflow import load_pipeline
+    from facepi.vision.photos import load_pipeline
 
     pipe = load_pipeline(embedder=embedder)
     key = hashlib.sha256()

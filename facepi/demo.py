@@ -114,7 +114,8 @@ def prepare(cache: Path | None = None, stranger: str = "mindy_kaling", log=print
 
     from facepi.identity.gallery import Gallery
     from facepi.vision import runtime
-    from facepi.workflow import load_pipeline, train
+    from facepi.vision.photos import load_pipeline
+    from facepi.workflow import train
 
     cache = cache or sources.cache_dir()
     faces = sources.celebrity_faces(cache, log)

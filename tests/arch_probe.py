@@ -25,7 +25,7 @@ def probe(paths: list[str]) -> dict:
     from facepi.vision import runtime
     from facepi.vision.faces import DECODE_PIXELS, detect_bounded
     from facepi.vision.images import read_photo
-    from facepi.workflow import load_pipeline
+    from facepi.vision.photos import load_pipeline
 
     pipe = load_pipeline()
     import cv2

@@ -208,7 +208,8 @@ def gallery4(tmp_path_factory, faces_root) -> Path:
     for person in sorted(p.name for p in (faces_root / "train").iterdir() if p.is_dir()):
         if person != STRANGER:
             (root / person).symlink_to(faces_root / "train" / person)
-    from facepi.workflow import load_pipeline, train
+    from facepi.vision.photos import load_pipeline
+    from facepi.workflow import train
 
     gallery, failures = train(load_pipeline(), root)
     assert not failures

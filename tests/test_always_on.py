@@ -448,7 +448,7 @@ def test_one_bad_frame_is_counted_not_fatal(gallery4, door_video, monkeypatch):
 def test_publish_accounting_past_the_message_id_wrap(broker, tmp_path):
     """70,000 messages through one client (paho's message ids wrap at 65,535), then an outage:
     the queue bound and the drop count must still be right, and the queued events delivered."""
-    from facepi.door.publish import MqttPublisher
+    from facepi.door.mqtt import MqttPublisher
 
     cfg = config.load(None, env={"FACEPI_MQTT_HOST": "127.0.0.1", "FACEPI_MQTT_PORT": str(broker.port),
                                  "FACEPI_MQTT_QUEUE_SIZE": "5", "FACEPI_MQTT_RECONNECT_MAX_SECONDS": "1",
@@ -668,7 +668,7 @@ def test_reload_swaps_the_gallery_not_the_interpreters(gallery4, door_video, tmp
 
 
 def test_mqtt_causes_are_named():
-    from facepi.door.publish import why_unreachable
+    from facepi.door.mqtt import why_unreachable
 
     port = free_port()
     assert "refused the connection" in why_unreachable("127.0.0.1", port)

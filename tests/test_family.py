@@ -208,7 +208,7 @@ def test_remove_rename_export_and_wrong_on_real_photos(home, faces_root, tmp_pat
 def test_a_visitors_crops_of_another_person_are_never_named_as_family(home, faces_root, tmp_path):
     """A broker client (or anyone) naming a stranger's door crops as an enrolled member: refused, from any
     origin, and an MQTT naming can never be forced."""
-    from facepi.workflow import load_pipeline
+    from facepi.vision.photos import load_pipeline
 
     pipeline = load_pipeline()
     mindy = one_face_photos(sorted((faces_root / "val" / STRANGER).glob("*.jpg")), tmp_path)[:5]

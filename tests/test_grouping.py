@@ -83,7 +83,7 @@ def test_the_rule_comes_from_the_models_manifest(tmp_path):
 
 def test_five_celebrities_visiting_again_and_again_make_five_visitors(faces_root):
     """Real photos: each person's train photos come as visits of 3 (interleaved), then their val photos."""
-    from facepi.workflow import load_pipeline
+    from facepi.vision.photos import load_pipeline
 
     pipe = load_pipeline()
     rule = JoinRule.for_model(pipe.embedder.file)

@@ -42,7 +42,7 @@ def run_cli(*args: str, obey_permissions: bool = False) -> subprocess.CompletedP
 @pytest.fixture(scope="module")
 def phone(tmp_path_factory, faces_root) -> dict[str, list[Path]]:
     """{person: [phone photos]} for the family: PER_PERSON train photos each, alternately 90° and 270°."""
-    from facepi.workflow import load_pipeline
+    from facepi.vision.photos import load_pipeline
 
     pipe = load_pipeline()
     root = tmp_path_factory.mktemp("phone")
@@ -88,7 +88,7 @@ def test_phone_photos_are_read_upright_and_small(phone):
 
 
 def test_folder_source_frames_are_upright_and_bounded(phone, tmp_path):
-    from facepi.door.capture import FolderSource
+    from facepi.door.sources import FolderSource
     from facepi.vision.images import DECODE_PIXELS
 
     (tmp_path / "a.jpg").symlink_to(phone["madonna"][0])

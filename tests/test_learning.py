@@ -156,7 +156,7 @@ OLD_FACE = b"\xff\xd8 a face an earlier run left retained"
 
 
 def test_a_naming_must_name_its_visitor():
-    from facepi.door.publish import naming_request
+    from facepi.door.commands import naming_request
 
     assert naming_request('{"visitor": " V7 ", "name": "alice"}') == ("V7", "alice")
     for text, why in [("alice", "which visitor it names, as JSON"), ('{"name": "alice"}', "which visitor"),
@@ -168,7 +168,7 @@ def test_a_naming_must_name_its_visitor():
 
 def seed_visitor(store: Path, gallery: Path, photos: list[Path], days_ago: float = 0.0) -> str:
     """A visitor stored as the daemon stores one: real door-like crops and their embeddings."""
-    from facepi.workflow import load_pipeline
+    from facepi.vision.photos import load_pipeline
 
     pipeline = load_pipeline()
     results = [pipeline.photo(p) for p in photos]

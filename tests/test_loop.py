@@ -14,8 +14,8 @@ from conftest import STRANGER, Lines, hold_gallery_lock, one_face_photos, run_da
 from test_always_on import ALICE, CAROL, NONE, NotifySocket, decide, face
 
 from facepi.demo import make_video
-from facepi.door.daemon import Worker
 from facepi.door.track import StrangerVisits, Tracker
+from facepi.door.worker import Worker
 from facepi.identity.visitors import VisitorBook
 
 HOLD = 60.0  # seconds: a long enrol (a folder of phone photos on a Pi)

@@ -59,7 +59,7 @@ def test_wrong_file_is_named(tmp_path, facenet_graph):
 
 
 def test_default_model_follows_its_manifest(faces_root):
-    from facepi.workflow import load_pipeline
+    from facepi.vision.photos import load_pipeline
 
     manifest = runtime.load_manifest(MODELS)
     assert manifest["default_embedder"] == "mobilefacenet_dynamic.tflite"

@@ -33,7 +33,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def one_face(faces_root: Path, split: str, person: str, count: int) -> list[Path]:
     """Photos of ``person`` that show one face (a few web photos have a bystander)."""
-    from facepi.workflow import load_pipeline
+    from facepi.vision.photos import load_pipeline
 
     pipe, out = load_pipeline(), []
     for p in sorted((faces_root / split / person).glob("*.jpg")):
@@ -66,7 +66,7 @@ def iphone_heic(src: Path, dst: Path, orientation: int) -> Path:
 def heic(tmp_path_factory, faces_root) -> tuple[Path, dict[Path, Path]]:
     """HEIC photos: ROOT/train/<person>/IMG_000k.HEIC (N each) and ROOT/val/<person>/..., and the
     photo each was made from."""
-    from facepi.workflow import load_pipeline
+    from facepi.vision.photos import load_pipeline
 
     pipe = load_pipeline()
     root = tmp_path_factory.mktemp("heic")
@@ -179,7 +179,7 @@ def test_a_face_in_a_group_photo_is_chosen_by_number_from_a_numbered_preview(fac
     r = run_cli("enroll", "mindy_kaling", str(group), "--gallery", str(g), "--face", "2")
     assert r.returncode == 0, r.stderr
     # the face enrolled is mindy's (the right one), not madonna's: her own photos are named mindy
-    from facepi.workflow import Recognizer
+    from facepi.identity.recognize import Recognizer
 
     rec = Recognizer(g)
     mindy = one_face(faces_root, "train", "mindy_kaling", 3)

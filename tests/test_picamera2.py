@@ -37,7 +37,7 @@ def camera(monkeypatch, door_frames):
 
 @pytest.mark.parametrize("platform", ["vc4", "pisp"])
 def test_main_is_rgb_as_it_comes_and_detection_gets_the_isp_lores(camera, platform):
-    from facepi.door.capture import Picamera2Source
+    from facepi.door.sources import Picamera2Source
 
     camera.platform = platform
     src = Picamera2Source(640, 480, timeout=2.0, lores_scale=0.45)  # 288x216: a YUV stride (320) wider than a row
@@ -62,7 +62,7 @@ def test_main_is_rgb_as_it_comes_and_detection_gets_the_isp_lores(camera, platfo
 
 
 def test_without_downscale_there_is_no_lores(camera):
-    from facepi.door.capture import Picamera2Source
+    from facepi.door.sources import Picamera2Source
 
     src = Picamera2Source(640, 480, timeout=2.0)
     src.open()
@@ -72,7 +72,7 @@ def test_without_downscale_there_is_no_lores(camera):
 
 
 def test_a_stalled_camera_times_out_and_reopens(camera):
-    from facepi.door.capture import Picamera2Source, SourceError
+    from facepi.door.sources import Picamera2Source, SourceError
 
     src = Picamera2Source(640, 480, timeout=0.5, lores_scale=0.5)
     src.open()

@@ -12,9 +12,10 @@ import pytest
 
 from facepi.cli import main as facepi_main
 from facepi.identity import classify
+from facepi.identity.enrol import recalibrate
 from facepi.identity.gallery import Gallery, GalleryError
 from facepi.vision.images import people_folders
-from facepi.workflow import load_pipeline, recalibrate
+from facepi.vision.photos import load_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,8 @@ def test_closed_set_val_accuracy(pipeline, embedded, kind):
 @pytest.mark.parametrize("kind", classify.CLASSIFIERS)
 def test_open_set_each_person_held_out(pipeline, faces_root, kind):
     """Leave one person out of training: they come back unknown, the others are still named."""
-    from facepi.measure.evaluate import embed_folder, train_val_report
+    from facepi.measure.evaluate import train_val_report
+    from facepi.vision.photos import embed_folder
 
     train, val = (embed_folder(pipeline, faces_root / s) for s in ("train", "val"))
     report = train_val_report(train, val, kind, pipeline.embedder.operating_points, pipeline.embedder.model_id)
@@ -261,7 +263,7 @@ def test_every_precision_is_selectable(tmp_path):
 
 
 def test_recognizer_uses_the_gallerys_alignment(tmp_path, faces_root):
-    from facepi.workflow import Recognizer
+    from facepi.identity.recognize import Recognizer
 
     assert facepi_main(["train", str(faces_root / "train"), str(tmp_path / "g.npz"), "--mode", "landmarks"]) == 0
     rec = Recognizer(Path(tmp_path / "g.npz"))

@@ -3,7 +3,7 @@
 Enrolling photos, naming a door visitor, forgetting someone, removing one photo,
 renaming, "that wasn't X", training a whole gallery and undoing any of these all go
 through :func:`change`: the gallery is read, changed in memory with the gallery's health
-checks (``facepi.workflow.add_faces``), recalibrated, and written with its journal entry
+checks (``facepi.identity.enrol.add_faces``), recalibrated, and written with its journal entry
 in one SQLite transaction (``facepi.identity.store``). Whether the change came from the command
 line, MQTT or Home Assistant is recorded; only the command line may ``force`` past a
 check, and a forced change records the problems it overrode.
@@ -81,7 +81,7 @@ def _forced(report: Any, force: bool, origin: str) -> dict[str, Any]:
 
 def enrol(path: str | os.PathLike[str], name: str, embed: Callable[[Gallery | None], tuple[Gallery, Any]],
           origin: str = "cli", force: bool = False, options: dict[str, Any] | None = None) -> Done:
-    """Enrol through ``embed(current) -> (gallery changed in memory, EnrolReport)`` (facepi.workflow.enroll
+    """Enrol through ``embed(current) -> (gallery changed in memory, EnrolReport)`` (facepi.identity.enrol.enroll
     with the photos); refused if the report has problems, unless the CLI forces it."""
     name = check_name(name)
 
@@ -102,8 +102,8 @@ def name_visitor(path: str | os.PathLike[str], vid: str, name: str, origin: str 
                  legacy_visitors: str | os.PathLike[str] | None = None) -> Done:
     """Enrol door visitor ``vid``'s stored faces as ``name``; the visitor leaves the store in the same
     transaction. A naming must say which visitor it means: "the last one" changes while someone types."""
+    from facepi.identity.enrol import enroll_crops
     from facepi.identity.visitors import VisitorBook, VisitorError
-    from facepi.workflow import enroll_crops
 
     if not vid:
         raise VisitorError("a naming must say which visitor it names (e.g. V7); none given")
@@ -138,7 +138,7 @@ def name_visitor(path: str | os.PathLike[str], vid: str, name: str, origin: str 
 
 
 def _recalibrated(gallery: Gallery, models_dir: str | os.PathLike[str] | None) -> Gallery:
-    from facepi.workflow import recalibrate
+    from facepi.identity.enrol import recalibrate
 
     recalibrate(gallery, models_dir)
     return gallery

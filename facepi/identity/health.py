@@ -19,8 +19,8 @@ import numpy as np
 
 from facepi.fileio import atomic_write_bytes
 from facepi.identity import classify
+from facepi.identity.enrol import DUPLICATE
 from facepi.identity.gallery import Gallery
-from facepi.workflow import DUPLICATE
 
 RED, ORANGE = (220, 30, 30), (255, 150, 0)
 # What the frames mean, on the sheet itself: a sheet opened days later, or sent to someone, explains itself.

@@ -10,43 +10,13 @@ centroid is the right person *and* it is within the threshold.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facepi.identity.classify import cosine_distances, threshold_for_far, unit_centroids
-from facepi.vision.faces import FacePipeline
-from facepi.vision.images import people_folders
-
-
-@dataclass
-class Embedded:
-    """Embeddings of a folder of people: {person: [(photo, embedding or None)]}."""
-
-    people: dict[str, list[tuple[Path, np.ndarray | None]]]
-
-    @property
-    def no_face(self) -> int:
-        return sum(e is None for items in self.people.values() for _, e in items)
-
-
-def embed_folder(pipeline: FacePipeline, root: Path, progress: Callable[[int, int], None] | None = None
-                 ) -> Embedded:
-    folders = people_folders(root)
-    total = sum(len(v) for v in folders.values())
-    out: dict[str, list[tuple[Path, np.ndarray | None]]] = {}
-    done = 0
-    for person, photos in folders.items():
-        for p in photos:
-            r = pipeline.photo(p)
-            out.setdefault(person, []).append((p, r.embeddings[0] if len(r.embeddings) else None))
-            done += 1
-            if progress:
-                progress(done, total)
-    return Embedded(out)
+from facepi.vision.photos import Embedded
 
 
 def split_people(people: list[str], seed: int, enrolled_fraction: float = 0.5) -> tuple[list[str], list[str]]:

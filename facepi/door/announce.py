@@ -1,0 +1,103 @@
+"""What the door says: events (with a snapshot if allowed), presence, and the recognitions a
+"wrong name" may point at.
+
+An event is published once per decided visit (the tracker says when); presence is the
+names seen within ``presence_hold`` of *now*, so it empties when the camera dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import cv2
+import numpy as np
+
+from facepi.config import Config
+from facepi.door.publish import Publisher
+from facepi.door.track import Track, Tracker, vote
+from facepi.door.worker import Worker
+from facepi.identity import store
+from facepi.identity.classify import UNKNOWN, Prediction
+
+log = logging.getLogger("facepi.daemon")
+RECENT = 50  # recognitions a "wrong name" from the dashboard may address
+
+
+def snapshot_jpeg(rgb: np.ndarray, box: np.ndarray, label: str, width: int = 640) -> bytes:
+    """What a person looking at the dashboard needs: the frame (at most ``width`` wide) with the
+    face's box and name drawn, not the 112x112 crop the model saw."""
+    s = min(1.0, width / rgb.shape[1])
+    view = cv2.cvtColor(cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else rgb,
+                        cv2.COLOR_RGB2BGR)
+    x1, y1, x2, y2 = (int(round(float(v) * s)) for v in box[:4])
+    cv2.rectangle(view, (x1, y1), (x2, y2), (0, 200, 0), 2)
+    cv2.putText(view, label.encode("ascii", "replace").decode(), (x1, max(16, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX,
+                0.6, (0, 200, 0), 2, cv2.LINE_AA)
+    return cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+
+
+class Announcer:
+    """Events and presence for one camera; ``recognized`` keeps the recent named events by (run, seq)."""
+
+    def __init__(self, cfg: Config, publisher: Publisher, tracker: Tracker, store_worker: Worker,
+                 run_id: str, model: str) -> None:
+        self.cfg, self.publisher, self.tracker = cfg, publisher, tracker
+        self.store_worker, self.run_id, self.model = store_worker, run_id, model
+        self.seq = 0
+        self.latency_ms: deque[float] = deque(maxlen=300)
+        self.last_names: list[str] | None = None
+        self.clock = (0.0, time.monotonic())  # (the last frame's time, time.monotonic() when it was processed)
+        # run, seq, name, face, when
+        self.recognized: deque[tuple[str, int, str, np.ndarray, str]] = deque(maxlen=RECENT)
+
+    def maybe(self, tr: Track, t: float, captured: float, rgb: np.ndarray | None = None) -> None:
+        """Announce ``tr`` if the tracker says its visit is decided and not yet announced."""
+        if not self.cfg.recognition.debug_every_frame and self.tracker.announce(tr, t):
+            assert tr.decision is not None
+            self.publish(tr, tr.decision, captured, rgb)
+
+    def final(self, decide: Callable[[np.ndarray], Prediction]) -> None:
+        """The scene ends (a cut, the end of a file, a stop): every track still open is decided and said."""
+        now = time.monotonic()
+        for tr in self.tracker.finish(decide):
+            if not self.cfg.recognition.debug_every_frame and self.tracker.announce(tr, tr.last_t, final=True):
+                assert tr.decision is not None
+                self.publish(tr, tr.decision, now)
+
+    def publish(self, tr: Track, d: Prediction, captured: float, rgb: np.ndarray | None = None) -> None:
+        self.seq += 1
+        x1, y1, x2, y2 = (float(v) for v in tr.box[:4])
+        event = {"camera": self.cfg.camera_id, "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                 "name": d.name, "score": round(d.score, 4), "distance": round(d.distance, 4),
+                 "box": [round(x1), round(y1), round(x2 - x1), round(y2 - y1)], "track_id": tr.id,
+                 "seq": self.seq, "run": self.run_id, "model": self.model}
+        self.publisher.event(event)
+        self.latency_ms.append((time.monotonic() - captured) * 1000)
+        if self.cfg.mqtt.snapshot and rgb is not None:
+            self.publisher.snapshot(snapshot_jpeg(rgb, tr.box, "Stranger" if d.name == "unknown" else d.name))
+        log.info("event %d: %s (distance %.3f, track %d)", self.seq, d.name, d.distance, tr.id)
+        if d.name != UNKNOWN and tr.embeddings:  # what a "that wasn't X" for this event would correct
+            face = vote(tr.embeddings, tr.weights)
+            self.recognized.append((self.run_id, self.seq, d.name, face, event["timestamp"]))
+            if store.exists(self.cfg.recognition.gallery):  # for `facepi gallery wrong NAME` (never migrates)
+                db, camera = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id
+                self.store_worker.submit(lambda: db.remember(d.name, face, camera), lambda _: None)
+
+    def frame_done(self, t: float) -> None:
+        """A frame of time ``t`` was processed: the clock presence runs on."""
+        self.clock = (t, time.monotonic())
+        self.presence(self.clock[1])
+
+    def presence(self, now: float) -> None:
+        """The ``person`` topic: the names seen within presence_hold of *now*, in real time. Frame time
+        runs on from the last frame by the real seconds since (a live camera's frame time is monotonic
+        time already), so when frames stop (camera dead, reconnecting, stalled) the names expire as they
+        would in an empty view: Home Assistant's presence goes OFF, while the Source sensor says why."""
+        names = self.tracker.names_in_view(self.clock[0] + (now - self.clock[1]))
+        if names != self.last_names:
+            self.last_names = names
+            self.publisher.person(names)

@@ -1,0 +1,349 @@
+"""MQTT through paho-mqtt 2.x: events queued by paho through an outage, retained state topics that
+coalesce, Home Assistant discovery, and commands (parsed by ``facepi.door.commands``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from paho.mqtt.client import MQTTErrorCode, MQTTMessageInfo
+
+from facepi.config import Config
+from facepi.door import homeassistant
+from facepi.door.commands import (
+    COMMAND_INTERVAL,
+    COMMANDS,
+    MAX_COMMAND_BYTES,
+    correction_request,
+    naming_request,
+)
+
+log = logging.getLogger("facepi.publish")
+STATE_SLACK = 256  # paho's queue bound beyond queue_size: the state topics and discovery configs
+
+
+AUTH_FAILURES = ("Bad user name or password", "Not authorized")
+
+
+def _done(info: MQTTMessageInfo) -> bool:
+    """Acknowledged (QoS 1/2) or written (QoS 0), or failed for good: paho's own bookkeeping."""
+    if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+        return True
+    return info.is_published()
+
+
+def why_unreachable(host: str, port: int, timeout: float = 3.0) -> str:
+    """The cause of a failed connection in words (paho only says "not connected")."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        return f"cannot resolve the broker host {host!r} ({e.strerror}): check mqtt.host and DNS"
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        return f"{host}:{port} refused the connection: is the broker running, on this port?"
+    except TimeoutError:
+        return f"{host}:{port} did not answer within {timeout:g} s: wrong host, or a firewall?"
+    except OSError as e:
+        return f"{host}:{port}: {e.strerror or e}"
+    return (f"{host}:{port} accepts TCP but the MQTT handshake failed: a TLS port without mqtt.tls, "
+            "or not an MQTT port?")
+
+
+class _QuietPaho(logging.Filter):
+    """paho logs "Client is not connected" at ERROR on every pass while the broker is away and on
+    every clean exit; the publisher names the actual cause once instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+class MqttPublisher:
+    """MQTT through paho, which does the queueing and the counting.
+
+    Events (QoS ``mqtt.qos``) are handed to paho at once, connected or not: paho
+    keeps QoS 1/2 messages, in order, through an outage. At most ``queue_size``
+    are unacknowledged (``MQTTMessageInfo.is_published``); beyond that new events
+    are dropped and counted. State topics (``person``, ``status``, availability,
+    discovery) are retained: only the newest matters, so each has at most one
+    message in paho at a time and a newer one waits in a slot (replacing any older
+    waiting one) until the previous is acknowledged and the broker is connected.
+    ``max_queued_messages_set`` bounds paho's own queue as a backstop.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.cfg = cfg
+        self.base = cfg.topic_base
+        m = cfg.mqtt
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=m.client_id or f"facepi-{cfg.camera_id}")
+        paho_log = logging.getLogger("facepi.paho")
+        paho_log.addFilter(_QuietPaho())
+        self.client.enable_logger(paho_log)
+        if m.username:
+            self.client.username_pw_set(m.username, cfg.mqtt_password)
+        if m.tls:
+            self.client.tls_set(ca_certs=m.ca_file or None, certfile=m.cert_file or None, keyfile=m.key_file or None)
+        self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
+        self.client.reconnect_delay_set(1, int(max(1, m.reconnect_max_seconds)))
+        self.client.max_queued_messages_set(m.queue_size + STATE_SLACK)
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.lock = threading.Lock()
+        self.events: deque[MQTTMessageInfo] = deque()  # events in paho, not yet acknowledged
+        self.waiting: dict[str, tuple[str | bytes, int]] = {}  # state topic -> newest payload, qos
+        self.in_paho: dict[str, MQTTMessageInfo] = {}  # state topic -> the message paho has
+        self.dropped = 0
+        self.connected = False
+        self.problem: str | None = None  # why the broker is not connected, said once per change
+        self.fatal: str | None = None
+        self.closing = False
+        self.discovery_topic = f"{m.discovery_prefix}/status"
+        self.people: list[str] = []
+        self.discovered: set[str] = set()
+        self.on_command: Callable[[str], None] = lambda text: None
+        self.on_name: Callable[[str, str], None] = lambda vid, name: None  # (visitor id, name)
+        self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None  # "that wasn't X"
+        self.last_command: dict[str, float] = {}  # command kind -> when it last ran (its own rate limit)
+        self.retained_said: set[str] = set()  # command topics whose retained message was logged
+
+    def topic(self, leaf: str) -> str:
+        return f"{self.base}/{leaf}"
+
+    # -- paho callbacks (explicit, as in paho's examples)
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        m = self.cfg.mqtt
+        if reason_code.is_failure:
+            text = str(reason_code)
+            self._say(f"MQTT broker {m.host}:{m.port} refused the connection: {text}"
+                      f"{' (check mqtt.username and the password)' if text in AUTH_FAILURES else ''}", logging.ERROR)
+            if text in AUTH_FAILURES:
+                self.fatal = f"MQTT broker refused the credentials: {text}"
+            return
+        self.connected = True
+        self.problem = None
+        log.info("connected to MQTT broker %s:%d", m.host, m.port)
+        self._state("availability", "online", 1)
+        client.subscribe([(self.topic(kind), 1) for kind in COMMANDS])
+        if m.discovery:
+            ours = f"{m.discovery_prefix}/+/facepi_{self.cfg.camera_id}/+/config"  # to clear stale ones
+            client.subscribe([(self.discovery_topic, 1), (ours, 1)])
+            self._publish_discovery()
+        self.flush()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        m = self.cfg.mqtt
+        self._say(f"cannot reach the MQTT broker: {why_unreachable(m.host, m.port)}; retrying with backoff "
+                  f"(events are kept, up to mqtt.queue_size = {m.queue_size})", logging.WARNING)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self.connected
+        self.connected = False
+        if was and not self.closing:
+            self._say(f"lost the MQTT broker ({reason_code}); reconnecting with backoff", logging.WARNING)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        m = self.cfg.mqtt
+        if msg.topic == self.discovery_topic and msg.payload == b"online":
+            log.info("Home Assistant is online: re-publishing discovery")
+            self._publish_discovery()
+            self.flush()
+        elif homeassistant.is_ours(msg.topic, m.discovery_prefix, self.cfg.camera_id):
+            with self.lock:
+                stale = msg.payload and msg.topic not in self.discovered
+                if stale:  # a person forgotten (or the snapshot switched off) since it was published
+                    self.waiting[msg.topic] = ("", 1)
+            if stale:
+                log.info("removing the Home Assistant entity %s", msg.topic)
+                self.flush()
+        elif msg.topic in [self.topic(kind) for kind in COMMANDS]:
+            self._command(msg.topic.rsplit("/", 1)[1], msg.payload, bool(msg.retain))
+
+    def _command(self, kind: str, payload: bytes, retained: bool) -> None:
+        """A command on the camera's own command topics (broker ACLs decide who may send them).
+
+        A retained one is old: the broker hands it over on every (re)connect, so running it would
+        repeat a reload or a naming each time. It is ignored and logged once per topic."""
+        topic = self.topic(kind)
+        if retained:
+            if topic not in self.retained_said:
+                self.retained_said.add(topic)
+                log.warning("ignored a retained message on %s: commands are never retained (clear it with "
+                            "mosquitto_pub -r -n -t %s)", topic, topic)
+            return
+        if not payload:  # somebody clearing a retained command: nothing to do
+            return
+        if len(payload) > MAX_COMMAND_BYTES:
+            log.warning("ignored a %d-byte message on %s: commands are at most %d bytes", len(payload), topic,
+                        MAX_COMMAND_BYTES)
+            self.answer(kind, False, f"ignored: a {kind} message is at most {MAX_COMMAND_BYTES} bytes")
+            return
+        text = payload.decode("utf-8", "replace").strip()
+        if kind == "name_visitor" and not self.cfg.learning.enabled:
+            self.answer(kind, False, "not named: learning is off ([learning] enabled = false)")
+            return
+        if kind == "command" and text != "reload":
+            log.warning("ignored command %r on %s: the known command is 'reload'", text[:40], topic)
+            self.answer(kind, False, f"unknown command {text[:40]!r}: the known command is 'reload'")
+            return
+        try:  # parsed before the rate limit: junk from a client never uses up the household's slot
+            request = correction_request(text) if kind == "wrong_name" else \
+                naming_request(text) if kind == "name_visitor" else ()
+        except ValueError as e:
+            log.warning("%s refused: %s", kind, e)
+            self.answer(kind, False, f"{'not corrected' if kind == 'wrong_name' else 'not named'}: {e}")
+            return
+        now = time.monotonic()
+        if now - self.last_command.get(kind, float("-inf")) < COMMAND_INTERVAL:
+            log.warning("ignored a %s command: one per %.0f s", kind, COMMAND_INTERVAL)
+            self.answer(kind, False, f"ignored: at most one {kind} per {COMMAND_INTERVAL:.0f} s")
+            return
+        self.last_command[kind] = now
+        if kind == "command":
+            log.info("command: reload the gallery")
+            self.on_command(text)  # answered by the daemon once it has reloaded
+        elif kind == "wrong_name":
+            self.on_wrong(*request)  # done and answered by the daemon
+        else:
+            self.on_name(*request)  # done and answered by the daemon (name checks as enroll's)
+
+    def answer(self, command: str, ok: bool, message: str, visitor: str | None = None) -> None:
+        """A command's answer on ``learning``: done, or refused and why."""
+        self.learning({"ok": ok, "command": command, "message": message} | ({"visitor": visitor} if visitor else {}))
+
+    def _say(self, text: str, level: int) -> None:
+        """Log a connection problem once per change, not on every retry."""
+        if text != self.problem:
+            self.problem = text
+            log.log(level, "%s", text)
+
+    # -- publishing
+    def start(self) -> None:
+        m = self.cfg.mqtt
+        self.client.connect_async(m.host, m.port, m.keepalive)
+        self.client.loop_start()
+
+    def _publish(self, topic: str, payload: str | bytes, qos: int, retain: bool) -> MQTTMessageInfo:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            # paho keeps a QoS 1/2 message published while disconnected and sends it after
+            # reconnecting, but marks it NO_CONN, which makes is_published() raise for good.
+            info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        return info
+
+    def event(self, payload: dict[str, Any]) -> None:
+        qos = self.cfg.mqtt.qos
+        if self.queue_depth >= self.cfg.mqtt.queue_size:
+            self.dropped += 1
+            return
+        info = self._publish(self.topic("event"), json.dumps(payload), qos, False)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:  # queue full, or QoS 0 while disconnected
+            self.dropped += 1
+            return
+        with self.lock:
+            self.events.append(info)
+        self._state("last", json.dumps(payload), 1)  # retained: the dashboard's "Last person" after a restart
+
+    def _state(self, leaf: str, payload: str | bytes, qos: int) -> None:
+        with self.lock:
+            self.waiting[leaf] = (payload, qos)
+        self.flush()
+
+    def flush(self) -> None:
+        """Hand waiting state messages to paho where the previous one is done (never under our lock:
+        paho calls back holding its own)."""
+        if not self.connected:
+            return
+        with self.lock:
+            ready = [(leaf, self.waiting.pop(leaf)) for leaf in list(self.waiting)
+                     if leaf not in self.in_paho or _done(self.in_paho[leaf])]
+        for leaf, (payload, qos) in ready:
+            topic = leaf if "/" in leaf else self.topic(leaf)
+            info = self._publish(topic, payload, qos, True)
+            with self.lock:
+                self.in_paho[leaf] = info
+
+    def person(self, names: list[str]) -> None:
+        self._state("person", json.dumps(names), 1)
+
+    def status(self, payload: dict[str, Any]) -> None:
+        self._state("status", json.dumps(payload), 0)
+
+    def snapshot(self, jpeg: bytes) -> None:
+        self._state("snapshot", jpeg, 0)  # retained, the newest only: the dashboard's image entity
+
+    def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:
+        """The visitor shown on the dashboard ("Last unknown visitor") and which one it is, both
+        retained; ``b""`` and None clear both from the broker (empty retained messages)."""
+        self._state("visitor", jpeg, 1)
+        self._state("visitor_info", json.dumps(info) if info else "", 1)
+
+    def learning(self, payload: dict[str, Any]) -> None:
+        """Retained, and every one sent (not coalesced like the state topics): each command's answer counts."""
+        self._publish(self.topic("learning"), json.dumps(payload), 1, True)
+
+    @property
+    def queue_depth(self) -> int:
+        """Events not yet acknowledged by the broker."""
+        with self.lock:
+            while self.events and _done(self.events[0]):
+                self.events.popleft()
+            if any(_done(i) for i in self.events):  # acknowledged out of order (QoS 2, resends)
+                self.events = deque(i for i in self.events if not _done(i))
+            return len(self.events)
+
+    @property
+    def pending_states(self) -> int:
+        with self.lock:
+            return len(self.waiting) + sum(not _done(i) for i in self.in_paho.values())
+
+    def discovery_messages(self) -> dict[str, dict[str, Any]]:
+        cfg = self.cfg
+        return homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
+                                       self.people, cfg.mqtt.snapshot, cfg.learning.enabled)
+
+    def set_people(self, people: list[str]) -> None:
+        """The gallery's people (at start and after a reload): presence entities follow them."""
+        self.people = sorted(people)
+        if self.cfg.mqtt.discovery and self.connected:
+            self._publish_discovery()
+            self.flush()
+
+    def _publish_discovery(self) -> None:
+        """Every config, and an empty retained one for each that is gone (a person forgotten since)."""
+        configs = self.discovery_messages()
+        with self.lock:
+            for topic in self.discovered - set(configs):
+                self.waiting[topic] = ("", 1)
+            self.discovered = set(configs)
+            for topic, payload in configs.items():
+                self.waiting[topic] = (json.dumps(payload), 1)
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """Deliver what is queued (bounded wait), publish offline, disconnect cleanly.
+        Returns the number of events that were not delivered."""
+        deadline = time.monotonic() + timeout
+        self._state("availability", "offline", 1)
+        while time.monotonic() < deadline and not self.fatal:  # a broker away may come back for the events
+            self.flush()
+            if not self.queue_depth and not (self.connected and self.pending_states):
+                break
+            time.sleep(0.05)
+        undelivered = self.queue_depth
+        if undelivered:
+            log.warning("%d event(s) not delivered before shutdown%s", undelivered,
+                        f" ({self.problem})" if self.problem else "")
+        self.closing = True
+        self.client.disconnect()
+        self.client.loop_stop()
+        return undelivered
