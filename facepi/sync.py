@@ -28,9 +28,10 @@ Why this shape:
   the next connection. A remote record is applied through ``facepi.family.apply_record`` (recalibrated,
   journaled, undoable), with the household table's update in the same transaction.
 
-What a record costs: a MobileFaceNet (192-d) person with 5 photos is 5,966 bytes on the wire (each face
-~1.1 kB: 768 float32 bytes as base64, plus its source and photo hash; ~0.5 kB of envelope and header);
-a tombstone ~0.4 kB. FaceNet (512-d) faces cost ~2.8 kB each.
+What a record costs (measured: ``tests/test_sync.py::test_what_a_record_costs``): a MobileFaceNet (192-d)
+person with 5 photos is 6,462 bytes on the wire, ~1.2 kB per face (768 float32 bytes as base64, its
+source and photo hash, JSON-escaped once more inside the envelope) plus ~0.5 kB of header, signature and
+envelope; a tombstone is 297 bytes. A FaceNet (512-d) face costs ~3 kB.
 """
 
 from __future__ import annotations
