@@ -326,19 +326,21 @@ class HouseholdSync:
         return str(r[0]) if r else "unknown"
 
     # -- the API
-    def digest(self) -> str:
-        """The gallery's digest: equal on every facepi with the same gallery (for the daemon's status)."""
-        if not self.store.path.exists():
-            return gallery_digest({})
-        with self.store._connect() as con:
-            return gallery_digest({p: person_digest(r) for p, r in self._rows(con).items()})
-
     def people(self) -> dict[str, str]:
         """{person: content digest} of the local gallery."""
         if not self.store.path.exists():
             return {}
-        with self.store._connect() as con:
-            return {p: person_digest(r) for p, r in self._rows(con).items()}
+        try:
+            with self.store._connect() as con:
+                return {p: person_digest(r) for p, r in self._rows(con).items()}
+        except GalleryError as e:
+            if "no such table" in str(e):  # a database being created this instant by another writer
+                return {}
+            raise
+
+    def digest(self) -> str:
+        """The gallery's digest: equal on every facepi with the same gallery (for the daemon's status)."""
+        return gallery_digest(self.people())
 
     def outgoing(self) -> list[tuple[str, bytes]]:
         """A signed record for every person whose rows differ from the last record known for them (new,
@@ -380,7 +382,8 @@ class HouseholdSync:
 
     def incoming(self, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
         """A message from ``<topic>/gallery/+``: verified, then applied if it wins, ignored if already known,
-        answered with the known winner if it is older (publish what this returns, retained)."""
+        answered with the known winner if it is older (publish what this returns, retained). A person changed
+        here and not sent yet keeps the local change (it goes out next, and wins)."""
         if not payload:
             return []  # a retained record cleared by hand; the next repair restores it
         try:
@@ -407,8 +410,17 @@ class HouseholdSync:
                     return []
                 self.seen[topic] = rec.order
                 local = self._rows(con, rec.person).get(rec.person, [])
-                if (person_digest(local) if local else "") == rec.digest:
+                mine = person_digest(local) if local else ""
+                if mine == rec.digest:
                     self._put(con, rec, payload)  # the same rows already: only the winner is recorded
+                    return []
+                if mine != (known[2] if known is not None else ""):
+                    # a local change not sent yet (made offline, or by the CLI with no daemon running) was
+                    # made without seeing this record: it is recorded as seen, and the local change goes out
+                    # next (outgoing) with a higher counter, so it wins everywhere
+                    self._put(con, rec, payload)
+                    log.info("household: %s changed here too, not sent yet; this change wins over %s's",
+                             shown(rec.person), shown(rec.host))
                     return []
             try:
                 family.apply_record(self.path, rec.person, None if rec.deleted else [
@@ -428,8 +440,13 @@ class HouseholdSync:
     def _settings_now(self) -> dict[str, str]:
         if not self.store.path.exists():
             return {}
-        with self.store._connect() as con:
-            return self._settings(con)
+        try:
+            with self.store._connect() as con:
+                return self._settings(con)
+        except GalleryError as e:
+            if "no such table" in str(e):
+                return {}
+            raise
 
     def begin_session(self) -> None:
         """A new connection: forget which records the broker handed over (see ``missing``)."""

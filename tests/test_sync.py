@@ -249,6 +249,24 @@ def test_a_stale_record_is_answered_with_the_winner(real, tmp_path):
     assert p[0] not in b.people() and b.outgoing() == []
 
 
+def test_a_change_made_offline_is_not_overwritten_by_a_record_it_never_saw(real, tmp_path):
+    blank, rows = real
+    p = list(rows)
+    a, b = host(tmp_path, "a", blank), host(tmp_path, "b", blank)
+    emb, src = rows[p[0]]
+    enrol(a.path, p[0], emb[:3], src[:3], blank)
+    first = a.outgoing()
+    deliver([b], first, random.Random(0))
+    enrol(b.path, p[0], emb[3:5], src[3:5], blank)  # B is offline: not sent yet
+    family.forget(a.path, p[0])
+    tomb = a.outgoing()
+    assert b.incoming(*tomb[0]) == [] and b.store.gallery().counts()[p[0]] == 2  # B's change is kept ...
+    again = b.outgoing()  # ... and sent on B's next pass, past the tombstone
+    assert json.loads(verify(KEY, again[0][1]))["lamport"] > json.loads(verify(KEY, tomb[0][1]))["lamport"]
+    deliver([a, b], again, random.Random(0))
+    assert same(a, b) and a.store.gallery().counts()[p[0]] == 2
+
+
 def test_what_a_record_costs(real, tmp_path):
     """The bytes of a 5-photo MobileFaceNet person's record, as quoted in facepi/sync.py's docstring."""
     blank, rows = real
