@@ -345,6 +345,7 @@ class HouseholdSync:
     def outgoing(self) -> list[tuple[str, bytes]]:
         """A signed record for every person whose rows differ from the last record known for them (new,
         changed, or gone: a tombstone); each becomes the known winner. Publish them retained, QoS 1."""
+        self.store.migrate()  # a gallery still in an earlier facepi's .npz file is imported first
         if not self.store.path.exists():
             return []
         out: list[tuple[str, bytes]] = []
