@@ -146,6 +146,16 @@ class MqttConfig:
 
 
 @dataclass
+class HouseholdConfig:
+    id: str = _f("", "household id: every facepi with the same id and key shares one gallery over the broker "
+                     "(letters, digits, _ and -); empty: off, this facepi's gallery is its own")
+    key_file: str = _f("", "file holding the household key (at least 16 bytes, the same on every facepi of the "
+                           "household; a bare name: in $CREDENTIALS_DIRECTORY); empty: the systemd credential "
+                           "household_key")
+    topic: str = _f("facepi/household/{id}", "topic prefix of the shared gallery; {id} is replaced")
+
+
+@dataclass
 class Config:
     camera_id: str = _f("door", "camera id: in topics and events (letters, digits, _ and -)")
     camera_name: str = _f("", "human name of the camera (Home Assistant device); empty: from camera_id "
@@ -158,8 +168,10 @@ class Config:
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
+    household: HouseholdConfig = field(default_factory=HouseholdConfig)
     mqtt_password: str | None = field(default=None, repr=False, metadata={"secret": True})
     camera_password: str | None = field(default=None, repr=False, metadata={"secret": True})
+    household_key: bytes | None = field(default=None, repr=False, metadata={"secret": True})
 
     @property
     def device_name(self) -> str:
@@ -169,10 +181,15 @@ class Config:
     def topic_base(self) -> str:
         return self.mqtt.base_topic.replace("{camera_id}", self.camera_id).rstrip("/")
 
+    @property
+    def household_topic(self) -> str:
+        return self.household.topic.replace("{id}", self.household.id).rstrip("/")
+
 
 def _sections(cfg: Config) -> dict[str, Any]:
     return {"source": cfg.source, "models": cfg.models, "detection": cfg.detection, "motion": cfg.motion,
-            "recognition": cfg.recognition, "mqtt": cfg.mqtt, "learning": cfg.learning}
+            "recognition": cfg.recognition, "mqtt": cfg.mqtt, "learning": cfg.learning,
+            "household": cfg.household}
 
 
 def _coerce(key: str, value: Any, f: dataclasses.Field, from_text: bool) -> Any:
@@ -254,9 +271,11 @@ def load(path: Path | None = None, env: dict[str, str] | None = None, overrides:
                                     "mqtt_password")
         cfg.camera_password = _secret(env, "FACEPI_SOURCE_PASSWORD", "source.password_file",
                                       cfg.source.password_file, "camera_password")
+        cfg.household_key = household_key(cfg.household, env) if cfg.household.id else None
         from facepi.redact import remember, remember_uri, with_password
 
-        remember(cfg.mqtt_password, cfg.camera_password)  # masked verbatim in whatever text goes out
+        remember(cfg.mqtt_password, cfg.camera_password,  # masked verbatim in whatever text goes out
+                 cfg.household_key.decode("utf-8", "replace") if cfg.household_key else None)
         remember_uri(cfg.source.uri)
         if cfg.camera_password or cfg.source.username:
             try:
@@ -350,6 +369,42 @@ def _check(cfg: Config) -> None:
         raise ConfigError("mqtt.cert_file/key_file/ca_file are set but mqtt.tls = false: set mqtt.tls = true")
     if bool(m.cert_file) != bool(m.key_file):
         raise ConfigError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
+    h = cfg.household
+    if h.id and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", h.id):
+        raise ConfigError(f"household.id = {h.id!r}: use 1-64 letters, digits, '_' or '-' (empty: off)")
+    if h.id and (not cfg.household_topic or any(c in cfg.household_topic for c in "+#\0")):
+        raise ConfigError(f"household.topic = {h.topic!r}: must be a topic without the wildcards '+' and '#'")
+
+
+MIN_HOUSEHOLD_KEY = 16  # bytes: an HMAC-SHA256 key shorter than this is guessable
+
+
+def household_key(h: HouseholdConfig, env: dict[str, str] | None = None) -> bytes:
+    """The household key (the file's bytes, whitespace stripped), or ConfigError naming the file (never the key).
+
+    ``key_file`` empty: the systemd credential ``household_key``; a bare name: in ``$CREDENTIALS_DIRECTORY``."""
+    env = dict(os.environ) if env is None else env
+    creds = env.get("CREDENTIALS_DIRECTORY", "")
+    if h.key_file:
+        path = Path(h.key_file)
+        if "/" not in h.key_file and creds and (Path(creds) / h.key_file).is_file():
+            path = Path(creds) / h.key_file
+        where = f"household.key_file = {h.key_file!r}"
+    elif creds:
+        path, where = Path(creds) / "household_key", "the systemd credential household_key"
+    else:
+        raise ConfigError(f"household.id = {h.id!r} needs the household key: set household.key_file, or "
+                          f"LoadCredential=household_key in the service")
+    try:
+        key = path.read_bytes().strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file ({path})") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {path}: {e.strerror}") from None
+    if len(key) < MIN_HOUSEHOLD_KEY:
+        raise ConfigError(f"{where}: {path} holds {len(key)} bytes; a household key needs at least "
+                          f"{MIN_HOUSEHOLD_KEY} (make one: head -c 32 /dev/urandom | base64 > {path.name})")
+    return key
 
 
 def _secret(env: dict[str, str], variable: str, key: str, file_value: str, credential: str) -> str | None:
@@ -386,6 +441,7 @@ SECTION_HELP = {
     "recognition": "naming faces, tracks and visits",
     "learning": "keep unknown visitors' best door crops to name them later",
     "mqtt": "the broker, topics and Home Assistant discovery",
+    "household": "one gallery shared by every facepi of the household over the broker, signed with a shared key",
 }
 
 EXAMPLE_HEADER = """\
@@ -436,7 +492,8 @@ def describe(cfg: Config) -> str:
     """The effective configuration as TOML that loads back as the same configuration (check-config),
     with passwords and URL logins masked."""
     return (_toml(cfg, help=False) + f"# mqtt password: {'set' if cfg.mqtt_password else 'not set'}\n"
-            f"# camera password: {'set' if cfg.camera_password else 'not set'}")
+            f"# camera password: {'set' if cfg.camera_password else 'not set'}\n"
+            f"# household key: {'set' if cfg.household_key else 'not set'}")
 
 
 def example() -> str:

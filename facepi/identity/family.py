@@ -52,8 +52,8 @@ def change(path: str | os.PathLike[str], what: str, origin: str, mutate: Mutatio
            also: Callable[[sqlite3.Connection, int], None] | None = None) -> Done:
     """Read the gallery, ``mutate`` it (returns the gallery, a summary, the evidence and any result;
     raises to refuse), write it with its journal entry; recomputed if another writer came first."""
-    if origin not in ("cli", "mqtt", "ha", "daemon"):
-        raise ValueError(f"origin {origin!r}: expected cli, mqtt, ha or daemon")
+    if origin not in ("cli", "mqtt", "ha", "daemon", "household"):
+        raise ValueError(f"origin {origin!r}: expected cli, mqtt, ha, daemon or household")
     store = open_store(path)
     for _ in range(RETRIES):
         base = store.version()
@@ -247,6 +247,45 @@ def replace(path: str | os.PathLike[str], gallery: Gallery, what: str = "train",
                 {"people": gallery.counts()}, None)
 
     return change(path, what, origin, mutate)
+
+
+def apply_record(path: str | os.PathLike[str], person: str, faces: list[tuple[str, np.ndarray, str, str]] | None,
+                 blank: Gallery | None = None, summary: str = "", origin: str = "household",
+                 models_dir: str | os.PathLike[str] | None = None,
+                 also: Callable[[sqlite3.Connection, int], None] | None = None) -> Done:
+    """Replace ``person``'s rows with ``faces`` ((kind 'face' | 'against', embedding, source, hash) each), or
+    remove them (``faces`` None): a signed household record (facepi.sync), recalibrated and journaled.
+
+    The signature is the authorisation: the member-match checks of a local enrol are not run again (the sending
+    facepi ran them), the structural ones are (the name, the model's dimension). ``blank``: the empty gallery
+    to start from on a facepi with no gallery yet. ``also``: the household table's update, in the same
+    transaction."""
+    if check_name(person) != person:
+        raise Refused(f"person name {person!r} is not as enrolled (NFC, trimmed)")
+
+    def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
+        if current is None:
+            if blank is None:
+                raise GalleryError(f"{Store(path).path}: no gallery yet to apply a household record to")
+            current = Gallery(blank.model, blank.dim, meta=dict(blank.meta))
+        g = current
+        removed = g.remove(person) if person in g.people else 0
+        if faces is not None:
+            rows = [f for f in faces if f[0] == "face"]
+            for kind, emb, _source, _hash in faces:
+                if kind not in ("face", "against") or np.shape(emb) != (g.dim,):
+                    raise Refused(f"{person}: a household row of kind {kind!r}, shape {np.shape(emb)}; "
+                                  f"expected face/against, ({g.dim},)")
+            if rows:
+                g.add(person, np.stack([np.asarray(f[1], np.float32) for f in rows]), [f[2] for f in rows],
+                      [f[3] for f in rows])
+            g.against += [(person, np.asarray(f[1], np.float32), f[2], None) for f in faces if f[0] == "against"]
+        text = summary or (f"household: {person} ({len(faces)} row(s))" if faces is not None else
+                           f"household: forgot {person} ({removed} photo(s))")
+        detail = {"name": person, "removed": removed, "added": 0 if faces is None else len(faces)}
+        return _recalibrated(g, models_dir), text, detail, None
+
+    return change(path, "household", origin, mutate, also=also)
 
 
 def undo(path: str | os.PathLike[str], origin: str = "cli") -> tuple[Change, Change]:

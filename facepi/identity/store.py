@@ -17,6 +17,8 @@ Layout:
   one-line summary, its evidence (JSON), and the gallery settings before and after.
 - ``settings``: the gallery's model, dimension and settings (classifier, threshold, ...).
 - ``visitors`` / ``visitor_faces``: unknown visitors kept by the door (opt-in learning).
+- ``household``: per person, the last winning signed record of the household's shared gallery
+  (``facepi.sync``; the counter is ``household_lamport`` in ``settings``).
 
 Writers take SQLite's write lock only for the few milliseconds of a transaction
 (``BEGIN IMMEDIATE``); minutes of embedding happen before it. A change computed from a
@@ -50,7 +52,7 @@ SCHEMA_VERSION = 1
 UNDO_DEPTH = 20  # changes that can be undone; faces removed longer ago are deleted for good
 CROP = 112
 VISITOR_WAIT = 600.0  # seconds a visit waits for a long change (an enrol): written off the frame loop
-ORIGINS = ("cli", "mqtt", "ha", "migration", "daemon")
+ORIGINS = ("cli", "mqtt", "ha", "migration", "daemon", "household")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,6 +73,9 @@ CREATE TABLE IF NOT EXISTS visitors (
 CREATE TABLE IF NOT EXISTS visitor_faces (
     id INTEGER PRIMARY KEY, visitor TEXT NOT NULL REFERENCES visitors (id) ON DELETE CASCADE,
     embedding BLOB NOT NULL, crop BLOB NOT NULL, quality REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS household (
+    person TEXT PRIMARY KEY, lamport INTEGER NOT NULL, host TEXT NOT NULL, digest TEXT NOT NULL,
+    payload BLOB NOT NULL);
 """
 
 
