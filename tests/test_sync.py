@@ -1,4 +1,4 @@
-"""One household gallery over MQTT (facepi.sync): signed per-person records, last writer wins, repair.
+"""One household gallery over MQTT (facepi.identity.sync): signed per-person records, last writer wins, repair.
 
 Real embeddings (the 4-person gallery embedded once per session from real photos), a real mosquitto
 (conftest.Broker) and real SQLite galleries; synthetic unit vectors only for the pure ordering property.
@@ -19,9 +19,13 @@ import numpy as np
 import pytest
 from conftest import Broker, Subscriber
 
-from facepi import config, family, sync
-from facepi.gallery import Gallery
-from facepi.sync import HouseholdSync, MqttHouseholdSync, Record, body_of, sign, topic_for, verify
+from facepi import config
+from facepi.door.household import MqttHouseholdSync
+from facepi.identity import family
+from facepi.identity import records as sync
+from facepi.identity.gallery import Gallery
+from facepi.identity.records import Record, body_of, sign, topic_for, verify
+from facepi.identity.sync import HouseholdSync
 
 KEY = b"correct horse battery staple 42!"
 HOME = "home"
@@ -44,7 +48,7 @@ def real(gallery4) -> tuple[Gallery, dict[str, tuple[np.ndarray, list[str]]]]:
 
 def enrol(path: Path, name: str, embs: np.ndarray, sources: list[str], blank: Gallery) -> None:
     """A local change through the guarded path (what facepi enroll writes, without embedding photos again)."""
-    from facepi.workflow import recalibrate
+    from facepi.identity.enrol import recalibrate
 
     def mutate(cur: Gallery | None):
         g = cur if cur is not None else Gallery(blank.model, blank.dim, meta=dict(blank.meta))
@@ -268,7 +272,7 @@ def test_a_change_made_offline_is_not_overwritten_by_a_record_it_never_saw(real,
 
 
 def test_what_a_record_costs(real, tmp_path):
-    """The bytes of a 5-photo MobileFaceNet person's record, as quoted in facepi/sync.py's docstring."""
+    """The bytes of a 5-photo MobileFaceNet person's record, as quoted in facepi/identity/records.py's docstring."""
     blank, rows = real
     name = max(rows, key=lambda n: len(rows[n][1]))
     emb, src = rows[name]

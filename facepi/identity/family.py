@@ -254,7 +254,7 @@ def apply_record(path: str | os.PathLike[str], person: str, faces: list[tuple[st
                  models_dir: str | os.PathLike[str] | None = None,
                  also: Callable[[sqlite3.Connection, int], None] | None = None) -> Done:
     """Replace ``person``'s rows with ``faces`` ((kind 'face' | 'against', embedding, source, hash) each), or
-    remove them (``faces`` None): a signed household record (facepi.sync), recalibrated and journaled.
+    remove them (``faces`` None): a signed household record (facepi.identity.sync), recalibrated and journaled.
 
     The signature is the authorisation: the member-match checks of a local enrol are not run again (the sending
     facepi ran them), the structural ones are (the name, the model's dimension). ``blank``: the empty gallery

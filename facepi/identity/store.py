@@ -18,7 +18,7 @@ Layout:
 - ``settings``: the gallery's model, dimension and settings (classifier, threshold, ...).
 - ``visitors`` / ``visitor_faces``: unknown visitors kept by the door (opt-in learning).
 - ``household``: per person, the last winning signed record of the household's shared gallery
-  (``facepi.sync``; the counter is ``household_lamport`` in ``settings``).
+  (``facepi.identity.sync``; the counter is ``household_lamport`` in ``settings``).
 
 Writers take SQLite's write lock only for the few milliseconds of a transaction
 (``BEGIN IMMEDIATE``); minutes of embedding happen before it. A change computed from a

@@ -1,0 +1,141 @@
+"""The household gallery over the household's MQTT broker: ``identity.sync`` run by a paho client."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from facepi.identity import store as store_mod
+from facepi.identity.gallery import Gallery
+from facepi.identity.sync import HouseholdSync
+
+SETTLE = 2.0  # seconds after the subscription is acknowledged before local changes are sent
+log = logging.getLogger("facepi.sync")
+
+
+class MqttHouseholdSync:
+    """Runs a HouseholdSync with its own paho-mqtt 2.x client.
+
+    Messages are queued by paho's thread and handled in ``poll()`` (called by ``start()``'s thread, or by the
+    caller): incoming records first, then, once the subscription has settled, local changes (the gallery's
+    stamp changed, or a new connection) and the winners the broker did not hand back."""
+
+    def __init__(self, sync: HouseholdSync, host: str, port: int = 1883, *, username: str | None = None,
+                 password: str | None = None, tls: bool = False, ca_file: str | None = None,
+                 cert_file: str | None = None, key_file: str | None = None, client_id: str | None = None,
+                 keepalive: int = 30, settle: float = SETTLE, interval: float = 1.0,
+                 reconnect_max: float = 30.0, resync_every: float = 60.0) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.sync = sync
+        self.host, self.port, self.keepalive = host, port, keepalive
+        self.settle, self.interval, self.resync_every = settle, interval, resync_every
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"facepi-household-{sync.host}")
+        if username:
+            self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(ca_certs=ca_file or None, certfile=cert_file or None, keyfile=key_file or None)
+        self.client.reconnect_delay_set(1, int(max(1, reconnect_max)))
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.connected = False
+        self.settle_at: float | None = None  # when the retained records will have arrived
+        self.synced = False  # this connection's first outgoing() done
+        self.last_stamp: Any = None
+        self.last_sync = 0.0
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any, blank: Gallery | None = None, host: str | None = None,
+                    **kw: Any) -> MqttHouseholdSync:
+        """The adapter for a loaded facepi.config.Config with ``[household] id`` set."""
+        if not cfg.household.id or not cfg.household_key:
+            raise ValueError("[household] id and its key are not set")
+        sync = HouseholdSync(cfg.recognition.gallery, cfg.household.id, cfg.household_key, host or cfg.camera_id,
+                             cfg.household.topic, blank, cfg.models.dir or None)
+        m = cfg.mqtt
+        return cls(sync, m.host, m.port, username=m.username or None, password=cfg.mqtt_password, tls=m.tls,
+                   ca_file=m.ca_file, cert_file=m.cert_file, key_file=m.key_file,
+                   client_id=f"{m.client_id or 'facepi-' + cfg.camera_id}-household", keepalive=m.keepalive,
+                   reconnect_max=m.reconnect_max_seconds, **kw)
+
+    # -- paho's thread
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("household: the broker refused the connection: %s", reason_code)
+            return
+        self.connected = True
+        self.settle_at, self.synced = None, False
+        self.sync.begin_session()
+        client.subscribe(self.sync.subscription, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.settle_at = time.monotonic() + self.settle
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected, self.settle_at, self.synced = False, None, False
+
+    def _on_message(self, client, userdata, msg) -> None:
+        self.inbox.put((msg.topic, bytes(msg.payload)))
+
+    # -- the caller's thread
+    def start(self, thread: bool = True) -> None:
+        self.client.connect_async(self.host, self.port, self.keepalive)
+        self.client.loop_start()
+        if thread:
+            self.thread = threading.Thread(target=self._run, name="facepi-household", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.poll(wait=self.interval)
+            except Exception:  # noqa: BLE001 - the thread must outlive one bad pass (a locked gallery, ...)
+                log.exception("household: sync pass failed; retrying")
+                self.stopping.wait(self.interval)
+
+    @property
+    def settled(self) -> bool:
+        return self.connected and self.settle_at is not None and time.monotonic() >= self.settle_at
+
+    def poll(self, wait: float = 0.0) -> int:
+        """Handle what arrived, then send local changes once settled; returns the messages published."""
+        out: list[tuple[str, bytes]] = []
+        try:
+            item: tuple[str, bytes] | None = self.inbox.get(timeout=wait) if wait > 0 else self.inbox.get_nowait()
+        except queue.Empty:
+            item = None
+        while item is not None:
+            out += self.sync.incoming(*item)
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                item = None
+        if self.settled:
+            stamp = store_mod.stamp(self.sync.path)
+            now = time.monotonic()
+            if not self.synced:
+                self.synced = True
+                out += self.sync.outgoing() + self.sync.missing()
+                self.last_stamp, self.last_sync = stamp, now
+            elif stamp != self.last_stamp or now - self.last_sync > self.resync_every:
+                self.last_stamp, self.last_sync = stamp, now
+                out += self.sync.outgoing()
+        for topic, payload in out:
+            self.client.publish(topic, payload, qos=1, retain=True)
+        return len(out)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        self.client.disconnect()
+        self.client.loop_stop()
