@@ -27,6 +27,7 @@ from _proc import run_with_peak_rss  # noqa: E402
 from facepi_convert import facenet, sources  # noqa: E402
 from facepi_convert.verify import median_ms  # noqa: E402
 
+from facepi.identity.store import load as load_gallery  # noqa: E402
 from facepi.vision import align, runtime  # noqa: E402
 from facepi.vision.detect import Detector, DetectorParams  # noqa: E402
 from facepi.vision.images import read_rgb  # noqa: E402
@@ -42,12 +43,11 @@ def seed_classify(gallery: str, val_dir: str) -> None:
     from facepi_convert.seed import SeedMTCNN
     from sklearn.svm import SVC
 
-    from facepi.identity.gallery import Gallery
 
     cache = sources.cache_dir()
     seed = SeedMTCNN(sources.seed_align_dir(cache))
     ref = facenet.Reference(facenet.load_graph_def(sources.facenet_graph(cache)))
-    g = Gallery.load(gallery)
+    g = load_gallery(gallery)
     svm = SVC(kernel="linear").fit(g.embeddings, g.labels)
     for p in sorted(Path(val_dir).glob("*/*.jpg")):
         rgb = read_rgb(p)

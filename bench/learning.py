@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from facepi.identity import classify  # noqa: E402
-from facepi.identity.visitors import VISIT_FAR, JoinRule, Visitors, crop_quality  # noqa: E402
+from facepi.identity.visitor_file import Visitors  # noqa: E402
+from facepi.identity.visitors import VISIT_FAR, JoinRule, crop_quality  # noqa: E402
 from facepi.vision import runtime  # noqa: E402
 from facepi.vision.images import people_folders  # noqa: E402
 

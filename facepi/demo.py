@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepi.identity.store import load as load_gallery
 from facepi.vision.images import read_rgb
 
 
@@ -112,7 +113,6 @@ def prepare(cache: Path | None = None, stranger: str = "mindy_kaling", log=print
     """
     from facepi_convert import sources  # the pinned fetcher; needs pip, not TensorFlow
 
-    from facepi.identity.gallery import Gallery
     from facepi.vision import runtime
     from facepi.vision.photos import load_pipeline
     from facepi.workflow import train
@@ -123,7 +123,7 @@ def prepare(cache: Path | None = None, stranger: str = "mindy_kaling", log=print
     out.mkdir(parents=True, exist_ok=True)
     video, gallery = out / "door.avi", out / "gallery.npz"
     default = runtime.load_manifest().get("default_embedder")
-    if gallery.exists() and Gallery.load(gallery).meta.get("embedder") != default:
+    if gallery.exists() and load_gallery(gallery).meta.get("embedder") != default:
         gallery.unlink()  # built with an older default model: enrol again
     if not gallery.exists():
         enrol = out / "enrol"

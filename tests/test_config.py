@@ -160,7 +160,7 @@ def facepi(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 def _old_store(visitor_gallery, gallery4, tmp_path):
     """An earlier facepi's visitors.npz holding the daemon's visitor, and a gallery without visitors."""
-    from facepi.identity.visitors import VisitorBook
+    from facepi.identity.visitor_book import VisitorBook
 
     old = tmp_path / "visitors.npz"
     VisitorBook(visitor_gallery).as_visitors().save(old)

@@ -15,6 +15,7 @@ import pytest
 from conftest import ROOT, STRANGER, Broker, Lines, Subscriber, one_face_photos, run_daemon
 
 from facepi.demo import make_video
+from facepi.identity.store import load as load_gallery
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,8 @@ def test_end_to_end_one_event_per_visit(broker, gallery4, val_video):
     assert [e["name"] for e in events] == expected, err[-3000:]
     assert [e["seq"] for e in events] == list(range(1, len(people) + 1))
     e = events[0]
-    from facepi.identity.gallery import Gallery
 
-    assert e["camera"] == "testcam" and e["model"].startswith(Gallery.load(gallery4).model + "/")
+    assert e["camera"] == "testcam" and e["model"].startswith(load_gallery(gallery4).model + "/")
     assert e["timestamp"].endswith("+00:00") and 0 <= e["score"] <= 1 and e["distance"] >= 0
     assert len(e["box"]) == 4 and all(isinstance(v, int) for v in e["box"]) and e["box"][2] > 40
     avail = sub.on(f"{base}/availability")

@@ -1,7 +1,7 @@
 """The documentation cannot rot silently: docs/configuration.md's reference is the config schema's, and
 every relative link (and #anchor) in README.md and docs/*.md lands somewhere.
 
-Regenerate the configuration reference after changing facepi/config.py:
+Regenerate the configuration reference after changing facepi/config/schema.py:
     python tests/test_docs.py --write
 """
 
@@ -21,7 +21,7 @@ from facepi import config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PAGE = ROOT / "docs" / "configuration.md"
-BEGIN = "<!-- BEGIN generated from facepi/config.py by: python tests/test_docs.py --write -->"
+BEGIN = "<!-- BEGIN generated from facepi/config/schema.py by: python tests/test_docs.py --write -->"
 END = "<!-- END generated -->"
 REGENERATE = "python tests/test_docs.py --write"
 
@@ -52,14 +52,14 @@ def _table(obj: object, section: str | None) -> list[str]:
 
 
 def config_reference() -> str:
-    """Every key of facepi/config.py's schema with its default, range, environment variable and help text,
+    """Every key of facepi/config/schema.py's schema with its default, range, environment variable and help text,
     as Markdown: the same source as systemd/facepi.toml.example (config.example())."""
     cfg = config.Config()
     lines = ["## Top-level keys", "", *_table(cfg, None)]
     for f in dataclasses.fields(cfg):
         section = getattr(cfg, f.name)
         if dataclasses.is_dataclass(section):
-            lines += ["", f"## `[{f.name}]`", "", config.SECTION_HELP[f.name].capitalize() + ".", "",
+            lines += ["", f"## `[{f.name}]`", "", config.schema.SECTION_HELP[f.name].capitalize() + ".", "",
                       *_table(section, f.name)]
     return "\n".join(lines) + "\n"
 
@@ -79,7 +79,7 @@ def write_config_reference() -> None:
 
 def test_the_configuration_reference_is_the_schemas():
     assert _generated(CONFIG_PAGE.read_text()) == config_reference(), \
-        f"docs/configuration.md is out of date with facepi/config.py; regenerate it: {REGENERATE}"
+        f"docs/configuration.md is out of date with facepi/config/schema.py; regenerate it: {REGENERATE}"
 
 
 # --- links ------------------------------------------------------------------------------------------

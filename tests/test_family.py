@@ -17,7 +17,8 @@ from conftest import ROOT, STRANGER, hold_gallery_lock, one_face_photos
 from facepi.identity import family, store
 from facepi.identity.gallery import Gallery, GalleryError
 from facepi.identity.store import Conflict, Store, db_path
-from facepi.identity.visitors import VisitorBook
+from facepi.identity.store import load as load_gallery
+from facepi.identity.visitor_book import VisitorBook
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -125,18 +126,18 @@ def home(gallery4, tmp_path) -> Path:
 
 def test_an_npz_gallery_is_migrated_on_first_change_with_a_backup(home, faces_root):
     before = home.read_bytes()
-    people = Gallery.load(home).people
+    people = load_gallery(home).people
     r = cli("enroll", "mindy_kaling", str(sorted((faces_root / "train" / STRANGER).glob("*.jpg"))[0]),
             "--gallery", str(home))
     assert r.returncode == 0, r.stderr
     backup = home.with_name("gallery.npz.bak")
     assert backup.read_bytes() == before and not home.exists()  # kept, byte for byte
-    assert Gallery.load(home).people == people + ["mindy_kaling"]  # the old path still works
+    assert load_gallery(home).people == people + ["mindy_kaling"]  # the old path still works
     log = Store(home).log()
     assert [c.what for c in log] == ["enrol", "migration"] and log[1].detail["from"] == str(home)
     r = cli("gallery", "undo", "--gallery", str(home))
     assert r.returncode == 0 and "mindy_kaling" in r.stdout, r.stderr
-    assert Gallery.load(home).people == people
+    assert load_gallery(home).people == people
     r = cli("gallery", "undo", "--gallery", str(home))  # the migration itself is not undone
     assert r.returncode == 2 and "nothing to undo" in r.stderr
 
@@ -148,16 +149,16 @@ def test_an_impostor_is_refused_on_the_cli_unless_forced_and_the_force_is_record
     r = cli("enroll", "madonna", *map(str, mindy), "--gallery", str(home))
     assert r.returncode == 2 and "does not match madonna's enrolled photos" in r.stderr, r.stderr
     assert not db_path(home).exists() or Store(home).version() <= 1  # nothing changed (at most the migration)
-    rows = len(Gallery.load(home).labels)
+    rows = len(load_gallery(home).labels)
     r = cli("enroll", "madonna", *map(str, mindy), "--gallery", str(home), "--force")
     assert r.returncode == 0, r.stderr
-    assert len(Gallery.load(home).labels) > rows
+    assert len(load_gallery(home).labels) > rows
     entry = Store(home).log()[0]
     assert entry.detail["forced"] and any("does not match madonna" in p for p in entry.detail["overrode"])
     shown = cli("gallery", "log", "--gallery", str(home))
     assert "FORCED past" in shown.stdout and "enrolled" in shown.stdout
     assert cli("gallery", "undo", "--gallery", str(home)).returncode == 0
-    assert len(Gallery.load(home).labels) == rows
+    assert len(load_gallery(home).labels) == rows
     # a genuine new photo of an enrolled person still goes in without force
     more = sorted((faces_root / "val" / "elton_john").glob("*.jpg"))[:1]
     r = cli("enroll", "elton_john", *map(str, more), "--gallery", str(home))
@@ -165,12 +166,12 @@ def test_an_impostor_is_refused_on_the_cli_unless_forced_and_the_force_is_record
 
 
 def test_remove_rename_export_and_wrong_on_real_photos(home, faces_root, tmp_path):
-    g0 = Gallery.load(home)
+    g0 = load_gallery(home)
     n = g0.counts()["madonna"]
     third = g0.sources[g0.photos_of("madonna")[2]]
     r = cli("gallery", "remove", "madonna", "3", "--gallery", str(home))
     assert r.returncode == 0 and third in r.stdout, r.stderr
-    assert Gallery.load(home).counts()["madonna"] == n - 1 and third not in Gallery.load(home).sources
+    assert load_gallery(home).counts()["madonna"] == n - 1 and third not in load_gallery(home).sources
     bad = cli("gallery", "remove", "madonna", "99", "--gallery", str(home))
     assert bad.returncode == 2 and f"photos 1-{n - 1}" in bad.stderr
     r = cli("gallery", "rename", "elton_john", "Sir Elton", "--gallery", str(home))
@@ -183,7 +184,7 @@ def test_remove_rename_export_and_wrong_on_real_photos(home, faces_root, tmp_pat
     out = tmp_path / "export.npz"
     assert cli("gallery", "export", str(out), "--gallery", str(home)).returncode == 0
     exported = Gallery.load_npz(out)
-    assert exported.people == Gallery.load(home).people and len(exported.labels) == len(Gallery.load(home).labels)
+    assert exported.people == load_gallery(home).people and len(exported.labels) == len(load_gallery(home).labels)
     # "that wasn't madonna": a photo named madonna, marked wrong, is no longer madonna; shown in gallery check
     photo = sorted((val / "madonna").glob("*.jpg"))[0]
     before = json.loads(cli("classify", str(val / "madonna"), str(home), "--json").stdout)["results"]
@@ -201,8 +202,8 @@ def test_remove_rename_export_and_wrong_on_real_photos(home, faces_root, tmp_pat
     assert mad["corrections"] == 1 and mad["accept_distance"] < check["threshold"]
     assert [c.what for c in Store(home).log()][:3] == ["correction", "rename", "remove photo"]
     assert cli("gallery", "undo", "--gallery", str(home)).returncode == 0  # the correction, undone
-    assert "person_thresholds" not in Gallery.load(home).meta or \
-        "madonna" not in Gallery.load(home).meta["person_thresholds"]
+    assert "person_thresholds" not in load_gallery(home).meta or \
+        "madonna" not in load_gallery(home).meta["person_thresholds"]
 
 
 def test_a_visitors_crops_of_another_person_are_never_named_as_family(home, faces_root, tmp_path):
@@ -215,19 +216,19 @@ def test_a_visitors_crops_of_another_person_are_never_named_as_family(home, face
     results = [pipeline.photo(p) for p in mindy]
     crops = np.stack([r.faces[0].crop for r in results])
     embs = np.stack([r.embeddings[0] for r in results])
-    g = Gallery.load(home)
+    g = load_gallery(home)
     vid = VisitorBook(home).record(g.model, g.dim, crops, embs, np.linspace(0.9, 0.5, len(crops)), 0.45, 5, 50,
                                    30)[0].id
     with pytest.raises(family.Refused, match="does not match madonna"):
         family.name_visitor(home, vid, "madonna", origin="mqtt")
     with pytest.raises(family.Refused, match="only the command line"):
         family.name_visitor(home, vid, "madonna", origin="mqtt", force=True)
-    assert "mindy_kaling" not in Gallery.load(home).people and [v.id for v in VisitorBook(home).visitors()] == [vid]
+    assert "mindy_kaling" not in load_gallery(home).people and [v.id for v in VisitorBook(home).visitors()] == [vid]
     done = family.name_visitor(home, vid, "mindy_kaling", origin="ha")  # as herself: fine
     assert done.change.origin == "ha" and VisitorBook(home).visitors() == []
-    assert "mindy_kaling" in Gallery.load(home).people
+    assert "mindy_kaling" in load_gallery(home).people
     family.undo(home)  # a naming undone: the visitor is back, to be named again
-    assert "mindy_kaling" not in Gallery.load(home).people
+    assert "mindy_kaling" not in load_gallery(home).people
     assert [v.id for v in VisitorBook(home).visitors()] == [vid] and len(VisitorBook(home).faces(vid)[0]) == 5
 
 
@@ -238,7 +239,7 @@ def test_readers_never_wait_for_a_writer(home):
     store.open_store(home)
     with hold_gallery_lock(home):
         t0 = time.monotonic()
-        g = Gallery.load(home)
+        g = load_gallery(home)
         assert time.monotonic() - t0 < 1.0 and len(g.people) == 4
 
 

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from facepi.identity.classify import CLUSTERING, OperatingPoints
-from facepi.identity.visitors import VISIT_FAR, JoinRule, VisitorBook, VisitorError, Visitors
+from facepi.identity.classify import CLUSTERING
+from facepi.identity.visitor_book import VisitorBook
+from facepi.identity.visitor_file import Visitors
+from facepi.identity.visitors import VISIT_FAR, JoinRule, VisitorError
+from facepi.vision.embed import OperatingPoints
 
 EMBEDDER = "mobilefacenet_dynamic.tflite"
 DEV = Path("/work/shared/data/celeba-dev")

@@ -21,8 +21,8 @@ from conftest import ROOT, Lines, run_daemon
 
 from facepi.cli import main as facepi_main
 from facepi.demo import phone_photo
-from facepi.identity.gallery import Gallery
 from facepi.identity.store import Store, db_path
+from facepi.identity.store import load as load_gallery
 
 FAMILY = ("ben_afflek", "elton_john", "madonna")
 STRANGERS = ("jerry_seinfeld", "mindy_kaling")
@@ -129,7 +129,7 @@ def test_detect_command_reports_the_photo_as_shown(phone):
 
 
 def test_household_strangers_stay_unknown(household, faces_root, capsys):
-    g = Gallery.load(household)
+    g = load_gallery(household)
     assert g.people == list(FAMILY) and len(g.labels) == PER_PERSON * len(FAMILY)
     assert os.stat(db_path(household)).st_mode & 0o777 == 0o600  # biometric templates
     cal = g.meta["calibration"]
@@ -164,18 +164,18 @@ def test_same_person_under_two_names_is_refused(household, faces_root, tmp_path)
     r = run_cli("enroll", "benjamin", *map(str, other), "--gallery", str(g), "--force")
     assert r.returncode == 0 and "warning: benjamin looks like ben_afflek" in r.stderr
     # Forced, the two names share a face, yet the rule stays the model's: strangers are not let in.
-    assert Gallery.load(g).meta["calibration"]["source"] == "model"
+    assert load_gallery(g).meta["calibration"]["source"] == "model"
 
 
 def test_duplicates_and_reenrolment_are_skipped(household, phone, tmp_path):
     import cv2
 
     g = _copy(household, tmp_path)
-    rows = len(Gallery.load(g).labels)
+    rows = len(load_gallery(g).labels)
     # Re-enrolling the same photos: idempotent.
     r = run_cli("enroll", "madonna", *map(str, phone["madonna"]), "--gallery", str(g))
     assert r.returncode == 0 and "already in" in r.stdout, r.stderr
-    assert len(Gallery.load(g).labels) == rows
+    assert len(load_gallery(g).labels) == rows
     # The same photo twice in one go, and a resized re-save of an enrolled photo.
     src = sorted((phone["madonna"][0].parent.parent / "madonna").glob("*.jpg"))
     new = tmp_path / "new.jpg"
@@ -185,7 +185,7 @@ def test_duplicates_and_reenrolment_are_skipped(household, phone, tmp_path):
     r = run_cli("enroll", "madonna", str(new), str(src[2]), "--gallery", str(g))
     assert r.returncode == 0, r.stderr
     assert "same shot as madonna/" in r.stderr and "skipped" in r.stderr
-    assert len(Gallery.load(g).labels) == rows
+    assert len(load_gallery(g).labels) == rows
     # An enrolled photo under another name is refused, naming the owner.
     r = run_cli("enroll", "alice", str(tmp_path / "ej.jpg"), "--gallery", str(g))
     assert r.returncode == 2 and "already enrolled as elton_john" in r.stderr
@@ -215,8 +215,8 @@ def test_group_photo_is_refused_or_largest_face_taken(household, faces_root, tmp
     assert r.returncode == 2 and "2 faces" in r.stderr and "--largest-face" in r.stderr, r.stderr
     r = run_cli("enroll", "madonna", str(group), "--gallery", str(g), "--largest-face")
     assert r.returncode == 0, r.stderr
-    assert Gallery.load(g).counts()["madonna"] == PER_PERSON + 1
-    assert Gallery.load(g).meta["threshold"] == Gallery.load(household).meta["threshold"]  # rule unmoved
+    assert load_gallery(g).counts()["madonna"] == PER_PERSON + 1
+    assert load_gallery(g).meta["threshold"] == load_gallery(household).meta["threshold"]  # rule unmoved
 
 
 def test_outlier_photo_is_named(household, faces_root, tmp_path):
@@ -247,7 +247,7 @@ def test_quotes_in_a_name_survive(household, phone, tmp_path):
     name = 'Anne "Annie" Smith'
     r = run_cli("enroll", name, *map(str, phone["madonna"]), "--gallery", str(g))
     assert r.returncode == 0, r.stderr
-    assert name in Gallery.load(g).people
+    assert name in load_gallery(g).people
 
 
 def test_two_enrolls_at_once_both_land(phone, tmp_path):
@@ -259,8 +259,8 @@ def test_two_enrolls_at_once_both_land(phone, tmp_path):
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    assert sorted(Gallery.load(g).people) == ["ben_afflek", "elton_john"]
-    assert len(Gallery.load(g).labels) == 6
+    assert sorted(load_gallery(g).people) == ["ben_afflek", "elton_john"]
+    assert len(load_gallery(g).labels) == 6
 
 
 def test_forget_the_last_person_with_a_running_daemon(phone, faces_root, tmp_path):

@@ -16,9 +16,11 @@ import pytest
 from conftest import ROOT, Broker, Subscriber, one_face_photos, passwords, run_daemon
 
 from facepi.demo import make_video
-from facepi.identity.gallery import Gallery
 from facepi.identity.store import db_path
-from facepi.identity.visitors import VisitorBook, VisitorError, Visitors
+from facepi.identity.store import load as load_gallery
+from facepi.identity.visitor_book import VisitorBook
+from facepi.identity.visitor_file import Visitors
+from facepi.identity.visitors import VisitorError
 
 STRANGER = "mindy_kaling"
 
@@ -101,7 +103,7 @@ def test_visitors_from_the_cli(gallery4, stranger_video, tmp_path):
     r = subprocess.run([sys.executable, "-m", "facepi", "visitors", "name", "V1", STRANGER, "--store", str(store),
                         "--gallery", str(g)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert STRANGER in Gallery.load(g).people
+    assert STRANGER in load_gallery(g).people
     assert VisitorBook(g).visitors() == []
     proc = run_daemon(["--source", str(stranger_video), "--classifier", str(g), "--fast"],
                       env={"FACEPI_MQTT_HOST": ""})
@@ -145,7 +147,7 @@ def test_name_the_last_visitor_from_the_dashboard(broker, gallery4, faces_root, 
         out, err = proc.communicate(timeout=60)
         sub.close()
     assert "learning: V1 enrolled as mindy_kaling" in err and re.search(r"learning[^\n]*: gallery reloaded", err)
-    assert STRANGER in Gallery.load(g).people
+    assert STRANGER in load_gallery(g).people
 
 
 # ---------------------------------------------------------------- commands, access control, privacy (issue 16)
@@ -174,7 +176,7 @@ def seed_visitor(store: Path, gallery: Path, photos: list[Path], days_ago: float
     results = [pipeline.photo(p) for p in photos]
     crops = np.stack([r.faces[0].crop for r in results if not r.error])
     embs = np.stack([r.embeddings[0] for r in results if not r.error])
-    g = Gallery.load(gallery)
+    g = load_gallery(gallery)
     v, _ = VisitorBook(gallery, store).record(g.model, g.dim, crops, embs, np.linspace(0.9, 0.5, len(crops)), same=0.72,
                                      keep=5, max_visitors=50, keep_days=30,
                                      now=datetime.now(UTC) - timedelta(days=days_ago))
@@ -251,7 +253,7 @@ def test_namings_by_id_answers_rate_limits_and_the_image_follows_the_store(broke
         limited, named = sorted(answers(sub, "name_visitor")[1:], key=lambda a: a["ok"])
         assert named["ok"] and named["visitor"] == newest and "elton_john" in named["message"], named
         assert not limited["ok"] and "at most one" in limited["message"], limited
-        assert "elton_john" in Gallery.load(g).people
+        assert "elton_john" in load_gallery(g).people
         # the image moves on to the other stranger
         assert sub.wait_for(lambda: shown() == first, 10)
         assert json.loads(retained(broker.port, SHOWN, "fresh-3")[info])["visitor"] == first
@@ -306,7 +308,7 @@ def test_retained_commands_never_run_and_faces_stay_home_without_snapshots(broke
         sub.close()
     assert proc.returncode == 0, err[-3000:]
     assert [a for a in sub.events(f"{BASE}/learning") if "command" in a] == []  # nothing ran, nothing answered
-    assert STRANGER not in Gallery.load(g).people and vid in [v.id for v in VisitorBook(g, store).visitors()]
+    assert STRANGER not in load_gallery(g).people and vid in [v.id for v in VisitorBook(g, store).visitors()]
     assert "command: reload" not in err and "gallery reloaded" not in err
     for topic in ("command", "name_visitor"):
         assert len(re.findall(f"ignored a retained message on {BASE}/{topic}", err)) == 1, err[-3000:]
@@ -346,7 +348,7 @@ def test_only_home_assistant_can_name_a_visitor(tmp_path, gallery4, faces_root):
         time.sleep(1)
         guest.client.publish(f"{BASE}/name_visitor", naming, qos=1).wait_for_publish(5)
         time.sleep(6)  # past any rate limit: had it arrived, it would have been answered by now
-        assert answers(ha, "name_visitor") == [] and STRANGER not in Gallery.load(g).people
+        assert answers(ha, "name_visitor") == [] and STRANGER not in load_gallery(g).people
         ha.client.publish(f"{BASE}/name_visitor", naming, qos=1).wait_for_publish(5)
         assert ha.wait_for(lambda: answers(ha, "name_visitor"), 30)
         assert answers(ha, "name_visitor")[0]["ok"], answers(ha, "name_visitor")
@@ -357,4 +359,4 @@ def test_only_home_assistant_can_name_a_visitor(tmp_path, gallery4, faces_root):
         guest.close()
         broker.stop()
     assert proc.returncode == 0, err[-3000:]
-    assert STRANGER in Gallery.load(g).people and len(answers(ha, "name_visitor")) == 1
+    assert STRANGER in load_gallery(g).people and len(answers(ha, "name_visitor")) == 1

@@ -16,7 +16,7 @@ from test_always_on import ALICE, CAROL, NONE, NotifySocket, decide, face
 from facepi.demo import make_video
 from facepi.door.track import StrangerVisits, Tracker
 from facepi.door.worker import Worker
-from facepi.identity.visitors import VisitorBook
+from facepi.identity.visitor_book import VisitorBook
 
 HOLD = 60.0  # seconds: a long enrol (a folder of phone photos on a Pi)
 KNOWN = ["madonna", "elton_john", "ben_afflek", "jerry_seinfeld"]

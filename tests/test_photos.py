@@ -19,8 +19,8 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
-from facepi.identity.gallery import Gallery
 from facepi.identity.health import ORANGE, RED
+from facepi.identity.store import load as load_gallery
 
 PEOPLE = ("madonna", "elton_john")
 N = 4
@@ -209,7 +209,7 @@ def test_one_doubtful_photo_is_skipped_and_named_and_the_rest_enrolled(faces_roo
     assert f"Enrolled {len(good)} photo(s) of madonna" in r.stdout, r.stdout + r.stderr
     skipped = [line for line in r.stderr.splitlines() if line.startswith("facepi: skipped: ")]
     assert len(skipped) == 2 and any(str(group) in s for s in skipped) and any(str(stray) in s for s in skipped)
-    assert sorted(Gallery.load(g).sources) == sorted(f"madonna/{p.name}" for p in good)
+    assert sorted(load_gallery(g).sources) == sorted(f"madonna/{p.name}" for p in good)
     # the journal says what was left out
     log = run_cli("gallery", "log", "--gallery", str(g), "--json")
     assert "stray.jpg" in log.stdout and "group.jpg" in log.stdout, log.stdout
@@ -218,7 +218,7 @@ def test_one_doubtful_photo_is_skipped_and_named_and_the_rest_enrolled(faces_roo
     others = one_face(faces_root, "train", "jerry_seinfeld", 3)
     r = run_cli("enroll", "madonna", *map(str, others), str(good[0]), "--gallery", str(g))
     assert r.returncode == 2 and "not enrolled" in r.stderr, r.stderr
-    assert len(Gallery.load(g).labels) == len(good)
+    assert len(load_gallery(g).labels) == len(good)
 
 
 def test_enrolment_speaks_plainly_and_the_detail_is_behind_verbose(faces_root, tmp_path):

@@ -25,6 +25,7 @@ from facepi.identity import family
 from facepi.identity import records as sync
 from facepi.identity.gallery import Gallery
 from facepi.identity.records import Record, body_of, sign, topic_for, verify
+from facepi.identity.store import load as load_gallery
 from facepi.identity.sync import HouseholdSync
 
 KEY = b"correct horse battery staple 42!"
@@ -38,7 +39,7 @@ BASE = f"facepi/household/{HOME}"
 @pytest.fixture(scope="module")
 def real(gallery4) -> tuple[Gallery, dict[str, tuple[np.ndarray, list[str]]]]:
     """(an empty gallery of the real model, {person: (real embeddings, sources)})."""
-    g = Gallery.load(gallery4)
+    g = load_gallery(gallery4)
     keys = ("classifier", "target_far", "embedder", "precision", "alignment", "margin")
     blank = Gallery(g.model, g.dim, meta={k: g.meta[k] for k in keys if k in g.meta})
     rows = {p: (g.embeddings[g.labels == i].copy(), [s for s, lab in zip(g.sources, g.labels, strict=True)

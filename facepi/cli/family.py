@@ -8,6 +8,7 @@ import json
 import sys
 
 from facepi.cli import shared
+from facepi.identity.store import load as load_gallery
 
 
 def enroll(args: argparse.Namespace) -> int:
@@ -24,7 +25,7 @@ def enroll(args: argparse.Namespace) -> int:
     path = shared.gallery_path(args)
     check_writable(path)
     exists = db_path(path).exists() or path.exists()
-    meta = Gallery.load(path).meta if exists else {}
+    meta = load_gallery(path).meta if exists else {}
     if exists:
         args.embedder = args.embedder or meta.get("embedder")  # keep the gallery's model unless told
         pipeline = shared.pipeline(args, meta.get("alignment"), meta.get("margin"))
@@ -110,10 +111,9 @@ def forget(args: argparse.Namespace) -> int:
 
 
 def people(args: argparse.Namespace) -> int:
-    from facepi.identity.gallery import Gallery
     from facepi.workflow import people_summary
 
-    summary = people_summary(Gallery.load(shared.gallery_path(args)))
+    summary = people_summary(load_gallery(shared.gallery_path(args)))
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
@@ -167,11 +167,10 @@ def gallery_rename(args: argparse.Namespace) -> int:
 
 
 def gallery_export(args: argparse.Namespace) -> int:
-    from facepi.identity.gallery import Gallery
 
     if args.output.suffix != ".npz":
         raise ValueError(f"{args.output}: the export format is .npz (the seed's train/classify workflow)")
-    gallery = Gallery.load(shared.gallery_path(args))
+    gallery = load_gallery(shared.gallery_path(args))
     gallery.save(args.output)
     print(f"Exported {len(gallery.people)} people, {len(gallery.labels)} photos to {args.output}")
     return 0
@@ -200,10 +199,9 @@ def gallery_wrong(args: argparse.Namespace) -> int:
 
 
 def gallery_check(args: argparse.Namespace) -> int:
-    from facepi.identity.gallery import Gallery
     from facepi.identity.health import LEGEND_TEXT, check, contact_sheet
 
-    gallery = Gallery.load(shared.gallery_path(args))
+    gallery = load_gallery(shared.gallery_path(args))
     report = check(gallery)
     if args.json:
         print(json.dumps(report, indent=1))
@@ -241,7 +239,8 @@ def only_for_listing(args: argparse.Namespace) -> None:
 
 def visitors(args: argparse.Namespace) -> int:
     from facepi.identity.store import db_path
-    from facepi.identity.visitors import VisitorError, sheet
+    from facepi.identity.visitor_book import sheet
+    from facepi.identity.visitors import VisitorError
 
     book = shared.book(args)
     legacy = book.legacy if book.legacy is not None and book.legacy.is_file() else None

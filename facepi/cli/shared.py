@@ -56,7 +56,7 @@ def store_path(args: argparse.Namespace) -> Path | None:
 
 
 def book(args: argparse.Namespace):
-    from facepi.identity.visitors import VisitorBook
+    from facepi.identity.visitor_book import VisitorBook
 
     return VisitorBook(gallery_path(args), store_path(args))
 

@@ -27,7 +27,8 @@ from facepi.door.track import Face, StrangerVisits, Track, Tracker
 from facepi.door.worker import Worker
 from facepi.identity import family, store
 from facepi.identity.gallery import Gallery
-from facepi.identity.visitors import JoinRule, Visitor, VisitorBook, crop_quality
+from facepi.identity.visitor_book import VisitorBook
+from facepi.identity.visitors import JoinRule, Visitor, crop_quality
 
 log = logging.getLogger("facepi.daemon")
 STORE_FLUSH_SECONDS = 5.0  # at shutdown, for the visits still waiting (+ 10 s publisher < TimeoutStopSec=20)

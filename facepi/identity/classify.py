@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from facepi.identity.gallery import Gallery, GalleryError
+from facepi.vision.embed import OperatingPoints
 
 UNKNOWN = "unknown"
 CLASSIFIERS = ("centroid", "svm")
@@ -53,29 +54,6 @@ class Prediction:
     score: float  # 0..1: SVM probability, or cosine similarity to the centroid
     distance: float  # cosine distance to the candidate's centroid
     candidate: str  # the closest enrolled person, even when the answer is unknown
-
-
-@dataclass(frozen=True)
-class OperatingPoints:
-    """The model's measured thresholds: per-comparison false-accept rate -> cosine distance."""
-
-    far: tuple[float, ...]  # ascending
-    distance: tuple[float, ...]  # ascending with far
-    measured_on: str = ""
-
-    @classmethod
-    def from_manifest(cls, entry: dict[str, Any]) -> OperatingPoints | None:
-        op = entry.get("operating_points")
-        if not op:
-            return None
-        return cls(tuple(op["far"]), tuple(op["distance"]), str(op.get("measured_on", "")))
-
-    def threshold(self, far: float) -> float:
-        """Distance at this per-comparison FAR, interpolated in log(FAR); below the smallest
-        measured rate, the strictest measured threshold (never a looser one)."""
-        x = np.log10(np.asarray(self.far))
-        return float(np.interp(np.log10(max(far, 1e-12)), x, self.distance,
-                               left=self.distance[0], right=self.distance[-1]))
 
 
 @dataclass(frozen=True)

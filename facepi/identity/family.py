@@ -103,7 +103,8 @@ def name_visitor(path: str | os.PathLike[str], vid: str, name: str, origin: str 
     """Enrol door visitor ``vid``'s stored faces as ``name``; the visitor leaves the store in the same
     transaction. A naming must say which visitor it means: "the last one" changes while someone types."""
     from facepi.identity.enrol import enroll_crops
-    from facepi.identity.visitors import VisitorBook, VisitorError
+    from facepi.identity.visitor_book import VisitorBook
+    from facepi.identity.visitors import VisitorError
 
     if not vid:
         raise VisitorError("a naming must say which visitor it names (e.g. V7); none given")

@@ -57,6 +57,16 @@ def check_name(name: str) -> str:
     return clean
 
 
+def db_path(path: str | os.PathLike[str]) -> Path:
+    """The database for a gallery path: itself for ``.db``, else the same name with ``.db``."""
+    p = Path(path)
+    return p if p.suffix == ".db" else p.with_suffix(".db")
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    return db_path(path).exists()
+
+
 class GalleryError(Exception):
     pass
 
@@ -170,10 +180,8 @@ class Gallery:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the ``.npz`` format (an export, the seed's workflow). A gallery that lives in a database
         is changed through ``facepi.identity.store`` instead, so a journal entry goes with every change."""
-        from facepi.identity import store
-
-        if Path(path).suffix == ".db" or store.exists(path):
-            raise GalleryError(f"{path}: this gallery is kept in {store.db_path(path)}; change it with facepi "
+        if Path(path).suffix == ".db" or exists(path):
+            raise GalleryError(f"{path}: this gallery is kept in {db_path(path)}; change it with facepi "
                                f"enroll/forget/gallery, or export it with 'facepi gallery export FILE.npz'")
         header = {"format": FORMAT, "model": self.model, "dim": self.dim, "people": self.people,
                   "sources": self.sources, "hashes": self.hashes, **self.meta}
@@ -184,14 +192,6 @@ class Gallery:
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue(), mode=0o600)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], expect_model: str | None = None) -> Gallery:
-        """The gallery at ``path``: its database where there is one (``gallery.npz`` -> ``gallery.db``),
-        else the ``.npz`` file itself."""
-        from facepi.identity import store
-
-        return store.load(path, expect_model)
 
     @classmethod
     def load_npz(cls, path: str | os.PathLike[str], expect_model: str | None = None) -> Gallery:

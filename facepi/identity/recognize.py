@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from facepi.identity import classify
-from facepi.identity.gallery import Gallery, wrong_model
+from facepi.identity.gallery import wrong_model
+from facepi.identity.store import load as load_gallery
 from facepi.vision.detect import DetectorParams
 from facepi.vision.faces import FacePipeline
 from facepi.vision.photos import load_pipeline
@@ -25,7 +26,7 @@ class Recognizer:
                  embedder: str | None = None, threads: int = 0,
                  detector_params: DetectorParams | None = None, pipeline: FacePipeline | None = None,
                  embed_batch: int = 16) -> None:
-        self.gallery = Gallery.load(gallery_path)  # read once: its settings choose the pipeline
+        self.gallery = load_gallery(gallery_path)  # read once: its settings choose the pipeline
         meta = self.gallery.meta
         self.pipeline = pipeline or load_pipeline(
             models_dir, embedder or meta.get("embedder"), threads, meta.get("alignment"),

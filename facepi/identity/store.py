@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from facepi.identity.gallery import FORMAT, Gallery, GalleryError, wrong_model
+from facepi.identity.gallery import FORMAT, Gallery, GalleryError, db_path, exists, wrong_model  # noqa: F401
 
 SCHEMA_VERSION = 1
 UNDO_DEPTH = 20  # changes that can be undone; faces removed longer ago are deleted for good
@@ -96,16 +96,6 @@ def stamp(path: str | os.PathLike[str]) -> tuple[tuple[int, int], ...] | None:
             continue
         out.append((st.st_mtime_ns, st.st_size))
     return tuple(out) or None
-
-
-def db_path(path: str | os.PathLike[str]) -> Path:
-    """The database for a gallery path: itself for ``.db``, else the same name with ``.db``."""
-    p = Path(path)
-    return p if p.suffix == ".db" else p.with_suffix(".db")
-
-
-def exists(path: str | os.PathLike[str]) -> bool:
-    return db_path(path).exists()
 
 
 def now_iso() -> str:

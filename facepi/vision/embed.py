@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from facepi.identity.classify import OperatingPoints
 from facepi.vision import runtime
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    """The model's measured thresholds: per-comparison false-accept rate -> cosine distance."""
+
+    far: tuple[float, ...]  # ascending
+    distance: tuple[float, ...]  # ascending with far
+    measured_on: str = ""
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any]) -> OperatingPoints | None:
+        op = entry.get("operating_points")
+        if not op:
+            return None
+        return cls(tuple(op["far"]), tuple(op["distance"]), str(op.get("measured_on", "")))
+
+    def threshold(self, far: float) -> float:
+        """Distance at this per-comparison FAR, interpolated in log(FAR); below the smallest
+        measured rate, the strictest measured threshold (never a looser one)."""
+        x = np.log10(np.asarray(self.far))
+        return float(np.interp(np.log10(max(far, 1e-12)), x, self.distance,
+                               left=self.distance[0], right=self.distance[-1]))
+
 
 
 class Embedder:

@@ -1,0 +1,106 @@
+"""The package reads as the pipeline: each folder uses only the ones below it, nothing imports in a
+circle (lazy imports inside functions count too), and every module fits on a few screens.
+
+    foundation (config, redact, fileio)  <  vision  <  identity  <  door, measure  <  workflow, demo, cli
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "facepi"
+LAYERS = {"foundation": 0, "vision": 1, "identity": 2, "door": 3, "measure": 3, "top": 4}
+FOUNDATION = {"facepi.config", "facepi.redact", "facepi.fileio", "facepi.models", "facepi"}
+MAX_LINES = 430  # "no module over ~400 lines"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer(mod: str) -> str:
+    parts = mod.split(".")
+    if len(parts) > 1 and parts[1] in LAYERS:
+        return parts[1]
+    if mod in FOUNDATION or ".".join(parts[:2]) in FOUNDATION:
+        return "foundation"
+    return "top"
+
+
+def imports(path: Path, known: set[str]) -> set[str]:
+    """Every facepi module ``path`` imports, at the top or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for n in names:
+            if n.startswith("facepi.") or n == "facepi":
+                while n not in known and "." in n:
+                    n = n.rsplit(".", 1)[0]
+                if n in known:
+                    found.add(n)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    g = {m: imports(p, known) - {m} for m, p in mods.items()}
+    for m in g:  # a package's __init__ is imported on the way to its modules: not an edge worth a cycle
+        g[m] -= {p for p in g[m] if m.startswith(p + ".")}
+    return g
+
+
+def test_no_import_cycles():
+    g = graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(g[m]):
+            if state.get(n) == 1:
+                cycles.append(stack[stack.index(n):] + [n])
+            elif n not in state:
+                visit(n, stack + [n])
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_nothing_climbs_back_up():
+    g = graph()
+    climbs = [f"{m} ({layer(m)}) imports {n} ({layer(n)})" for m, ns in g.items() for n in sorted(ns)
+              if LAYERS[layer(n)] > LAYERS[layer(m)]]
+    assert not climbs, "\n".join(climbs)
+
+
+def test_the_folders_are_the_pipeline():
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert {"vision", "identity", "door", "measure", "cli", "config"} <= folders, folders
+    g = graph()
+    assert any(layer(n) == "vision" for n in g["facepi.identity.enrol"])  # the layers are really used
+    assert any(layer(n) == "identity" for n in g["facepi.door.daemon"])
+
+
+def test_every_module_fits_on_a_few_screens():
+    long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_the_converter_lives_in_convert():
+    assert (ROOT / "convert" / "cli.py").exists() and not (ROOT / "facepi_convert").exists()
