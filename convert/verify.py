@@ -107,7 +107,7 @@ def aligned_crops(detector: detect.Detector, photos: list[Path], log=print) -> t
 def calibration_crops(detector: detect.Detector, photos: list[Path], log=print) -> np.ndarray:
     """Real faces for int8 calibration: each face cropped with margins 16, 32 and 48, plus the
     margin-32 crop mirrored. Only the margin-32 crops left int8's worst face at cosine 0.986;
-    this spread of real framings brings it to 0.990 (README)."""
+    this spread of real framings brings it to 0.990 (docs/converter.md "Verification")."""
     crops = []
     for _, rgb, box, _ in central_faces(detector, photos):
         base = align.crop(rgb, box)

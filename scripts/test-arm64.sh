@@ -110,7 +110,7 @@ in_root /opt/facepi/venv/bin/facepi check-config --config /etc/facepi/facepi.tom
 in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pywt >/dev/null'
 in_root /opt/facepi/venv/bin/python -c 'import numpy, pywt; assert numpy.__file__.startswith("/usr/lib/python3/"), numpy.__file__; print("test-arm64: venv numpy", numpy.__version__, "from apt; pywt", pywt.__version__, "imports")'
 if in_root /usr/bin/python3 -c 'import numpy, sys; sys.exit(numpy.__version__ >= "2")'; then
-  # the control: the old README way (a --system-site-packages venv, plain pip) must break the same import,
+  # the control: the old install way (a --system-site-packages venv, plain pip) must break the same import,
   # or the check above proves nothing
   in_root sh -c 'rm -rf /tmp/naive && python3 -m venv --system-site-packages /tmp/naive &&
     /tmp/naive/bin/pip install -q --disable-pip-version-check /tmp/facepi-src/facepi-*.whl'

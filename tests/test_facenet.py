@@ -76,7 +76,7 @@ def test_int8_is_calibrated_on_real_faces(facenet_graph, faces_root, val_crops):
     ref = facenet.Reference(gd)
     r = np.stack([ref.embed_one(x) for x in val_crops])
     cos = np.sum(verify.tflite_embed(model, val_crops) * r, axis=1)
-    # Measured with all 93 train photos: min 0.990 over all 118 crops, mean 0.998 (see README).
+    # Measured with all 93 train photos: min 0.990 over all 118 crops, mean 0.998 (docs/converter.md).
     assert cos.mean() >= 0.995 and cos.min() >= 0.98
     with pytest.raises(ValueError, match="calibration"):
         facenet.convert(facenet.prepare(gd), "int8", None)

@@ -107,7 +107,7 @@ def test_open_set_on_in_the_wild_photos(tmp_path, capsys):
 
 def test_full_int8_variant_runs_with_int8_io(shipped, arcface_crops, faces_root):
     """Full-integer MobileFaceNet from ai-edge-quantizer, calibrated on real faces; int8 input and
-    output are (de)quantized by facepi.vision.runtime. Measured: cosine min 0.90, mean 0.97 (README)."""
+    output are (de)quantized by facepi.vision.runtime. Measured: cosine min 0.90, mean 0.97 (docs/converter.md)."""
     train = sorted(faces_root.glob("train/*/*.jpg"))[::4]
     calib = verify.standardise(verify.landmark_crops(Detector(MODELS), train, 112, 1.0))
     model = mobilefacenet.full_int8(mobilefacenet.to_batch1(shipped), calib)
