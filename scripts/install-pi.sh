@@ -5,6 +5,7 @@
 #   sudo scripts/install-pi.sh                      # facepi from this checkout (built, not editable)
 #   sudo scripts/install-pi.sh --wheel facepi-*.whl  # or from a built wheel
 #   options: --extras svm   (the SVM classifier: +200 MB of scikit-learn/scipy)   --no-start
+#            --instance NAME (repeatable: one camera each, run as facepi@NAME from /etc/facepi/NAME.toml)
 #
 # Why the venv is made this way: picamera2, libcamera and simplejpeg come from apt and are built
 # against apt's numpy. The venv sees them (--system-site-packages), and pip is constrained to the
@@ -19,14 +20,19 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 target=$here
 extras=""
 start=1
+instances=()
 while (($#)); do
   case $1 in
     --wheel) target=$(realpath "$2"); shift 2 ;;
     --extras) extras=$2; shift 2 ;;
     --no-start) start=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --instance) instances+=("$2"); shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "install-pi: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
+done
+for name in "${instances[@]}"; do  # the instance name is the camera_id: in topics and file names
+  [[ $name =~ ^[A-Za-z0-9_-]{1,64}$ ]] || { echo "install-pi: --instance '$name': use 1-64 letters, digits, _ or -" >&2; exit 2; }
 done
 [ "$(id -u)" = 0 ] || { echo "install-pi: run as root (sudo)" >&2; exit 2; }
 say() { echo "install-pi: $*" >&2; }
@@ -107,19 +113,38 @@ fi
 if [ ! -e /etc/facepi/facepi.env ]; then
   printf '# FACEPI_MQTT_PASSWORD=...\n# FACEPI_SOURCE_PASSWORD=...\n' | install -m 0600 /dev/stdin /etc/facepi/facepi.env
 fi
+# facepi@NAME (one camera per instance, /etc/facepi/NAME.toml) beside facepi.service: the same hardening
 install -m 0644 "$here/systemd/facepi.service" /etc/systemd/system/facepi.service
+install -m 0644 "$here/systemd/facepi@.service" /etc/systemd/system/facepi@.service
+for name in "${instances[@]}"; do
+  if [ ! -e "/etc/facepi/$name.toml" ]; then  # the example, with this camera's id (never overwritten)
+    sed -e "s/^camera_id = .*/camera_id = \"$name\"/" -e 's/^camera_name = .*/camera_name = ""/' \
+      "$here/systemd/facepi.toml.example" | install -m 0644 /dev/stdin "/etc/facepi/$name.toml"
+    say "wrote /etc/facepi/$name.toml (edit it: this camera's [source], the broker)"
+  fi
+  if [ ! -e "/etc/facepi/$name.env" ]; then
+    printf '# this camera only (facepi.env holds what all cameras share)\n# FACEPI_SOURCE_PASSWORD=...\n' \
+      | install -m 0600 /dev/stdin "/etc/facepi/$name.env"
+  fi
+done
 if command -v systemd-analyze >/dev/null; then
-  systemd-analyze verify /etc/systemd/system/facepi.service
+  systemd-analyze verify /etc/systemd/system/facepi.service /etc/systemd/system/facepi@.service
 fi
 "$VENV/bin/facepi" check-config --config /etc/facepi/facepi.toml >/dev/null
+for name in "${instances[@]}"; do
+  "$VENV/bin/facepi" check-config --config "/etc/facepi/$name.toml" >/dev/null
+done
 
 # 5. Enable; start (or restart after an upgrade) once there is a gallery to serve.
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
-  systemctl enable facepi.service
+  # one camera: facepi.service; several (--instance): facepi@NAME each, and facepi.service is left alone
+  units=(facepi.service)
+  ((${#instances[@]})) && units=("${instances[@]/#/facepi@}") && units=("${units[@]/%/.service}")
+  systemctl enable "${units[@]}"
   if [ "$start" = 1 ] && { [ -e /var/lib/facepi/gallery.db ] || [ -e /var/lib/facepi/gallery.npz ]; }; then
-    systemctl restart facepi.service
-    say "facepi (re)started: journalctl -u facepi -f"
+    systemctl restart "${units[@]}"
+    say "${units[*]} (re)started: journalctl -u '${units[0]%.service}' -f"
   fi
 else
   say "systemd is not running here (a chroot?): unit installed, not enabled"

@@ -100,10 +100,10 @@ say "installed in $(( $(date +%s) - start )) s; /opt/facepi/venv is $(du -sm "$r
 
 # The install's promises, checked from outside the script that made them.
 in_root sh -c 'test -x /opt/facepi/venv/bin/facepi && test -e /etc/systemd/system/facepi.service \
-  && test -e /etc/facepi/facepi.toml && test "$(stat -c %a /etc/facepi/facepi.env)" = 600 \
+  && test -e /etc/systemd/system/facepi@.service && test -e /etc/facepi/facepi.toml && test "$(stat -c %a /etc/facepi/facepi.env)" = 600 \
   && test "$(stat -c %U:%a /var/lib/facepi)" = facepi:750 && id -nG facepi | grep -qw video' \
   || { say "FAIL: the install left files, modes or the user wrong"; exit 1; }
-in_root systemd-analyze verify /etc/systemd/system/facepi.service
+in_root systemd-analyze verify /etc/systemd/system/facepi.service /etc/systemd/system/facepi@.service
 in_root /opt/facepi/venv/bin/facepi check-config --config /etc/facepi/facepi.toml >/dev/null
 # an apt package built against apt's numpy (PyWavelets, as picamera2's simplejpeg is on Raspberry Pi OS)
 # imports in the venv: pip did not shadow apt's numpy
@@ -126,8 +126,12 @@ echo '# edited by the owner' >>"$root/etc/facepi/facepi.toml"
 checkout=$root/tmp/facepi-checkout
 rm -rf "$checkout" && mkdir -p "$checkout"
 git ls-files -z | tar --null -T - -cf - | tar -C "$checkout" -xf -  # the tracked tree, as a user's clone has it
-in_root /tmp/facepi-checkout/scripts/install-pi.sh --no-start
+in_root /tmp/facepi-checkout/scripts/install-pi.sh --no-start --instance back_door
 grep -q '# edited by the owner' "$root/etc/facepi/facepi.toml" || { say "FAIL: the upgrade overwrote the config"; exit 1; }
+# a second camera (facepi@back_door): its own config with its own camera_id, its own 0600 env file
+grep -qx 'camera_id = "back_door"' "$root/etc/facepi/back_door.toml" \
+  && [ "$(stat -c %a "$root/etc/facepi/back_door.env")" = 600 ] \
+  || { say "FAIL: --instance back_door did not write back_door.toml / back_door.env"; exit 1; }
 # pip builds a source tree in place: run as root, the build must happen in a copy, not in the user's checkout
 left=$(find "$checkout" -maxdepth 2 \( -name build -o -name '*.egg-info' \) -print)
 [ -z "$left" ] || { say "FAIL: install-pi.sh left build output in the checkout: $left"; exit 1; }

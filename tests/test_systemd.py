@@ -1,15 +1,25 @@
-"""The unit file: systemd-analyze verify is clean, and its exposure is low for a camera service."""
+"""The unit files: systemd-analyze verify is clean, their exposure is low for a camera service, and the
+template facepi@.service (one instance per camera) keeps facepi.service's hardening line for line."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
 UNIT = ROOT / "systemd" / "facepi.service"
+TEMPLATE = ROOT / "systemd" / "facepi@.service"
+# verify checks that ExecStart exists: this checkout's facepi (scripts/test.sh's .venv), else the one beside
+# the interpreter running the tests (a worktree that uses another checkout's venv)
+FACEPI = next((p for p in (ROOT / ".venv" / "bin" / "facepi", Path(sys.executable).parent / "facepi")
+               if p.exists()), ROOT / ".venv" / "bin" / "facepi")
+# the only [Service] keys in which an instance differs from facepi.service: its config and its env files
+PER_INSTANCE = ("ExecStart", "EnvironmentFile")
 
 
 @pytest.fixture()
@@ -22,7 +32,7 @@ def analyze():
 
 def test_unit_verifies_clean(tmp_path, analyze):
     # verify checks that ExecStart exists: point it at this checkout's facepi
-    text = UNIT.read_text().replace("/opt/facepi/venv/bin/facepi", str(ROOT / ".venv" / "bin" / "facepi"))
+    text = UNIT.read_text().replace("/opt/facepi/venv/bin/facepi", str(FACEPI))
     unit = tmp_path / "facepi.service"
     unit.write_text(text)
     proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
@@ -43,3 +53,55 @@ def test_unit_has_what_the_daemon_relies_on():
                  "DeviceAllow=char-media rw", "ExecReload=/bin/kill -HUP $MAINPID", "ProtectSystem=strict",
                  "NoNewPrivileges=yes", "EnvironmentFile=-/etc/facepi/facepi.env"):
         assert line in text, line
+
+
+def sections(path: Path) -> dict[str, list[str]]:
+    """A unit's settings per section, in order, without comments and blank lines."""
+    out: dict[str, list[str]] = {}
+    current = ""
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+            out[current] = []
+        else:
+            out[current].append(line)
+    return out
+
+
+def test_template_keeps_the_hardening_of_facepi_service():
+    """facepi@.service is facepi.service but for its config file and env files: the same hardening,
+    watchdog, devices, restart policy and shared StateDirectory, so the two cannot drift apart."""
+    one, many = sections(UNIT), sections(TEMPLATE)
+    assert set(one) == set(many) == {"Unit", "Service", "Install"}
+
+    def shared(lines: list[str]) -> list[str]:
+        return [line for line in lines if line.split("=", 1)[0] not in PER_INSTANCE]
+
+    assert shared(many["Service"]) == shared(one["Service"])
+    assert len(shared(one["Service"])) >= 40  # the comparison covers the hardening, not an empty list
+    assert many["Install"] == one["Install"]
+    assert [x for x in many["Unit"] if not x.startswith("Description=")] == \
+        [x for x in one["Unit"] if not x.startswith("Description=")]
+    assert "ExecStart=/opt/facepi/venv/bin/facepi run --config /etc/facepi/%i.toml" in many["Service"]
+    # passwords: the household's shared ones, then this camera's own (a later EnvironmentFile wins)
+    assert [x for x in many["Service"] if x.startswith("EnvironmentFile=")] == \
+        ["EnvironmentFile=-/etc/facepi/facepi.env", "EnvironmentFile=-/etc/facepi/%i.env"]
+    assert "StateDirectory=facepi" in many["Service"]  # one gallery and visitor store for every camera
+    assert "#LoadCredential=camera_password:/etc/facepi/%i.camera_password" in TEMPLATE.read_text()
+
+
+def test_template_instance_verifies_clean(tmp_path, analyze):
+    """An instance (facepi@front_door) made from the template, as systemd makes it."""
+    text = TEMPLATE.read_text().replace("/opt/facepi/venv/bin/facepi", str(FACEPI))
+    (tmp_path / "facepi@.service").write_text(text)
+    proc = subprocess.run([analyze, "verify", str(tmp_path / "facepi@front_door.service")], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stderr
+    proc = subprocess.run([analyze, "security", "--offline=yes", str(tmp_path / "facepi@front_door.service")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    m = re.search(r"Overall exposure level for facepi@front_door.service: ([0-9.]+)", proc.stdout + proc.stderr)
+    assert m, proc.stdout[-2000:]
+    assert float(m.group(1)) <= 3.0, m.group(0)

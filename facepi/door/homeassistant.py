@@ -128,6 +128,11 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
     return configs
 
 
+def discovery_filter(prefix: str, camera_id: str) -> str:
+    """The MQTT topic filter matching every discovery config of one camera (``is_ours``)."""
+    return f"{prefix}/+/facepi_{camera_id}/+/config"
+
+
 def is_ours(topic: str, prefix: str, camera_id: str) -> bool:
     """A discovery config topic of this camera (so one left over from a forgotten person can be cleared)."""
     if not topic.startswith(prefix + "/"):

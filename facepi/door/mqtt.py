@@ -64,6 +64,25 @@ class _QuietPaho(logging.Filter):
         return not str(record.msg).startswith("Client is not connected")
 
 
+def mqtt_client(cfg: Config, client_id: str | None = None):  # noqa: ANN201 - paho's Client, imported lazily
+    """A paho client for ``cfg``'s broker: its login (the password from wherever ``cfg`` found it), its TLS,
+    facepi's logger. ``client_id``: default ``mqtt.client_id``, else ``facepi-<camera_id>``. Not connected."""
+    import paho.mqtt.client as mqtt
+
+    m = cfg.mqtt
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or m.client_id or
+                         f"facepi-{cfg.camera_id}")
+    paho_log = logging.getLogger("facepi.paho")
+    if not any(isinstance(f, _QuietPaho) for f in paho_log.filters):
+        paho_log.addFilter(_QuietPaho())
+    client.enable_logger(paho_log)
+    if m.username:
+        client.username_pw_set(m.username, cfg.mqtt_password)
+    if m.tls:
+        client.tls_set(ca_certs=m.ca_file or None, certfile=m.cert_file or None, keyfile=m.key_file or None)
+    return client
+
+
 class MqttPublisher:
     """MQTT through paho, which does the queueing and the counting.
 
@@ -78,20 +97,10 @@ class MqttPublisher:
     """
 
     def __init__(self, cfg: Config) -> None:
-        import paho.mqtt.client as mqtt
-
         self.cfg = cfg
         self.base = cfg.topic_base
         m = cfg.mqtt
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=m.client_id or f"facepi-{cfg.camera_id}")
-        paho_log = logging.getLogger("facepi.paho")
-        paho_log.addFilter(_QuietPaho())
-        self.client.enable_logger(paho_log)
-        if m.username:
-            self.client.username_pw_set(m.username, cfg.mqtt_password)
-        if m.tls:
-            self.client.tls_set(ca_certs=m.ca_file or None, certfile=m.cert_file or None, keyfile=m.key_file or None)
+        self.client = mqtt_client(cfg)
         self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(1, int(max(1, m.reconnect_max_seconds)))
         self.client.max_queued_messages_set(m.queue_size + STATE_SLACK)
@@ -136,7 +145,7 @@ class MqttPublisher:
         self._state("availability", "online", 1)
         client.subscribe([(self.topic(kind), 1) for kind in COMMANDS])
         if m.discovery:
-            ours = f"{m.discovery_prefix}/+/facepi_{self.cfg.camera_id}/+/config"  # to clear stale ones
+            ours = homeassistant.discovery_filter(m.discovery_prefix, self.cfg.camera_id)  # to clear stale ones
             client.subscribe([(self.discovery_topic, 1), (ours, 1)])
             self._publish_discovery()
         self.flush()

@@ -158,17 +158,28 @@ class Store:
             con.close()
 
     def _create(self) -> None:
-        """A new database, 0600 from its first byte (face templates are biometric data)."""
+        """A new database, 0600 from its first byte (face templates are biometric data), and complete
+        before anyone can open it: made under a private name and linked into place, so a second facepi
+        (another camera's instance on the same gallery) never finds it without its tables."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        con = sqlite3.connect(self.path, isolation_level=None)
+        if self.path.exists():
+            return
+        new = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+        with contextlib.suppress(FileNotFoundError):
+            new.unlink()  # left by a process of this pid that died here
+        os.close(os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
-            con.execute("PRAGMA journal_mode = WAL")
-            con.executescript(SCHEMA)
-            con.execute("INSERT OR IGNORE INTO settings VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            con = sqlite3.connect(new, isolation_level=None)
+            try:
+                con.execute("PRAGMA journal_mode = WAL")
+                con.executescript(SCHEMA)
+                con.execute("INSERT OR IGNORE INTO settings VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            finally:
+                con.close()
+            with contextlib.suppress(FileExistsError):  # made by another facepi meanwhile: theirs is kept
+                os.link(new, self.path)
         finally:
-            con.close()
+            new.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:
@@ -351,14 +362,25 @@ class Store:
         """Import an earlier ``.npz`` gallery beside the database (first use); it is kept as ``.bak``.
         Returns the backup's path, or None when there was nothing to import."""
         src = self.legacy
-        if src is None or src.suffix != ".npz" or not src.is_file() or self.has_gallery():
+        if src is None or src.suffix != ".npz" or not src.is_file():
             return None
-        gallery = Gallery.load_npz(src)
-        digest = hashlib.sha256(src.read_bytes()).hexdigest()
+        base = self.version()  # before looking: another facepi's import after this point is a Conflict
+        if self.has_gallery():
+            return None
+        try:
+            gallery = Gallery.load_npz(src)
+            digest = hashlib.sha256(src.read_bytes()).hexdigest()
+        except (GalleryError, FileNotFoundError):
+            if not src.is_file():  # another facepi (a second camera's instance) imported it meanwhile
+                return None
+            raise
         gallery.row_ids = [None] * len(gallery.labels)
-        self.commit(gallery, None, "migration", "migration",
-                    f"imported {src.name} ({len(gallery.people)} people, {len(gallery.labels)} photos)",
-                    {"from": str(src), "sha256": digest})
+        try:
+            self.commit(gallery, base, "migration", "migration",
+                        f"imported {src.name} ({len(gallery.people)} people, {len(gallery.labels)} photos)",
+                        {"from": str(src), "sha256": digest})
+        except Conflict:  # imported by another facepi first: one import, one backup
+            return None
         backup = src.with_name(src.name + ".bak")
         os.replace(src, backup)
         return backup
