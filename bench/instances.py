@@ -89,13 +89,13 @@ def mem():
 out = {"bare Python": mem()}
 import numpy, cv2, paho.mqtt.client  # noqa
 import facepi.daemon  # noqa: every module the daemon imports, the TFLite runtime included
-from facepi import runtime
+from facepi.vision import runtime
 runtime.interpreter_class()
 out["+ facepi's imports (numpy, OpenCV, TFLite runtime, paho)"] = mem()
 from facepi.demo import letterbox
-from facepi.images import read_rgb
-from facepi.detect import DetectorParams
-from facepi.workflow import Recognizer
+from facepi.vision.images import read_rgb
+from facepi.vision.detect import DetectorParams
+from facepi.identity.recognize import Recognizer
 rec = Recognizer(Path(sys.argv[1]), detector_params=DetectorParams(minsize=40), embed_batch=1)  # the daemon's defaults
 rgb = letterbox(read_rgb(Path(sys.argv[2])))
 for _ in range(3):
@@ -187,8 +187,9 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from facepi.demo import prepare
     from facepi_convert import sources
+
+    from facepi.demo import prepare
 
     video, gallery = prepare(log=lambda m: print(m, file=sys.stderr))
     photo = sorted((sources.celebrity_faces(sources.cache_dir()) / "val" / "madonna").glob("*.jpg"))[0]

@@ -16,6 +16,7 @@ from conftest import ROOT, STRANGER, hold_gallery_lock, one_face_photos
 
 from facepi.identity import family, store
 from facepi.identity.gallery import Gallery, GalleryError
+from facepi.identity.recent import last_recognition
 from facepi.identity.store import Conflict, Store, db_path
 from facepi.identity.store import load as load_gallery
 from facepi.identity.visitor_book import VisitorBook
@@ -316,5 +317,5 @@ def test_wrong_name_from_the_dashboard_lands_on_the_recognition_shown(broker, ho
     assert proc.returncode == 0, err[-3000:]
     assert err.count("ignored a retained message on facepi/door/wrong_name") == 1
     assert [c.what for c in Store(home).log()].count("correction") == 1
-    last = Store(home).last_recognition("madonna")
+    last = last_recognition(Store(home), "madonna")
     assert last is not None and last[1] == "door"  # recorded for `facepi gallery wrong madonna`

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, Subscriber, run_daemon
 
 from facepi import config
-from facepi.ha_forget import ForgetError, forget_camera
+from facepi.door.ha_forget import ForgetError, forget_camera
 
 
 def retained(port: int, name: str) -> dict[str, bytes]:
@@ -73,7 +73,7 @@ def test_forget_clears_one_camera_and_leaves_the_other(broker, gallery4, faces_r
     assert again.cleared == []
 
     # the command line: a JSON answer, and nothing to clear any more
-    r = subprocess.run([sys.executable, "-m", "facepi.ha_cli", "forget", "old_door", "--mqtt-host", "127.0.0.1",
+    r = subprocess.run([sys.executable, "-m", "facepi", "ha", "forget", "old_door", "--mqtt-host", "127.0.0.1",
                         "--mqtt-port", str(broker.port), "--json"], cwd=ROOT, capture_output=True, text=True,
                        timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0 and json.loads(r.stdout) == {"camera": "old_door", "cleared": [], "online": False,
@@ -94,7 +94,7 @@ def test_a_running_camera_is_not_forgotten_unless_forced(broker, gallery4, faces
         cfg = config.load(None, env={}, overrides={"mqtt.host": "127.0.0.1", "mqtt.port": broker.port})
         with pytest.raises(ForgetError, match="camera live_door is online"):
             forget_camera(cfg, "live_door")
-        r = subprocess.run([sys.executable, "-m", "facepi.ha_cli", "forget", "live_door", "--mqtt-host",
+        r = subprocess.run([sys.executable, "-m", "facepi", "ha", "forget", "live_door", "--mqtt-host",
                             "127.0.0.1", "--mqtt-port", str(broker.port)], cwd=ROOT, capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 2 and "is online" in r.stderr and "facepi@live_door" in r.stderr, r.stderr

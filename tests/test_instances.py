@@ -19,7 +19,7 @@ import time
 from conftest import ROOT, STRANGER, Lines, Subscriber, one_face_photos, run_daemon
 
 from facepi.demo import make_video
-from facepi.store import db_path, open_store
+from facepi.identity.store import db_path, open_store
 
 CAMERAS = ("front_door", "back_door")
 
@@ -120,7 +120,7 @@ def _first_visit(gallery: str, barrier, results) -> None:  # noqa: ANN001 - mult
     """What a daemon's first stored visit does to a gallery still in an earlier facepi's .npz: import it."""
     import numpy as np
 
-    from facepi.visitors import VisitorBook
+    from facepi.identity.visitor_book import VisitorBook
 
     face = np.ones((1, 128), np.float32) / np.sqrt(128)
     barrier.wait()

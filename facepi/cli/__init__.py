@@ -15,6 +15,7 @@ from pathlib import Path
 
 from facepi import __version__
 from facepi.cli import family, photos, service, shared
+from facepi.cli.ha import add_ha_parser
 from facepi.cli.shared import DEFAULT_GALLERY
 from facepi.vision import runtime
 
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=service.demo)
     cc = sub.add_parser("check-config", parents=[conf], help="validate the configuration and print it")
     cc.set_defaults(func=service.check_config)
+    add_ha_parser(sub)
     return p
 
 

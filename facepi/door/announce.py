@@ -20,7 +20,7 @@ from facepi.config import Config
 from facepi.door.publish import Publisher
 from facepi.door.track import Track, Tracker, vote
 from facepi.door.worker import Worker
-from facepi.identity import store
+from facepi.identity import recent, store
 from facepi.identity.classify import UNKNOWN, Prediction
 
 log = logging.getLogger("facepi.daemon")
@@ -85,7 +85,7 @@ class Announcer:
             self.recognized.append((self.run_id, self.seq, d.name, face, event["timestamp"]))
             if store.exists(self.cfg.recognition.gallery):  # for `facepi gallery wrong NAME` (never migrates)
                 db, camera = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id
-                self.store_worker.submit(lambda: db.remember(d.name, face, camera), lambda _: None)
+                self.store_worker.submit(lambda: recent.remember(db, d.name, face, camera), lambda _: None)
 
     def frame_done(self, t: float) -> None:
         """A frame of time ``t`` was processed: the clock presence runs on."""

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from facepi.identity.gallery import Gallery, GalleryError, check_name
+from facepi.identity.recent import last_recognition
 from facepi.identity.store import Change, Conflict, Store, open_store
 
 log = logging.getLogger("facepi.family")
@@ -227,13 +228,13 @@ def wrong_last(path: str | os.PathLike[str], name: str, origin: str = "cli",
                models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
     """"That wasn't NAME" for the daemon's last recognition of NAME (Home Assistant's "Wrong name")."""
     store = Store(path)
-    last = store.last_recognition(name)
+    last = last_recognition(store, name)
     if last is None:
         raise GalleryError(f"no recognition of {name!r} recorded yet (the daemon records the last face it "
                            f"named per person)")
     at, camera, emb = last
     done = correct(path, name, emb[None], f"recognition at {camera}, {at}", origin, models_dir, force)
-    with store._connect(write=True) as con:
+    with store.connect(write=True) as con:
         con.execute("DELETE FROM recent WHERE person = ? AND at = ?", (name, at))
     return done
 

@@ -129,7 +129,7 @@ class Store:
 
     # ------------------------------------------------------------ connection
     @contextlib.contextmanager
-    def _connect(self, write: bool = False, wait: float = 30.0) -> Iterator[sqlite3.Connection]:
+    def connect(self, write: bool = False, wait: float = 30.0) -> Iterator[sqlite3.Connection]:
         """A connection; with ``write``, inside ``BEGIN IMMEDIATE`` (committed on success), waiting at most
         ``wait`` seconds for another writer."""
         if not self.path.exists():
@@ -184,7 +184,7 @@ class Store:
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:
         """Hold the database's write lock (what a change holds for milliseconds); for tests and tools."""
-        with self._connect(write=True):
+        with self.connect(write=True):
             yield
 
     # ------------------------------------------------------------ the gallery
@@ -192,19 +192,19 @@ class Store:
         """The newest journal entry's id: a change computed at one version is refused at another."""
         if not self.path.exists():
             return 0
-        with self._connect() as con:
+        with self.connect() as con:
             return int(con.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()[0])
 
     def has_gallery(self) -> bool:
         if not self.path.exists():
             return False
-        with self._connect() as con:
+        with self.connect() as con:
             return con.execute("SELECT 1 FROM settings WHERE key = 'model'").fetchone() is not None
 
     def gallery(self, expect_model: str | None = None) -> Gallery:
         """The gallery as it is now (live faces, in the order they were added), with ``row_ids`` and the
         correction evidence (``against``)."""
-        with self._connect() as con:
+        with self.connect() as con:
             return self._gallery(con, expect_model)
 
     def _gallery(self, con: sqlite3.Connection, expect_model: str | None = None) -> Gallery:
@@ -258,7 +258,7 @@ class Store:
         ``also(con, change_id)``: more work in the same transaction (a named visitor is marked named by it)."""
         if origin not in ORIGINS:
             raise ValueError(f"origin {origin!r}: expected one of {ORIGINS}")
-        with self._connect(write=True) as con:
+        with self.connect(write=True) as con:
             version = int(con.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()[0])
             if base is not None and version != base:
                 raise Conflict(f"{self.path}: changed by another facepi meanwhile (version {base} -> {version})")
@@ -326,7 +326,7 @@ class Store:
         """The journal, newest first."""
         if not self.path.exists():
             return []
-        with self._connect() as con:
+        with self.connect() as con:
             ids = [int(r[0]) for r in con.execute("SELECT id FROM journal ORDER BY id DESC" +
                                                   (f" LIMIT {int(limit)}" if limit else ""))]
             return [self._change(con, i) for i in ids]
@@ -334,7 +334,7 @@ class Store:
     def undo(self, origin: str = "cli") -> tuple[Change, Change]:
         """Restore the gallery as it was before the newest change not yet undone (an undo is not itself
         undone by the next undo: repeated undos walk back). Returns (the change undone, the undo)."""
-        with self._connect(write=True) as con:
+        with self.connect(write=True) as con:
             row = con.execute("SELECT id FROM journal WHERE undone_by IS NULL AND undoes IS NULL "
                               "AND what != 'migration' ORDER BY id DESC LIMIT 1").fetchone()
             if row is None:
@@ -384,38 +384,6 @@ class Store:
         backup = src.with_name(src.name + ".bak")
         os.replace(src, backup)
         return backup
-
-    # ------------------------------------------------------------ the daemon's last recognitions
-    def remember(self, person: str, embedding: np.ndarray, camera: str) -> None:
-        """The last face the daemon named ``person`` (what "that wasn't X" corrects)."""
-        with self._connect(write=True) as con:
-            con.execute("INSERT OR REPLACE INTO recent VALUES (?, ?, ?, ?)",
-                        (person, now_iso(), camera, _blob(embedding, np.float32)))
-
-    def last_recognition(self, person: str) -> tuple[str, str, np.ndarray] | None:
-        """(when, camera, embedding) of the last face named ``person``, or None."""
-        if not self.path.exists():
-            return None
-        with self._connect() as con:
-            r = con.execute("SELECT at, camera, embedding FROM recent WHERE person = ?", (person,)).fetchone()
-        return None if r is None else (r[0], r[1], np.frombuffer(r[2], np.float32).copy())
-
-    # ------------------------------------------------------------ visitors (learning at the door)
-    def visitor_rows(self) -> list[tuple[str, int, int, str, str]]:
-        """(id, seq, visits, first_seen, last_seen) per stored visitor."""
-        if not self.path.exists():
-            return []
-        with self._connect() as con:
-            return [tuple(r) for r in con.execute(  # type: ignore[misc]
-                "SELECT id, seq, visits, first_seen, last_seen FROM visitors WHERE named_by IS NULL ORDER BY seq")]
-
-    @contextlib.contextmanager
-    def visitors_txn(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction on the visitor tables (used by facepi.identity.visitors.VisitorBook); a gallery
-        still in an .npz file beside it is imported first, so the two never disagree."""
-        self.migrate()
-        with self._connect(write=True, wait=VISITOR_WAIT) as con:
-            yield con
 
 
 def open_store(path: str | os.PathLike[str]) -> Store:

@@ -76,7 +76,7 @@ class HouseholdSync:
     # -- the store
     @contextlib.contextmanager
     def _txn(self):
-        with self.store._connect(write=True) as con:
+        with self.store.connect(write=True) as con:
             con.execute(HOUSEHOLD_DDL)  # galleries made before the household table
             yield con
 
@@ -132,7 +132,7 @@ class HouseholdSync:
         if not self.store.path.exists():
             return {}
         try:
-            with self.store._connect() as con:
+            with self.store.connect() as con:
                 return {p: person_digest(r) for p, r in self._rows(con).items()}
         except GalleryError as e:
             if "no such table" in str(e):  # a database being created this instant by another writer
@@ -243,7 +243,7 @@ class HouseholdSync:
         if not self.store.path.exists():
             return {}
         try:
-            with self.store._connect() as con:
+            with self.store.connect() as con:
                 return self._settings(con)
         except GalleryError as e:
             if "no such table" in str(e):

@@ -3,7 +3,10 @@ names and forgets (``facepi visitors``), and the visitors' contact sheet."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import cv2
 import numpy as np
 
 from facepi.fileio import atomic_write_bytes
+from facepi.identity.store import VISITOR_WAIT
 from facepi.identity.visitor_file import Visitors
 from facepi.identity.visitors import JoinRule, Visitor, VisitorError, joins
 
@@ -27,6 +31,22 @@ class VisitorBook:
 
         self.store = Store(path)
         self.legacy = Path(legacy) if legacy else None
+
+    @contextlib.contextmanager
+    def _txn(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the visitor tables; a gallery still in an .npz file beside it is imported
+        first, so the two never disagree. It may wait for a long change (an enrol): off the frame loop."""
+        self.store.migrate()
+        with self.store.connect(write=True, wait=VISITOR_WAIT) as con:
+            yield con
+
+    def _rows(self) -> list[tuple[str, int, int, str, str]]:
+        """(id, seq, visits, first_seen, last_seen) per stored visitor."""
+        if not self.store.path.exists():
+            return []
+        with self.store.connect() as con:
+            return [tuple(r) for r in con.execute(  # type: ignore[misc]
+                "SELECT id, seq, visits, first_seen, last_seen FROM visitors WHERE named_by IS NULL ORDER BY seq")]
 
     def _import_legacy(self, con) -> None:  # noqa: ANN001 - sqlite3.Connection
         """An earlier .npz visitor store is moved into the database once (kept as .bak)."""
@@ -55,7 +75,7 @@ class VisitorBook:
         stamp = now.isoformat(timespec="seconds")
         face = embeddings.astype(np.float32).mean(axis=0)
         face /= max(float(np.linalg.norm(face)), 1e-12)
-        with self.store.visitors_txn() as con:
+        with self._txn() as con:
             self._import_legacy(con)
             seen = dict(con.execute("SELECT key, value FROM settings WHERE key IN ('visitor_model', "
                                     "'visitor_seq')").fetchall())
@@ -104,7 +124,7 @@ class VisitorBook:
 
     def forget(self, vid: str) -> Visitor:
         self._require()
-        with self.store.visitors_txn() as con:
+        with self._txn() as con:
             self._import_legacy(con)
             row = con.execute("SELECT id, visits, first_seen, last_seen FROM visitors "
                               "WHERE id = ? AND named_by IS NULL", (vid,)).fetchone()
@@ -121,9 +141,9 @@ class VisitorBook:
     def visitors(self) -> list[Visitor]:
         """Every stored visitor, the most recently seen first ([] when there is no store yet)."""
         if self.legacy is not None and self.legacy.is_file():
-            with self.store.visitors_txn() as con:
+            with self._txn() as con:
                 self._import_legacy(con)
-        rows = self.store.visitor_rows()
+        rows = self._rows()
         return sorted((Visitor(r[0], r[2], r[3], r[4]) for r in rows), key=lambda v: v.last_seen, reverse=True)
 
     def faces(self, vid: str, con=None) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
@@ -132,7 +152,7 @@ class VisitorBook:
             self._require()
             if not self.store.path.exists():
                 raise VisitorError(f"{vid[:16]!r}: no such visitor (no visitors stored yet)")
-            with self.store._connect() as c:
+            with self.store.connect() as c:
                 return self.faces(vid, c)
         if con.execute("SELECT 1 FROM visitors WHERE id = ? AND named_by IS NULL", (vid,)).fetchone() is None:
             raise VisitorError(self._missing(con, vid))

@@ -1,9 +1,5 @@
 """``facepi ha forget CAMERA_ID``: take a camera that is gone off Home Assistant (its retained discovery
-configs and state topics cleared on the broker; Home Assistant then removes the device).
-
-To hook into facepi's command line: ``add_ha_parser(sub)`` on the subparsers of ``build_parser()``; it sets
-``func=run_ha``. Also runnable on its own: ``python -m facepi.ha_cli forget old_door``.
-"""
+configs and state topics cleared on the broker; Home Assistant then removes the device)."""
 
 from __future__ import annotations
 
@@ -36,7 +32,7 @@ def add_ha_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run_ha(args: argparse.Namespace) -> int:
     from facepi import config
-    from facepi.ha_forget import ForgetError, forget_camera
+    from facepi.door.ha_forget import ForgetError, forget_camera
 
     cfg = config.load(args.config or config.DEFAULT_PATH, require_file=args.config is not None,
                       overrides={"mqtt.host": args.mqtt_host, "mqtt.port": args.mqtt_port})
@@ -60,21 +56,3 @@ def run_ha(args: argparse.Namespace) -> int:
           f"{len(done.cleared) - len(done.discovery)} state topic(s) of camera {done.camera_id}"
           f"{'' if done.dry_run else ': Home Assistant removes the device'}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """On its own, until it is one of facepi's commands: ``python -m facepi.ha_cli forget CAMERA_ID``."""
-    from facepi.config import ConfigError
-
-    p = argparse.ArgumentParser(prog="facepi")
-    add_ha_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["ha", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return args.func(args)
-    except ConfigError as e:
-        print(f"facepi: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
