@@ -100,6 +100,7 @@ class Picamera2:
     opened: list[Picamera2] = []
 
     def __init__(self, camera_num: int = 0) -> None:
+        self.camera_num = camera_num
         self.camera_config: dict | None = None
         self.started = False
         self.closed = False

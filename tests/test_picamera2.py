@@ -61,6 +61,16 @@ def test_main_is_rgb_as_it_comes_and_detection_gets_the_isp_lores(camera, platfo
     assert cam.closed
 
 
+def test_the_second_camera_of_a_pi_5_is_picamera2_colon_1(camera):
+    from facepi.door.sources import make_source
+
+    for uri, num in (("picamera2", 0), ("picamera2:1", 1)):
+        make_source(uri, 640, 480, timeout=2.0).open()
+        assert camera.opened[-1].camera_num == num
+    with pytest.raises(Exception, match="not a camera index"):
+        make_source("picamera2:x")
+
+
 def test_without_downscale_there_is_no_lores(camera):
     from facepi.door.sources import Picamera2Source
 

@@ -11,6 +11,7 @@ and a small copy made by the camera's ISP for detection (picamera2).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -183,7 +184,9 @@ class Picamera2Source:
     live = True
     frame_interval = 0.0
 
-    def __init__(self, width: int = 640, height: int = 480, timeout: float = 10.0, lores_scale: float = 1.0) -> None:
+    def __init__(self, width: int = 640, height: int = 480, timeout: float = 10.0, lores_scale: float = 1.0,
+                 camera: int = 0) -> None:
+        self.camera = camera  # picamera2's camera number: a Pi 5 has two camera ports
         self.size = (width, height)
         self.timeout = timeout
         self.lores = (int(width * lores_scale) // 2 * 2, int(height * lores_scale) // 2 * 2) \
@@ -199,9 +202,9 @@ class Picamera2Source:
             raise SourceError("source 'picamera2' needs the picamera2 package: sudo apt install "
                               "python3-picamera2, and a venv made with --system-site-packages") from None
         try:
-            cam = Picamera2()
+            cam = Picamera2(self.camera)
         except Exception as e:  # no camera, camera busy, ...
-            raise SourceError(f"picamera2: cannot open the camera: {e}") from None
+            raise SourceError(f"picamera2: cannot open camera {self.camera}: {e}") from None
         try:
             main = {"size": self.size, "format": "BGR888"}
             for fmt in ("BGR888", "YUV420") if self.lores else (None,):
@@ -280,8 +283,8 @@ def sensor_time(stamp_ns: int | None) -> float:
 
 def make_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0, timeout: float = 10.0,
                 max_bad_frames: int = 50, detect_scale: float = 1.0) -> Source:
-    if uri == "picamera2":
-        return Picamera2Source(width, height, timeout, detect_scale)
+    if m := re.fullmatch(r"picamera2(?::([0-9]))?", uri):  # "picamera2:1": the second camera of a Pi 5
+        return Picamera2Source(width, height, timeout, detect_scale, int(m.group(1) or 0))
     path = Path(uri)
     if path.is_dir():
         return FolderSource(path, fps or 2.0)
