@@ -124,11 +124,12 @@ def classify(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from facepi.measure import evaluate as ev
+    from facepi.vision.photos import embed_folder
 
     pipeline = shared.pipeline(args, args.mode)
-    known = ev.embed_folder(pipeline, args.enrolled, shared.progress("embedding"))
+    known = embed_folder(pipeline, args.enrolled, shared.progress("embedding"))
     if args.strangers:
-        strangers = ev.embed_folder(pipeline, args.strangers, shared.progress("embedding strangers"))
+        strangers = embed_folder(pipeline, args.strangers, shared.progress("embedding strangers"))
     else:  # split one folder of people in two halves by the seed
         k, s = ev.split_people(list(known.people), args.seed)
         strangers = ev.Embedded({p: known.people[p] for p in s})

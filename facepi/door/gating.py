@@ -67,9 +67,8 @@ class DetectGate:
     def detect(self, detector: Detector, rgb: np.ndarray, roi: Region, t: float,
                small: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """MTCNN on the region (of the camera's small copy, or downscaled here); boxes and landmarks in
-        frame pixels, zone applied."""
-        self.detected += 1
-        self.last_detect_t = t
+        frame pixels, zone applied. Counted as a detection only once the detector has answered: a frame that
+        fails is looked at again on the next one."""
         if small is not None:  # the ISP already made it (picamera2 lores): no resize on the CPU
             scale = small.shape[1] / rgb.shape[1]
             x1, y1, x2, y2 = (int(v * scale) for v in roi)
@@ -81,6 +80,8 @@ class DetectGate:
             if scale < 1.0:
                 part = cv2.resize(part, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         boxes, points = detector.detect(np.ascontiguousarray(part))
+        self.detected += 1
+        self.last_detect_t = t
         if len(boxes):
             boxes = boxes.copy()
             boxes[:, :4] = boxes[:, :4] / scale + [ox, oy, ox, oy]
