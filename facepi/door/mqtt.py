@@ -56,6 +56,30 @@ def why_unreachable(host: str, port: int, timeout: float = 3.0) -> str:
             "or not an MQTT port?")
 
 
+def make_client(client_id: str, *, username: str | None = None, password: str | None = None, tls: bool = False,
+                ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
+                reconnect_max: float = 30.0) -> Any:
+    """A paho-mqtt 2.x client with the login, TLS and reconnect backoff every facepi client uses (the
+    publisher's, the household's); callbacks and the will are the caller's."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if username:
+        client.username_pw_set(username, password)
+    if tls:
+        client.tls_set(ca_certs=ca_file or None, certfile=cert_file or None, keyfile=key_file or None)
+    client.reconnect_delay_set(1, int(max(1, reconnect_max)))
+    return client
+
+
+def client_for(cfg: Config, client_id: str) -> Any:
+    """``make_client`` with the [mqtt] section's login, TLS and backoff (the password from its secret)."""
+    m = cfg.mqtt
+    return make_client(client_id, username=m.username or None, password=cfg.mqtt_password, tls=m.tls,
+                       ca_file=m.ca_file, cert_file=m.cert_file, key_file=m.key_file,
+                       reconnect_max=m.reconnect_max_seconds)
+
+
 class _QuietPaho(logging.Filter):
     """paho logs "Client is not connected" at ERROR on every pass while the broker is away and on
     every clean exit; the publisher names the actual cause once instead."""
@@ -78,22 +102,14 @@ class MqttPublisher:
     """
 
     def __init__(self, cfg: Config) -> None:
-        import paho.mqtt.client as mqtt
-
         self.cfg = cfg
         self.base = cfg.topic_base
         m = cfg.mqtt
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=m.client_id or f"facepi-{cfg.camera_id}")
+        self.client = client_for(cfg, m.client_id or f"facepi-{cfg.camera_id}")
         paho_log = logging.getLogger("facepi.paho")
         paho_log.addFilter(_QuietPaho())
         self.client.enable_logger(paho_log)
-        if m.username:
-            self.client.username_pw_set(m.username, cfg.mqtt_password)
-        if m.tls:
-            self.client.tls_set(ca_certs=m.ca_file or None, certfile=m.cert_file or None, keyfile=m.key_file or None)
         self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(1, int(max(1, m.reconnect_max_seconds)))
         self.client.max_queued_messages_set(m.queue_size + STATE_SLACK)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
