@@ -321,3 +321,39 @@ def test_a_new_door_with_no_gallery_yet_starts_empty_and_catches_up(house):
     assert h.daemons["porch"].err_has("no gallery at .* yet; starting with an empty one")
     assert wait(lambda: any(e["name"] == VISITOR for e in h.events("porch", mark)), 20), h.events("porch", mark)
     assert wait(lambda: h.status("porch").get("people") == 4, 5)  # the reloaded gallery, in the daemon's status
+
+
+def test_the_documented_acl_keeps_the_household_records_to_the_household(tmp_path):
+    """docs/privacy-security.md's acl_file on the real mosquitto: the facepis (one account for all, or one per
+    Pi) read and write the household's records; Home Assistant, reading facepi/#, never gets them nor writes
+    them; a guest gets nothing."""
+    from conftest import passwords
+
+    page = (ROOT / "docs" / "privacy-security.md").read_text()
+    section = page[page.index("## MQTT access control"):]
+    blocks = section.split("```text\n")[1:]
+    (tmp_path / "acl").write_text("\n".join(b[:b.index("```")] for b in blocks))
+    logins = {"facepi": "pi", "facepi-front": "front", "homeassistant": "ha", "guest": "guest"}
+    broker = Broker(tmp_path / "broker", password_file=passwords(tmp_path / "passwd", logins),
+                    acl_file=tmp_path / "acl")
+    broker.start()
+    record = f"{BASE}/gallery/0123456789abcdef"
+    subs = {u: Subscriber(broker.port, topics=("facepi/#",) if u in ("homeassistant", "guest") else (f"{BASE}/#",),
+                          name=u, username=u, password=p) for u, p in logins.items()}
+    try:
+        subs["facepi"].client.publish(record, b"signed record 1", qos=1, retain=True).wait_for_publish(5)
+        subs["facepi"].client.publish("facepi/front/status", b"{}", qos=1).wait_for_publish(5)
+        subs["homeassistant"].client.publish(record, b"from home assistant", qos=1)
+        subs["guest"].client.publish(record, b"from a guest", qos=1)
+        subs["facepi-front"].client.publish(record, b"signed record 2", qos=1, retain=True).wait_for_publish(5)
+        assert wait(lambda: subs["facepi"].on(record)[-1:] == [b"signed record 2"]
+                    and subs["facepi-front"].on(record)[-1:] == [b"signed record 2"]
+                    and subs["homeassistant"].on("facepi/front/status"), 10)
+        for u in ("facepi", "facepi-front"):
+            assert subs[u].on(record) == [b"signed record 1", b"signed record 2"], (u, subs[u].on(record))
+        assert not [t for t, _, _ in subs["homeassistant"].messages if t.startswith("facepi/household/")]
+        assert subs["guest"].messages == []
+    finally:
+        for s in subs.values():
+            s.close()
+        broker.stop()
