@@ -146,9 +146,10 @@ class MqttHouseholdSync:
         key = (store_mod.stamp(s.path), s.sent, s.applied, sum(s.refused.values()), self.connected)
         if key != self._summarised:
             people = s.people()
-            self.summary = {"id": s.household, "digest": gallery_digest(people), "people": len(people),
-                            "sent": s.sent, "applied": s.applied, "refused": dict(s.refused),
-                            "connected": self.connected}
+            now = {"id": s.household, "digest": gallery_digest(people), "people": len(people), "sent": s.sent,
+                   "applied": s.applied, "refused": dict(s.refused), "connected": self.connected}
+            if now != self.summary:  # a new object only for news (the daemon publishes its status on it)
+                self.summary = now
             self._summarised = key
         return self.summary
 
