@@ -36,6 +36,7 @@ from facepi.config import Config
 from facepi.door.announce import Announcer
 from facepi.door.capture import Capture, Frame
 from facepi.door.gating import DetectGate
+from facepi.door.household import DoorHousehold, blank_if_missing
 from facepi.door.learning import Learning
 from facepi.door.notify import Notifier
 from facepi.door.publish import make_publisher
@@ -107,6 +108,7 @@ class Daemon:
         join_rule = self._join_rule() if cfg.learning.enabled else self.tracker.split_distance
         self.learning = Learning(cfg, self.publisher, self.store_worker, lambda: self.recognizer.gallery, join_rule,
                                  self.announcer.recognized, self.reloads.ask, self.stop_event)
+        self.household = DoorHousehold.for_daemon(cfg, self.recognizer.gallery.meta.get("embedder"))
 
     @property
     def latency_ms(self) -> deque[float]:
@@ -115,8 +117,8 @@ class Daemon:
     def _load_recognizer(self, pipeline: FacePipeline | None = None) -> Recognizer:
         """The gallery and its classifier; on reload, on the running pipeline (no interpreter rebuilt)."""
         r, m = self.cfg.recognition, self.cfg.models
-        rec = Recognizer(Path(r.gallery), m.dir or None, m.embedder or None, m.threads,
-                         self.params, pipeline=pipeline, embed_batch=m.embed_batch)
+        rec = Recognizer(Path(r.gallery), m.dir or None, m.embedder or None, m.threads, self.params,
+                         pipeline=pipeline, embed_batch=m.embed_batch, gallery=blank_if_missing(self.cfg))
         if self.cfg.recognition.threshold > 0:
             rec.classifier.threshold = self.cfg.recognition.threshold
         log.info("gallery %s: %d people, threshold %.4f, model %s", self.cfg.recognition.gallery,
@@ -159,6 +161,8 @@ class Daemon:
         self.learning.start()
         self.publisher.set_people(self.recognizer.gallery.people)
         self.publisher.start()
+        if self.household:
+            self.household.start()
         self.notifier.ready(f"serving {self.source_name}")
         log.info("ready: source %s, publishing %s, run %s", self.source_name,
                  f"to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}" if self.cfg.mqtt.host else "on stdout", self.run_id)
@@ -191,7 +195,7 @@ class Daemon:
                 else:
                     self.notifier.watchdog()
                 self.publisher.flush()
-                if now - last_status >= self.cfg.mqtt.status_interval:
+                if now - last_status >= self.cfg.mqtt.status_interval or (self.household and self.household.changed()):
                     last_status = now
                     self._publish_status()
             self._final_announcements()
@@ -200,6 +204,8 @@ class Daemon:
             self.capture.stop()
             self.learning.flush()
             self.reloads.close()
+            if self.household:
+                self.household.stop()
             self.publisher.person([])
             final = self.status() | {"source": "stopped" if not self.capture.error else
                                      f"failed: {self.capture.error}"}
@@ -339,4 +345,4 @@ class Daemon:
                 "visitor_store_queue": self.store_worker.pending, "visitor_store_dropped": self.store_worker.dropped,
                 "events_dropped": self.publisher.dropped, "uptime_s": round(up, 1),
                 "people": len(self.recognizer.gallery.people), "model": self.pipeline.embedder.name,
-                "reload_error": self.reload_error}
+                "reload_error": self.reload_error} | ({"household": self.household.status()} if self.household else {})

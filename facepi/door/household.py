@@ -1,4 +1,9 @@
-"""The household gallery over the household's MQTT broker: ``identity.sync`` run by a paho client."""
+"""The household gallery over the household's MQTT broker: ``identity.sync`` run by a paho client.
+
+``MqttHouseholdSync`` is the engine over its own client; ``DoorHousehold`` is the daemon's share of it
+(started and stopped with ``facepi run``, a summary for its ``status``), and ``blank_if_missing`` the empty
+gallery a newly installed facepi recognises with (everyone is unknown) until the records fill it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,13 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+from facepi.door.mqtt import make_client
 from facepi.identity import store as store_mod
 from facepi.identity.gallery import Gallery
+from facepi.identity.records import gallery_digest
 from facepi.identity.sync import HouseholdSync
 
 SETTLE = 2.0  # seconds after the subscription is acknowledged before local changes are sent
@@ -28,18 +36,12 @@ class MqttHouseholdSync:
                  cert_file: str | None = None, key_file: str | None = None, client_id: str | None = None,
                  keepalive: int = 30, settle: float = SETTLE, interval: float = 1.0,
                  reconnect_max: float = 30.0, resync_every: float = 60.0) -> None:
-        import paho.mqtt.client as mqtt
-
         self.sync = sync
         self.host, self.port, self.keepalive = host, port, keepalive
         self.settle, self.interval, self.resync_every = settle, interval, resync_every
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"facepi-household-{sync.host}")
-        if username:
-            self.client.username_pw_set(username, password)
-        if tls:
-            self.client.tls_set(ca_certs=ca_file or None, certfile=cert_file or None, keyfile=key_file or None)
-        self.client.reconnect_delay_set(1, int(max(1, reconnect_max)))
+        self.client = make_client(client_id or f"facepi-household-{sync.host}", username=username,
+                                  password=password, tls=tls, ca_file=ca_file, cert_file=cert_file,
+                                  key_file=key_file, reconnect_max=reconnect_max)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
@@ -52,6 +54,9 @@ class MqttHouseholdSync:
         self.last_sync = 0.0
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
+        self.summary: dict[str, Any] = {"id": sync.household, "digest": None, "people": None, "sent": 0,
+                                        "applied": 0, "refused": {}}
+        self._summarised: Any = ()
 
     @classmethod
     def from_config(cls, cfg: Any, blank: Gallery | None = None, host: str | None = None,
@@ -98,6 +103,7 @@ class MqttHouseholdSync:
         while not self.stopping.is_set():
             try:
                 self.poll(wait=self.interval)
+                self.summarise()
             except Exception:  # noqa: BLE001 - the thread must outlive one bad pass (a locked gallery, ...)
                 log.exception("household: sync pass failed; retrying")
                 self.stopping.wait(self.interval)
@@ -133,9 +139,84 @@ class MqttHouseholdSync:
             self.client.publish(topic, payload, qos=1, retain=True)
         return len(out)
 
+    def summarise(self) -> dict[str, Any]:
+        """``summary`` (for a status): read again only when the gallery's files or the counters moved, on this
+        thread (a caller's loop only reads the attribute; the key never shows)."""
+        s = self.sync
+        key = (store_mod.stamp(s.path), s.sent, s.applied, sum(s.refused.values()), self.connected)
+        if key != self._summarised:
+            people = s.people()
+            now = {"id": s.household, "digest": gallery_digest(people), "people": len(people), "sent": s.sent,
+                   "applied": s.applied, "refused": dict(s.refused), "connected": self.connected}
+            if now != self.summary:  # a new object only for news (the daemon publishes its status on it)
+                self.summary = now
+            self._summarised = key
+        return self.summary
+
     def stop(self) -> None:
         self.stopping.set()
         if self.thread is not None:
             self.thread.join(timeout=10)
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def missing(path: str) -> bool:
+    """No gallery at ``path`` yet (neither its database nor an .npz file to import)."""
+    db = store_mod.Store(path)
+    return not db.has_gallery() if db.path.exists() else not Path(path).is_file()
+
+
+def blank_for(cfg: Any, embedder: str | None = None) -> Gallery:
+    """An empty gallery of ``embedder`` (else the configured one, else the manifest's default), calibrated:
+    everyone is unknown until household records fill it."""
+    from facepi.identity.enrol import recalibrate
+    from facepi.identity.records import blank_gallery
+
+    g = blank_gallery(embedder or cfg.models.embedder or None, cfg.models.dir or None)
+    recalibrate(g, cfg.models.dir or None)
+    return g
+
+
+def blank_if_missing(cfg: Any) -> Gallery | None:
+    """For a facepi of a household with no gallery yet (newly installed: it catches up from the retained
+    records), the empty gallery to start with; None otherwise (the gallery is read, or its absence is an error)."""
+    if cfg.household.id and cfg.mqtt.host and missing(cfg.recognition.gallery):
+        log.warning("household %s: no gallery at %s yet; starting with an empty one (everyone is unknown) until "
+                    "the household's records arrive", cfg.household.id, cfg.recognition.gallery)
+        return blank_for(cfg)
+    return None
+
+
+class DoorHousehold:
+    """The daemon's share of the household gallery: the engine's thread, started and stopped with the daemon,
+    and ``changed()`` for the loop (a new summary to publish in the status, without waiting for its interval).
+    A record applied here changes the gallery's files: the daemon's gallery watch (door/reload) reloads it."""
+
+    def __init__(self, cfg: Any, blank: Gallery) -> None:
+        self.engine = MqttHouseholdSync.from_config(cfg, blank=blank, interval=0.5)
+        self.published: dict[str, Any] | None = None
+
+    @classmethod
+    def for_daemon(cls, cfg: Any, embedder: str | None) -> DoorHousehold | None:
+        if not cfg.household.id:
+            return None
+        if not cfg.mqtt.host:
+            log.warning("household %s: off, it needs the broker (mqtt.host)", cfg.household.id)
+            return None
+        return cls(cfg, blank_for(cfg, embedder))
+
+    def start(self) -> None:
+        self.engine.start()
+        log.info("household %s: sharing the gallery on %s as %s", self.engine.sync.household,
+                 self.engine.sync.subscription, self.engine.sync.host)
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+    def status(self) -> dict[str, Any]:
+        self.published = self.engine.summary
+        return self.published
+
+    def changed(self) -> bool:
+        return self.engine.summary is not self.published

@@ -56,6 +56,22 @@ def why_unreachable(host: str, port: int, timeout: float = 3.0) -> str:
             "or not an MQTT port?")
 
 
+def make_client(client_id: str, *, username: str | None = None, password: str | None = None, tls: bool = False,
+                ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
+                reconnect_max: float = 30.0) -> Any:
+    """A paho-mqtt 2.x client with the login, TLS and reconnect backoff every facepi client uses (the
+    publisher's, the household's); callbacks and the will are the caller's."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if username:
+        client.username_pw_set(username, password)
+    if tls:
+        client.tls_set(ca_certs=ca_file or None, certfile=cert_file or None, keyfile=key_file or None)
+    client.reconnect_delay_set(1, int(max(1, reconnect_max)))
+    return client
+
+
 class _QuietPaho(logging.Filter):
     """paho logs "Client is not connected" at ERROR on every pass while the broker is away and on
     every clean exit; the publisher names the actual cause once instead."""
@@ -64,22 +80,17 @@ class _QuietPaho(logging.Filter):
         return not str(record.msg).startswith("Client is not connected")
 
 
-def mqtt_client(cfg: Config, client_id: str | None = None):  # noqa: ANN201 - paho's Client, imported lazily
-    """A paho client for ``cfg``'s broker: its login (the password from wherever ``cfg`` found it), its TLS,
-    facepi's logger. ``client_id``: default ``mqtt.client_id``, else ``facepi-<camera_id>``. Not connected."""
-    import paho.mqtt.client as mqtt
-
+def mqtt_client(cfg: Config, client_id: str | None = None) -> Any:
+    """``make_client`` for ``cfg``'s broker: its login (the password from wherever ``cfg`` found it), TLS
+    and backoff, facepi's quiet logger. ``client_id``: default ``mqtt.client_id``, else ``facepi-<camera_id>``."""
     m = cfg.mqtt
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or m.client_id or
-                         f"facepi-{cfg.camera_id}")
+    client = make_client(client_id or m.client_id or f"facepi-{cfg.camera_id}", username=m.username or None,
+                         password=cfg.mqtt_password, tls=m.tls, ca_file=m.ca_file, cert_file=m.cert_file,
+                         key_file=m.key_file, reconnect_max=m.reconnect_max_seconds)
     paho_log = logging.getLogger("facepi.paho")
     if not any(isinstance(f, _QuietPaho) for f in paho_log.filters):
         paho_log.addFilter(_QuietPaho())
     client.enable_logger(paho_log)
-    if m.username:
-        client.username_pw_set(m.username, cfg.mqtt_password)
-    if m.tls:
-        client.tls_set(ca_certs=m.ca_file or None, certfile=m.cert_file or None, keyfile=m.key_file or None)
     return client
 
 
@@ -102,7 +113,6 @@ class MqttPublisher:
         m = cfg.mqtt
         self.client = mqtt_client(cfg)
         self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(1, int(max(1, m.reconnect_max_seconds)))
         self.client.max_queued_messages_set(m.queue_size + STATE_SLACK)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail

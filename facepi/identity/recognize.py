@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from facepi.identity import classify
-from facepi.identity.gallery import wrong_model
+from facepi.identity.gallery import Gallery, wrong_model
 from facepi.identity.store import load as load_gallery
 from facepi.vision.detect import DetectorParams
 from facepi.vision.faces import FacePipeline
@@ -25,8 +25,9 @@ class Recognizer:
     def __init__(self, gallery_path: Path, models_dir: str | os.PathLike[str] | None = None,
                  embedder: str | None = None, threads: int = 0,
                  detector_params: DetectorParams | None = None, pipeline: FacePipeline | None = None,
-                 embed_batch: int = 16) -> None:
-        self.gallery = load_gallery(gallery_path)  # read once: its settings choose the pipeline
+                 embed_batch: int = 16, gallery: Gallery | None = None) -> None:
+        # read once: its settings choose the pipeline (``gallery``: one given instead, e.g. an empty one)
+        self.gallery = gallery if gallery is not None else load_gallery(gallery_path)
         meta = self.gallery.meta
         self.pipeline = pipeline or load_pipeline(
             models_dir, embedder or meta.get("embedder"), threads, meta.get("alignment"),
