@@ -18,8 +18,9 @@ from conftest import ROOT, Subscriber, one_face_photos, run_daemon
 
 from facepi import config
 from facepi.demo import make_video
+from facepi.door.doors import seen_payload
 from facepi.door.homeassistant import STRANGER as SHOWN
-from facepi.door.homeassistant import discovery, is_ours, person_key
+from facepi.door.homeassistant import discovery, household_discovery, is_household, is_ours, person_key
 
 QUOTED = 'Anne "Annie" Smith'
 HA_PYTHON = Path(os.environ.get("FACEPI_HA_VENV", ROOT / ".venv-ha")) / "bin" / "python"
@@ -54,12 +55,34 @@ def test_visitor_faces_have_entities_only_where_snapshots_are_allowed():
     assert image["json_attributes_topic"] == text["json_attributes_topic"] == "facepi/door/visitor_info"
 
 
+def household(people: list[str]) -> dict[str, dict]:
+    return household_discovery("home", "facepi/household/home", "homeassistant", people)
+
+
+def test_the_household_device_is_the_same_from_every_daemon(tmp_path):
+    """One device for the household, whatever camera publishes it: nothing of the camera in its configs,
+    so two daemons' retained configs are byte for byte the same; it is not any camera's (is_ours)."""
+    c = household(["alice", QUOTED])
+    assert json.dumps(c, sort_keys=True) == json.dumps(household([QUOTED, "alice"]), sort_keys=True)
+    assert all(is_household(t, "homeassistant", "home") and not is_ours(t, "homeassistant", "door") for t in c)
+    assert not any(is_household(t, "homeassistant", "home") for t in configs(["alice"]))
+    assert {p["device"]["identifiers"][0] for p in c.values()} == {"facepi_household_home"}
+    assert len({p["unique_id"] for p in c.values()}) == len(c) == 1 + 2 * 2  # anyone; per person where and when
+    assert not any("availability_topic" in p for p in c.values())  # the household is there while any door is
+    assert not set(household(["alice"])) & set(configs(["alice"]))
+    key = tmp_path / "household.key"
+    key.write_text("k" * 32)
+    env = {"FACEPI_CAMERA_ID": "household_home", "FACEPI_HOUSEHOLD_ID": "home", "FACEPI_HOUSEHOLD_KEY_FILE": str(key)}
+    with pytest.raises(config.ConfigError, match="household's own id"):  # its entities would be the household's
+        config.load(None, env=env)
+
+
 @pytest.mark.skipif(not HA_PYTHON.exists() and not os.environ.get("CI"),
                     reason="Home Assistant venv not made (scripts/test.sh makes it)")
 def test_discovery_passes_home_assistants_own_schema_and_templates():
     """Home Assistant Core 2024.3.3 (pinned, in its own venv): every payload passes the platform's
     DISCOVERY_SCHEMA; every template renders as HA renders it, quotes in names included."""
-    c = configs(["alice", QUOTED, "Zoë"])
+    c = configs(["alice", QUOTED, "Zoë"]) | household(["alice", QUOTED, "Zoë"])
     base = "homeassistant/{}/facepi_door/{}/config"
     event = base.format("event", "recognition")
     last = base.format("sensor", "last_person")
@@ -87,6 +110,11 @@ def test_discovery_passes_home_assistants_own_schema_and_templates():
     # "Wrong name": the button carries the last recognition (the retained `last` event) and sends which it was
     wrong = base.format("button", "wrong_name")
     commands += [[wrong, "command_template", "PRESS", "button.front_door_wrong_name", ev | {"seq": 12}]]
+    # the household: where and when a person was last seen (the seen topic), someone at any door (ON/OFF)
+    house = "homeassistant/{}/facepi_household_home/{}/config"
+    seen = seen_payload(QUOTED, "back", 'The "back" door', "2026-11-28T03:00:00.000+00:00")
+    renders += [[house.format("sensor", f"seen_{person_key(QUOTED)}"), "value_template", seen],
+                [house.format("sensor", f"seen_at_{person_key(QUOTED)}"), "value_template", seen]]
     proc = subprocess.run([str(HA_PYTHON), str(ROOT / "tests" / "ha_check.py")], capture_output=True, text=True,
                           input=json.dumps({"configs": c, "renders": renders, "commands": commands}), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -107,6 +135,10 @@ def test_discovery_passes_home_assistants_own_schema_and_templates():
     assert sent[0] == {"visitor": "V7", "name": QUOTED}
     assert sent[1] == {"visitor": None, "name": "bob"}  # nothing shown: sent without an id, and refused
     assert sent[2] == {"name": QUOTED, "seq": 12, "run": "x"}  # the recognition shown, by its seq and run
+    assert r[11] == 'The "back" door'
+    assert r[12] == "2026-11-28T03:00:00.000+00:00"  # a timestamp sensor takes ISO 8601 with its offset
+    anyone = house.format("binary_sensor", "anyone")
+    assert out["valid"][anyone] is None and c[anyone]["state_topic"] == "facepi/household/home/anyone"
 
 
 def test_entities_follow_the_gallery_and_the_dashboard_can_reload(broker, gallery4, faces_root, tmp_path):
