@@ -112,3 +112,14 @@ def test_payloads():
         "camera": "front", "someone": True, "availability": "facepi/front/availability"}
     assert json.loads(seen_payload("Zoë", "front", "Front door", "2026-01-01T00:00:00.000+00:00")) == {
         "person": "Zoë", "camera": "front", "camera_name": "Front door", "time": "2026-01-01T00:00:00.000+00:00"}
+
+
+def test_forgetting_a_camera_clears_its_door(tmp_path):
+    from facepi import config
+    from facepi.door.ha_forget import camera_topics
+
+    key = tmp_path / "household.key"
+    key.write_text("k" * 32)
+    cfg = config.load(None, env={"FACEPI_HOUSEHOLD_ID": "home", "FACEPI_HOUSEHOLD_KEY_FILE": str(key)})
+    assert f"{H}/doors/old_door" in camera_topics(cfg, "old_door")[1]
+    assert not any("/doors/" in t for t in camera_topics(config.load(None, env={}), "old_door")[1])
