@@ -218,6 +218,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"household.id = {h.id!r}: use 1-64 letters, digits, '_' or '-' (empty: off)")
     if h.id and (not cfg.household_topic or any(c in cfg.household_topic for c in "+#\0")):
         raise ConfigError(f"household.topic = {h.topic!r}: must be a topic without the wildcards '+' and '#'")
+    if h.id and cfg.camera_id == f"household_{h.id}":  # its Home Assistant ids would be the household device's
+        raise ConfigError(f"camera_id = {cfg.camera_id!r} is the household's own id in Home Assistant: choose another")
 
 
 MIN_HOUSEHOLD_KEY = 16  # bytes: an HMAC-SHA256 key shorter than this is guessable

@@ -50,8 +50,9 @@ class Forgotten:
 def camera_topics(cfg: Config, camera_id: str) -> tuple[str, list[str]]:
     """(base topic, the topic filters of everything retained for ``camera_id``) under ``cfg``'s settings."""
     base = cfg.mqtt.base_topic.replace("{camera_id}", camera_id).rstrip("/")
+    door = [f"{cfg.household_topic}/doors/{camera_id}"] if cfg.household.id else []  # its door in the household
     return base, [homeassistant.discovery_filter(cfg.mqtt.discovery_prefix, camera_id),
-                  *(f"{base}/{leaf}" for leaf in RETAINED + COMMANDS)]
+                  *(f"{base}/{leaf}" for leaf in RETAINED + COMMANDS), *door]
 
 
 def forget_camera(cfg: Config, camera_id: str, dry_run: bool = False, force: bool = False, settle: float = 1.0,

@@ -20,6 +20,12 @@ One device per camera ("Front door"), with:
   comes from the text entity's own attributes, also ``visitor_info``, so a naming lands on the
   visitor the person was looking at, not on whoever came last).
 
+With ``[household] id`` set, one more device for the whole household ("facepi household <id>"),
+published identically by every daemon of the household (same unique ids, retained, idempotent): per
+enrolled person **<Name> last seen** (where: the camera's name; the time and camera id as attributes)
+and **<Name> last seen at** (a timestamp sensor), from the retained ``<household topic>/seen/<key>``; and
+**Someone at any door** (binary_sensor) from the retained ``<household topic>/anyone`` (``door.doors``).
+
 Payloads use ``default_entity_id`` (not the deprecated ``object_id``) and carry an
 ``origin`` block. Names reach templates only as JSON string literals (``tojson``
 output or :func:`literal`), so a name with quotes cannot break a template.
@@ -139,3 +145,39 @@ def is_ours(topic: str, prefix: str, camera_id: str) -> bool:
         return False
     parts = topic[len(prefix) + 1:].split("/")
     return len(parts) == 4 and parts[1] == f"facepi_{camera_id}" and parts[3] == "config"
+
+
+def household_discovery(household_id: str, topic: str, prefix: str, people: list[str]) -> dict[str, dict[str, Any]]:
+    """The household device's discovery configs: topic -> payload. The same on every daemon of the household
+    for the same people (nothing of the camera in it), so their retained configs never fight."""
+    uid = f"facepi_household_{household_id}"
+    device = {"identifiers": [uid], "name": f"facepi household {household_id}", "manufacturer": "facepi",
+              "model": "facepi household", "sw_version": __version__}
+    common = {"device": device, "origin": {"name": "facepi", "sw_version": __version__}}
+
+    def entity(component: str, key: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        return (f"{prefix}/{component}/{uid}/{key}/config",
+                {"unique_id": f"{uid}_{key}", "default_entity_id": f"{component}.{uid}_{key}", **fields, **common})
+
+    configs = dict([entity("binary_sensor", "anyone", name="Someone at any door", state_topic=f"{topic}/anyone",
+                           device_class="occupancy")])
+    for name in people:
+        key = person_key(name)
+        seen = f"{topic}/seen/{key}"
+        configs.update([
+            entity("sensor", f"seen_{key}", name=f"{name} last seen", state_topic=seen,
+                   value_template="{{ value_json.camera_name }}", json_attributes_topic=seen,
+                   icon="mdi:map-marker-account"),
+            entity("sensor", f"seen_at_{key}", name=f"{name} last seen at", state_topic=seen,
+                   value_template="{{ value_json.time }}", device_class="timestamp", icon="mdi:clock-check"),
+        ])
+    return configs
+
+
+def household_filter(prefix: str, household_id: str) -> str:
+    """The topic filter matching every discovery config of the household device (``is_household``)."""
+    return discovery_filter(prefix, f"household_{household_id}")
+
+
+def is_household(topic: str, prefix: str, household_id: str) -> bool:
+    return is_ours(topic, prefix, f"household_{household_id}")

@@ -23,6 +23,7 @@ from facepi.door.commands import (
     correction_request,
     naming_request,
 )
+from facepi.door.doors import Doors, door_payload, seen_payload
 
 log = logging.getLogger("facepi.publish")
 STATE_SLACK = 256  # paho's queue bound beyond queue_size: the state topics and discovery configs
@@ -135,6 +136,9 @@ class MqttPublisher:
         self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None  # "that wasn't X"
         self.last_command: dict[str, float] = {}  # command kind -> when it last ran (its own rate limit)
         self.retained_said: set[str] = set()  # command topics whose retained message was logged
+        # the household on the dashboard ([household] id with discovery on): door.doors, homeassistant.household_*
+        self.house = cfg.household_topic if cfg.household.id and m.discovery else ""
+        self.doors = Doors(self.house)  # this daemon's view of the household's doors (under self.lock)
 
     def topic(self, leaf: str) -> str:
         return f"{self.base}/{leaf}"
@@ -158,6 +162,8 @@ class MqttPublisher:
             ours = homeassistant.discovery_filter(m.discovery_prefix, self.cfg.camera_id)  # to clear stale ones
             client.subscribe([(self.discovery_topic, 1), (ours, 1)])
             self._publish_discovery()
+            if self.house:
+                self._house_connected(client)
         self.flush()
 
     def _on_connect_fail(self, client, userdata) -> None:
@@ -177,7 +183,10 @@ class MqttPublisher:
             log.info("Home Assistant is online: re-publishing discovery")
             self._publish_discovery()
             self.flush()
-        elif homeassistant.is_ours(msg.topic, m.discovery_prefix, self.cfg.camera_id):
+        elif self.house and self._house_message(msg):
+            pass
+        elif homeassistant.is_ours(msg.topic, m.discovery_prefix, self.cfg.camera_id) or (
+                self.house and homeassistant.is_household(msg.topic, m.discovery_prefix, self.cfg.household.id)):
             with self.lock:
                 stale = msg.payload and msg.topic not in self.discovered
                 if stale:  # a person forgotten (or the snapshot switched off) since it was published
@@ -272,6 +281,10 @@ class MqttPublisher:
         with self.lock:
             self.events.append(info)
         self._state("last", json.dumps(payload), 1)  # retained: the dashboard's "Last person" after a restart
+        if self.house and payload["name"] != "unknown":  # the household's "<Name> last seen"
+            name, cfg = payload["name"], self.cfg
+            self._state(f"{self.house}/seen/{homeassistant.person_key(name)}",
+                        seen_payload(name, cfg.camera_id, cfg.device_name, payload["timestamp"]), 1)
 
     def _state(self, leaf: str, payload: str | bytes, qos: int) -> None:
         with self.lock:
@@ -283,6 +296,8 @@ class MqttPublisher:
         paho calls back holding its own)."""
         if not self.connected:
             return
+        if self.house:
+            self._anyone()
         with self.lock:
             ready = [(leaf, self.waiting.pop(leaf)) for leaf in list(self.waiting)
                      if leaf not in self.in_paho or _done(self.in_paho[leaf])]
@@ -294,6 +309,9 @@ class MqttPublisher:
 
     def person(self, names: list[str]) -> None:
         self._state("person", json.dumps(names), 1)
+        self.doors.mine = bool(names)
+        if self.house:
+            self._door()
 
     def status(self, payload: dict[str, Any]) -> None:
         self._state("status", json.dumps(payload), 0)
@@ -328,11 +346,20 @@ class MqttPublisher:
 
     def discovery_messages(self) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
-        return homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
-                                       self.people, cfg.mqtt.snapshot, cfg.learning.enabled)
+        configs = homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
+                                          self.people, cfg.mqtt.snapshot, cfg.learning.enabled)
+        if self.house:
+            configs |= homeassistant.household_discovery(cfg.household.id, self.house, cfg.mqtt.discovery_prefix,
+                                                         self.people)
+        return configs
 
     def set_people(self, people: list[str]) -> None:
-        """The gallery's people (at start and after a reload): presence entities follow them."""
+        """The gallery's people (at start and after a reload): presence entities follow them; the household's
+        last-seen topic of a person forgotten is cleared with the entities."""
+        if self.house:
+            with self.lock:
+                for name in set(self.people) - set(people):
+                    self.waiting[f"{self.house}/seen/{homeassistant.person_key(name)}"] = ("", 1)
         self.people = sorted(people)
         if self.cfg.mqtt.discovery and self.connected:
             self._publish_discovery()
@@ -347,6 +374,38 @@ class MqttPublisher:
             self.discovered = set(configs)
             for topic, payload in configs.items():
                 self.waiting[topic] = (json.dumps(payload), 1)
+
+    # -- the household's doors (door.doors): this door published, every door watched, `anyone` kept
+    def _house_connected(self, client) -> None:  # noqa: ANN001 - paho's Client
+        """Watch the household's doors (and the availability of each door known, again) and its discovery
+        configs (a person forgotten while this daemon was away is cleared); publish this door."""
+        with self.lock:
+            watched = self.doors.connected(time.monotonic())
+        client.subscribe([(homeassistant.household_filter(self.cfg.mqtt.discovery_prefix, self.cfg.household.id), 1),
+                          (self.doors.subscription, 1), *((t, 1) for t in watched)])
+        self._door()
+
+    def _door(self) -> None:
+        self._state(f"{self.house}/doors/{self.cfg.camera_id}",
+                    door_payload(self.cfg.camera_id, self.doors.mine, self.topic("availability")), 1)
+
+    def _house_message(self, msg) -> bool:  # noqa: ANN001 - paho's MQTTMessage
+        """A door of the household or the availability of one: the view updated, `anyone` republished if it
+        changed. False: not one of those topics."""
+        with self.lock:
+            if not (msg.topic.startswith(f"{self.house}/doors/") or msg.topic in self.doors.online):
+                return False
+            new = self.doors.message(msg.topic, bytes(msg.payload))
+        if new:
+            self.client.subscribe([(t, 1) for t in new])
+        self.flush()  # `anyone`, if this view changed
+        return True
+
+    def _anyone(self) -> None:
+        """``<house>/anyone`` when this daemon's view changed (once settled after connecting)."""
+        with self.lock:
+            if (anyone := self.doors.changed(time.monotonic())) is not None:
+                self.waiting[f"{self.house}/anyone"] = ("ON" if anyone else "OFF", 1)
 
     def stop(self, timeout: float = 5.0) -> int:
         """Deliver what is queued (bounded wait), publish offline, disconnect cleanly.

@@ -13,7 +13,9 @@ Events published while the broker is away stay queued in paho in order and are
 sent after it reconnects; at most ``queue_size`` are kept, and the ``status``
 topic counts the ones dropped beyond that. Retained state topics coalesce:
 through an outage only their newest message waits. Home Assistant discovery configs are
-published on connect and whenever Home Assistant announces itself online.
+published on connect and whenever Home Assistant announces itself online. With ``[household] id`` and
+discovery on, also under the household topic: ``seen/<person_key>`` (retained: where and when a person was
+last named), ``doors/<camera_id>`` (retained: this door's someone-in-view) and ``anyone`` (``door.doors``).
 """
 
 from __future__ import annotations
