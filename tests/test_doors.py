@@ -326,7 +326,7 @@ def test_a_new_door_with_no_gallery_yet_starts_empty_and_catches_up(house):
 def test_the_documented_acl_keeps_the_household_records_to_the_household(tmp_path):
     """docs/privacy-security.md's acl_file on the real mosquitto: the facepis (one account for all, or one per
     Pi) read and write the household's records; Home Assistant, reading facepi/#, never gets them nor writes
-    them; a guest gets nothing."""
+    them, but gets the household's door and last-seen topics its entities show; a guest gets nothing."""
     from conftest import passwords
 
     page = (ROOT / "docs" / "privacy-security.md").read_text()
@@ -342,6 +342,8 @@ def test_the_documented_acl_keeps_the_household_records_to_the_household(tmp_pat
                           name=u, username=u, password=p) for u, p in logins.items()}
     try:
         subs["facepi"].client.publish(record, b"signed record 1", qos=1, retain=True).wait_for_publish(5)
+        subs["facepi"].client.publish("facepi/back/availability", b"online", qos=1, retain=True).wait_for_publish(5)
+        subs["facepi-front"].client.publish(f"{BASE}/anyone", b"ON", qos=1, retain=True).wait_for_publish(5)
         subs["facepi"].client.publish("facepi/front/status", b"{}", qos=1).wait_for_publish(5)
         subs["homeassistant"].client.publish(record, b"from home assistant", qos=1)
         subs["guest"].client.publish(record, b"from a guest", qos=1)
@@ -351,7 +353,14 @@ def test_the_documented_acl_keeps_the_household_records_to_the_household(tmp_pat
                     and subs["homeassistant"].on("facepi/front/status"), 10)
         for u in ("facepi", "facepi-front"):
             assert subs[u].on(record) == [b"signed record 1", b"signed record 2"], (u, subs[u].on(record))
-        assert not [t for t, _, _ in subs["homeassistant"].messages if t.startswith("facepi/household/")]
+        assert not [t for t, _, _ in subs["homeassistant"].messages if "/gallery/" in t]
+        assert wait(lambda: subs["homeassistant"].on(f"{BASE}/anyone") == [b"ON"], 5)  # its entities' topics
+        front_sees = Subscriber(broker.port, topics=("facepi/back/availability",), name="front2",
+                                username="facepi-front", password="front")  # the other doors' availability
+        try:
+            assert wait(lambda: front_sees.on("facepi/back/availability") == [b"online"], 5)
+        finally:
+            front_sees.close()
         assert subs["guest"].messages == []
     finally:
         for s in subs.values():

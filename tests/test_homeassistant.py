@@ -74,7 +74,8 @@ def test_the_household_device_is_the_same_from_every_daemon(tmp_path):
     assert not set(household(["alice"])) & set(configs(["alice"]))
     key = tmp_path / "household.key"
     key.write_text("k" * 32)
-    env = {"FACEPI_CAMERA_ID": "household_home", "FACEPI_HOUSEHOLD_ID": "home", "FACEPI_HOUSEHOLD_KEY_FILE": str(key)}
+    env = {"FACEPI_MQTT_HOST": "localhost", "FACEPI_CAMERA_ID": "household_home", "FACEPI_HOUSEHOLD_ID": "home",
+           "FACEPI_HOUSEHOLD_KEY_FILE": str(key)}
     with pytest.raises(config.ConfigError, match="household's own id"):  # its entities would be the household's
         config.load(None, env=env)
 

@@ -120,6 +120,7 @@ def test_forgetting_a_camera_clears_its_door(tmp_path):
 
     key = tmp_path / "household.key"
     key.write_text("k" * 32)
-    cfg = config.load(None, env={"FACEPI_HOUSEHOLD_ID": "home", "FACEPI_HOUSEHOLD_KEY_FILE": str(key)})
+    cfg = config.load(None, env={"FACEPI_MQTT_HOST": "localhost", "FACEPI_HOUSEHOLD_ID": "home",
+                                 "FACEPI_HOUSEHOLD_KEY_FILE": str(key)})
     assert f"{H}/doors/old_door" in camera_topics(cfg, "old_door")[1]
     assert not any("/doors/" in t for t in camera_topics(config.load(None, env={}), "old_door")[1])

@@ -161,23 +161,36 @@ def test_a_record_round_trips_and_every_bad_one_is_refused_untouched(real, tmp_p
 
 
 def test_the_household_key_is_loaded_checked_and_never_shown(tmp_path):
+    from facepi.door.household import DoorHousehold
+
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "household_key").write_bytes(b"  " + KEY + b"\n")
     toml = tmp_path / "f.toml"
-    toml.write_text('[household]\nid = "home"\n')
+    broker = '[mqtt]\nhost = "localhost"\n'
+    toml.write_text(broker + '[household]\nid = "home"\n')
     cfg = config.load(toml, env={"CREDENTIALS_DIRECTORY": str(creds)})
     assert cfg.household_key == KEY and cfg.household_topic == BASE
     assert KEY.decode() not in config.describe(cfg) + repr(cfg) and "household key: set" in config.describe(cfg)
     (tmp_path / "short").write_bytes(b"tooshort")
-    toml.write_text(f'[household]\nid = "home"\nkey_file = "{tmp_path / "short"}"\n')
+    toml.write_text(broker + f'[household]\nid = "home"\nkey_file = "{tmp_path / "short"}"\n')
     with pytest.raises(config.ConfigError, match=r"short.*holds 8 bytes.*at least 16") as e:
         config.load(toml, env={})
     assert "tooshort" not in str(e.value)
-    toml.write_text('[household]\nid = "home"\n')
-    with pytest.raises(config.ConfigError, match="needs the household key"):
+    toml.write_text(broker + f'[household]\nid = "home"\nkey_file = "{tmp_path / "nowhere"}"\n')
+    with pytest.raises(config.ConfigError, match="household.key_file.*no such file"):
         config.load(toml, env={})
-    toml.write_text('[household]\nid = "my home"\n')
+    # the key as the service's credential, checked from a shell (no $CREDENTIALS_DIRECTORY): check-config says
+    # it cannot see it (an install or upgrade goes on); the daemon refuses to start without it
+    toml.write_text(broker + '[household]\nid = "home"\n')
+    cfg = config.load(toml, env={})
+    assert cfg.household_key is None and "not readable here" in config.describe(cfg)
+    with pytest.raises(config.ConfigError, match="needs the household key"):
+        DoorHousehold.for_daemon(cfg, None)
+    toml.write_text('[household]\nid = "home"\n')
+    with pytest.raises(config.ConfigError, match="set mqtt.host"):
+        config.load(toml, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    toml.write_text(broker + '[household]\nid = "my home"\n')
     with pytest.raises(config.ConfigError, match="household.id"):
         config.load(toml, env={})
     assert config.load(None, env={}).household_key is None  # off by default

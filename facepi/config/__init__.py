@@ -216,6 +216,8 @@ def _check(cfg: Config) -> None:
     h = cfg.household
     if h.id and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", h.id):
         raise ConfigError(f"household.id = {h.id!r}: use 1-64 letters, digits, '_' or '-' (empty: off)")
+    if h.id and not m.host:
+        raise ConfigError(f"household.id = {h.id!r} shares the gallery over the broker: set mqtt.host too")
     if h.id and (not cfg.household_topic or any(c in cfg.household_topic for c in "+#\0")):
         raise ConfigError(f"household.topic = {h.topic!r}: must be a topic without the wildcards '+' and '#'")
     if h.id and cfg.camera_id == f"household_{h.id}":  # its Home Assistant ids would be the household device's
@@ -225,22 +227,23 @@ def _check(cfg: Config) -> None:
 MIN_HOUSEHOLD_KEY = 16  # bytes: an HMAC-SHA256 key shorter than this is guessable
 
 
-def household_key(h: HouseholdConfig, env: dict[str, str] | None = None) -> bytes:
+def household_key(h: HouseholdConfig, env: dict[str, str] | None = None) -> bytes | None:
     """The household key (the file's bytes, whitespace stripped), or ConfigError naming the file (never the key).
 
-    ``key_file`` empty: the systemd credential ``household_key``; a bare name: in ``$CREDENTIALS_DIRECTORY``."""
+    ``key_file`` empty: the systemd credential ``household_key``; None outside systemd (check-config on the
+    command line cannot see the service's credentials; the daemon refuses to start without the key). A
+    relative ``key_file``: in ``$CREDENTIALS_DIRECTORY`` first, as the passwords."""
     env = dict(os.environ) if env is None else env
     creds = env.get("CREDENTIALS_DIRECTORY", "")
     if h.key_file:
         path = Path(h.key_file)
-        if "/" not in h.key_file and creds and (Path(creds) / h.key_file).is_file():
+        if not path.is_absolute() and creds and (Path(creds) / h.key_file).is_file():
             path = Path(creds) / h.key_file
         where = f"household.key_file = {h.key_file!r}"
     elif creds:
         path, where = Path(creds) / "household_key", "the systemd credential household_key"
     else:
-        raise ConfigError(f"household.id = {h.id!r} needs the household key: set household.key_file, or "
-                          f"LoadCredential=household_key in the service")
+        return None
     try:
         key = path.read_bytes().strip()
     except FileNotFoundError:

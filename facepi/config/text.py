@@ -57,7 +57,7 @@ def describe(cfg: Config) -> str:
     with passwords and URL logins masked."""
     return (_toml(cfg, help=False) + f"# mqtt password: {'set' if cfg.mqtt_password else 'not set'}\n"
             f"# camera password: {'set' if cfg.camera_password else 'not set'}\n"
-            f"# household key: {'set' if cfg.household_key else 'not set'}")
+            f"# household key: {'set' if cfg.household_key else _no_key(cfg)}")
 
 
 def example() -> str:
@@ -66,3 +66,10 @@ def example() -> str:
     cfg = Config(camera_id="front_door", camera_name="Front door")
     cfg.source.uri = "picamera2"
     return EXAMPLE_HEADER + "\n" + _toml(cfg, help=True)
+
+
+def _no_key(cfg: Config) -> str:
+    if not cfg.household.id:
+        return "not set"
+    return ("not readable here: the service reads its credential household_key (LoadCredential=); "
+            "set household.key_file to check it from the command line")

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facepi.config import ConfigError
 from facepi.door.mqtt import make_client
 from facepi.identity import store as store_mod
 from facepi.identity.gallery import Gallery
@@ -201,9 +202,9 @@ class DoorHousehold:
     def for_daemon(cls, cfg: Any, embedder: str | None) -> DoorHousehold | None:
         if not cfg.household.id:
             return None
-        if not cfg.mqtt.host:
-            log.warning("household %s: off, it needs the broker (mqtt.host)", cfg.household.id)
-            return None
+        if not cfg.household_key:  # outside systemd, with the key expected as the service's credential
+            raise ConfigError(f"household.id = {cfg.household.id!r} needs the household key: set household.key_file, "
+                              f"or LoadCredential=household_key in the service")
         return cls(cfg, blank_for(cfg, embedder))
 
     def start(self) -> None:
