@@ -384,3 +384,27 @@ def test_a_broker_restart_mid_sync_loses_nothing(real, tmp_path, broker):
     finally:
         for r in runs:
             r.stop()
+
+
+def test_two_cameras_of_one_pi_share_its_gallery_in_the_household(real, tmp_path, broker):
+    """facepi@front_door and facepi@back_door on one Pi: two engines (two camera ids) on one gallery file, and
+    a second Pi. A change on either side reaches the other once, whichever engine of the first Pi sees it."""
+    blank, rows = real
+    p = list(rows)
+    front = HouseholdSync(tmp_path / "pi1" / "gallery.db", HOME, KEY, "front_door", blank=blank)
+    back = HouseholdSync(tmp_path / "pi1" / "gallery.db", HOME, KEY, "back_door", blank=blank)
+    garage = host(tmp_path, "garage", blank)
+    runs = [adapter(h, broker) for h in (front, back, garage)]
+    try:
+        enrol(front.path, p[0], *rows[p[0]], blank)  # `facepi enroll` on the first Pi: one file, two engines
+        assert wait(lambda: p[0] in garage.people()) and same(front, back, garage)
+        enrol(garage.path, p[1], *rows[p[1]], blank)
+        assert wait(lambda: p[1] in front.people()) and same(front, back, garage)
+        family.forget(garage.path, p[0])
+        assert wait(lambda: p[0] not in front.people()) and same(front, back, garage)
+        time.sleep(0.5)  # a few more polls of both engines: nothing is applied twice, nothing more is sent
+        applied = [c for c in front.store.log() if c.origin == "household"]
+        assert len(applied) == 2, [c.summary for c in applied]  # p[1] added, p[0] forgotten: once each
+    finally:
+        for r in runs:
+            r.stop()

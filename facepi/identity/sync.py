@@ -40,6 +40,10 @@ from facepi.identity.records import (
 log = logging.getLogger("facepi.sync")
 
 
+class _AppliedMeanwhile(Exception):
+    """The record was applied by another engine on the same gallery file while this one prepared it."""
+
+
 class HouseholdSync:
     """The transport-agnostic core: records out for local changes, records in applied (or repaired).
 
@@ -225,13 +229,25 @@ class HouseholdSync:
                     log.info("household: %s changed here too, not sent yet; this change wins over %s's",
                              shown(rec.person), shown(rec.host))
                     return []
+
+            def record_winner(con: sqlite3.Connection, cid: int) -> None:
+                """In the change's own transaction: another engine on this gallery file (a second camera of this
+                Pi) may have applied the same record meanwhile; then this change is dropped, not made twice."""
+                con.execute(HOUSEHOLD_DDL)
+                now = self._known(con, rec.person)
+                if now is not None and rec.order <= now[:2]:
+                    raise _AppliedMeanwhile
+                self._put(con, rec, payload)
+
             try:
                 family.apply_record(self.path, rec.person, None if rec.deleted else [
                     (k, np.frombuffer(e, "<f4").astype(np.float32), s, h) for k, e, s, h in rec.faces],
                     blank=self.blank, models_dir=self.models_dir,
                     summary=(f"household: {'forgot' if rec.deleted else 'updated'} {rec.person} (from {rec.host}, "
                              f"lamport {rec.lamport}, {len(rec.faces)} row(s))"),
-                    also=lambda con, cid: (con.execute(HOUSEHOLD_DDL), self._put(con, rec, payload)))
+                    also=record_winner)
+            except _AppliedMeanwhile:
+                return []
             except (GalleryError, ValueError) as e:
                 self._refuse(Refusal("cannot apply", f"{shown(rec.person)}: {e}"), topic)
                 return []
