@@ -88,7 +88,7 @@ def mem():
             if l.split(":")[0] in ("Rss", "Pss", "Pss_Anon", "Pss_File", "Anonymous")}
 out = {"bare Python": mem()}
 import numpy, cv2, paho.mqtt.client  # noqa
-import facepi.daemon  # noqa: every module the daemon imports, the TFLite runtime included
+import facepi.door.daemon  # noqa: every module the daemon imports, the TFLite runtime included
 from facepi.vision import runtime
 runtime.interpreter_class()
 out["+ facepi's imports (numpy, OpenCV, TFLite runtime, paho)"] = mem()

@@ -23,7 +23,7 @@ from facepi.door.worker import Worker
 from facepi.identity import recent, store
 from facepi.identity.classify import UNKNOWN, Prediction
 
-log = logging.getLogger("facepi.daemon")
+log = logging.getLogger(__name__)
 RECENT = 50  # recognitions a "wrong name" from the dashboard may address
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from facepi.door.sources import Shot, Source, SourceError
 from facepi.redact import mask
 
-log = logging.getLogger("facepi.source")
+log = logging.getLogger(__name__)
 
 
 @dataclass

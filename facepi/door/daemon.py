@@ -52,7 +52,7 @@ from facepi.vision import runtime
 from facepi.vision.detect import DetectorParams
 from facepi.vision.faces import FacePipeline
 
-log = logging.getLogger("facepi.daemon")
+log = logging.getLogger(__name__)
 FPS_WINDOW = 60.0  # seconds: status.fps is the rate over the last minute, so a stall shows at once
 EXIT_FAILED, EXIT_CONFIG, EXIT_UNDELIVERED, EXIT_STALLED = 1, 2, 3, 4
 STORE_QUEUE = 16  # visits waiting for the visitor store (each at most 2 x crops_per_visitor crops, ~40 KB each)

@@ -2,7 +2,7 @@
 
 A camera that is taken away (``systemctl disable --now facepi@old_door``) leaves its retained messages on
 the broker: one discovery config per entity (``<discovery_prefix>/<component>/facepi_<camera_id>/<object>/
-config``, see ``facepi.homeassistant``), so Home Assistant keeps showing the device, unavailable, for ever;
+config``, see ``facepi.door.homeassistant``), so Home Assistant keeps showing the device, unavailable, for ever;
 and its retained state topics under ``<base_topic>`` (availability, status, the last person, ...).
 :func:`forget_camera` subscribes to exactly those topics, collects what the broker holds retained, and
 clears each with an empty retained message. Other cameras' topics are never subscribed to.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from facepi.config import Config
 from facepi.door import homeassistant
 
-# The retained topics facepi publishes under a camera's base topic (facepi.publish: availability and the
+# The retained topics facepi publishes under a camera's base topic (facepi.door.mqtt: availability and the
 # state slots, the snapshot, the dashboard's visitor and its info, the learning answers), and its command
 # topics (never retained by facepi; a retained one left by someone else is cleared as well).
 RETAINED = ("availability", "status", "last", "person", "snapshot", "visitor", "visitor_info", "learning")

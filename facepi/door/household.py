@@ -22,7 +22,7 @@ from facepi.identity.records import gallery_digest
 from facepi.identity.sync import HouseholdSync
 
 SETTLE = 2.0  # seconds after the subscription is acknowledged before local changes are sent
-log = logging.getLogger("facepi.sync")
+log = logging.getLogger(__name__)
 
 
 class MqttHouseholdSync:

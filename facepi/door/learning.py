@@ -30,7 +30,7 @@ from facepi.identity.gallery import Gallery
 from facepi.identity.visitor_book import VisitorBook
 from facepi.identity.visitors import JoinRule, Visitor, crop_quality
 
-log = logging.getLogger("facepi.daemon")
+log = logging.getLogger(__name__)
 STORE_FLUSH_SECONDS = 5.0  # at shutdown, for the visits still waiting (+ 10 s publisher < TimeoutStopSec=20)
 NAMINGS_WAITING = 16
 

@@ -25,7 +25,7 @@ from facepi.door.commands import (
 )
 from facepi.door.doors import Doors, door_payload, seen_payload
 
-log = logging.getLogger("facepi.publish")
+log = logging.getLogger(__name__)
 STATE_SLACK = 256  # paho's queue bound beyond queue_size: the state topics and discovery configs
 
 
@@ -88,7 +88,7 @@ def mqtt_client(cfg: Config, client_id: str | None = None) -> Any:
     client = make_client(client_id or m.client_id or f"facepi-{cfg.camera_id}", username=m.username or None,
                          password=cfg.mqtt_password, tls=m.tls, ca_file=m.ca_file, cert_file=m.cert_file,
                          key_file=m.key_file, reconnect_max=m.reconnect_max_seconds)
-    paho_log = logging.getLogger("facepi.paho")
+    paho_log = logging.getLogger("facepi.paho")  # paho's own messages, filtered
     if not any(isinstance(f, _QuietPaho) for f in paho_log.filters):
         paho_log.addFilter(_QuietPaho())
     client.enable_logger(paho_log)

@@ -1,4 +1,5 @@
-"""Publishing: MQTT (paho-mqtt 2.x) for real, or JSON lines on stdout when no broker is set.
+"""Where the daemon's news goes: ``make_publisher`` picks MQTT (``facepi.door.mqtt``) when a broker is
+set, else ``StdoutPublisher`` (the same event JSON, one line each). What MQTT carries:
 
 Topics under ``<base>`` (default ``facepi/<camera_id>``): ``availability``
 (``online`` retained after connecting; ``offline`` as Last Will and on clean
@@ -29,7 +30,7 @@ from typing import Any
 from facepi.config import Config
 from facepi.door.mqtt import MqttPublisher
 
-log = logging.getLogger("facepi.publish")
+log = logging.getLogger(__name__)
 
 
 class StdoutPublisher:

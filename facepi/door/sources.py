@@ -22,7 +22,7 @@ import numpy as np
 from facepi.redact import mask
 from facepi.vision.images import ImageError, list_images, read_frame, to_rgb
 
-log = logging.getLogger("facepi.source")
+log = logging.getLogger(__name__)
 
 
 class SourceError(Exception):

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("facepi.daemon")
+log = logging.getLogger(__name__)
 
 
 class Worker:

@@ -25,7 +25,7 @@ from facepi.identity.gallery import Gallery, GalleryError, check_name
 from facepi.identity.recent import last_recognition
 from facepi.identity.store import Change, Conflict, Store, open_store
 
-log = logging.getLogger("facepi.family")
+log = logging.getLogger(__name__)
 RETRIES = 5  # a change computed on a gallery another facepi changed meanwhile is recomputed this often
 
 
@@ -185,7 +185,7 @@ CORRECTION_MAX_LOSS = 0.10  # a correction may cost NAME at most this share of t
 def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, label: str, origin: str = "cli",
             models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
     """"That wasn't NAME": the faces are kept as evidence against NAME, whose accept distance tightens
-    just enough to exclude them (never looser than the gallery's rule; see workflow.recalibrate), and a
+    just enough to exclude them (never looser than the gallery's rule; see enrol.recalibrate), and a
     face nearer to them than to NAME is not NAME.
 
     A correction that would cost NAME more than CORRECTION_MAX_LOSS of their own enrolled photos is of

@@ -43,7 +43,6 @@ import hmac
 import json
 import logging
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +50,7 @@ import numpy as np
 
 from facepi.identity.gallery import Gallery, GalleryError, check_name, shown
 
-log = logging.getLogger("facepi.sync")
+log = logging.getLogger(__name__)
 
 VERSION = 1
 MAX_PAYLOAD = 1 << 20  # bytes: a larger message is refused unread
@@ -210,7 +209,7 @@ def parse(body: str, household: str, model: str | None, dim: int | None) -> Reco
 def blank_gallery(embedder: str | None = None, models_dir: str | os.PathLike[str] | None = None,
                   kind: str = "centroid", target_far: float | None = None) -> Gallery:
     """An empty gallery of the embedder in the model manifest (no model is loaded): what a facepi with no
-    gallery yet applies household records to (the same settings as ``workflow.new_gallery``)."""
+    gallery yet applies household records to (the same settings as ``facepi.identity.enrol.new_gallery``)."""
     from facepi.identity import classify
     from facepi.vision import runtime
 
@@ -222,9 +221,3 @@ def blank_gallery(embedder: str | None = None, models_dir: str | os.PathLike[str
         "embedder": spec.file,
         "precision": str(entry.get("precision", "?")), "alignment": pre.get("alignment", "crop"),
         "margin": int(pre.get("margin", 32))})
-
-
-def host_id() -> str:
-    return socket.gethostname()[:64] or "facepi"
-
-

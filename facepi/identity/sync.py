@@ -37,7 +37,7 @@ from facepi.identity.records import (
     verify,
 )
 
-log = logging.getLogger("facepi.sync")
+log = logging.getLogger(__name__)
 
 
 class _AppliedMeanwhile(Exception):
