@@ -17,8 +17,8 @@ FOUNDATION = {"facepi.config", "facepi.redact", "facepi.fileio", "facepi.models"
 MAX_LINES = 430  # "no module over ~400 lines"
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -35,15 +35,23 @@ def layer(mod: str) -> str:
     return "top"
 
 
-def imports(path: Path, known: set[str]) -> set[str]:
-    """Every facepi module ``path`` imports, at the top or inside a function."""
+def imports(path: Path, known: set[str], root: Path = ROOT) -> set[str]:
+    """Every facepi module ``path`` imports, at the top or inside a function, relative imports and
+    ``importlib.import_module("facepi....")`` included."""
     found: set[str] = set()
+    here = module_name(path, root).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
     for node in ast.walk(ast.parse(path.read_text())):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(filter(None, [base, node.module or ""]))
+            names = [module] + [f"{module}.{a.name}" for a in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) ==
+              "import_module" and node.args and isinstance(node.args[0], ast.Constant)):
+            names = [str(node.args[0].value)]
         for n in names:
             if n.startswith("facepi.") or n == "facepi":
                 while n not in known and "." in n:
@@ -100,6 +108,18 @@ def test_the_folders_are_the_pipeline():
 def test_every_module_fits_on_a_few_screens():
     long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_the_rule_sees_relative_and_dynamic_imports(tmp_path):
+    """The checks above can fail: an upward import written relatively or loaded by name is still seen."""
+    vision = tmp_path / "facepi" / "vision"
+    vision.mkdir(parents=True)
+    (vision / "x.py").write_text("from ..door import daemon\nfrom . import align\nimport importlib\n"
+                                 "importlib.import_module('facepi.cli')\n")
+    known = {"facepi", "facepi.door", "facepi.door.daemon", "facepi.cli", "facepi.vision", "facepi.vision.align",
+             "facepi.vision.x"}
+    assert imports(vision / "x.py", known, tmp_path) == {"facepi.door", "facepi.door.daemon", "facepi.vision",
+                                                         "facepi.vision.align", "facepi.cli"}
 
 
 def test_the_converter_lives_in_convert():
