@@ -23,9 +23,9 @@ from facepi.door.homeassistant import STRANGER as SHOWN
 from facepi.door.homeassistant import discovery, household_discovery, is_household, is_ours, person_key
 
 QUOTED = 'Anne "Annie" Smith'
-# FACEPI_HA_VENV: a Home Assistant venv elsewhere (default ./.venv-ha, as scripts/test.sh makes it). Popped: the
-# daemons started here inherit the environment, and facepi refuses FACEPI_* keys it does not know.
-HA_PYTHON = Path(os.environ.pop("FACEPI_HA_VENV", "") or ROOT / ".venv-ha") / "bin" / "python"
+# HA_VENV: a Home Assistant venv elsewhere (default ./.venv-ha, as scripts/test.sh makes it); not FACEPI_*,
+# which the daemons started by the tests would refuse as an unknown key.
+HA_PYTHON = Path(os.environ.get("HA_VENV", "") or ROOT / ".venv-ha") / "bin" / "python"
 
 
 def configs(people: list[str], snapshot: bool = True) -> dict[str, dict]:

@@ -408,3 +408,45 @@ def test_two_cameras_of_one_pi_share_its_gallery_in_the_household(real, tmp_path
     finally:
         for r in runs:
             r.stop()
+
+
+def test_junk_from_a_broker_client_stops_nothing(real, tmp_path, broker, caplog):
+    """Anyone on the broker without the key: deeply nested JSON (Python's parser raises RecursionError, not
+    ValueError), a flood of junk on many topics, a cleared retained record. The engines go on: a forget made
+    during the flood still arrives at once, the log stays a few lines, the cleared record is restored."""
+    from facepi.door import commands, doors
+
+    bomb = b"[" * 5000 + b"]" * 5000
+    with pytest.raises(sync.Refusal, match="not JSON"):
+        verify(KEY, bomb)
+    assert doors._door(bomb) is None
+    for parse_command in (commands.naming_request, commands.correction_request):
+        with pytest.raises(ValueError):
+            parse_command(("[" * 1000).encode().decode())
+    blank, rows = real
+    p = list(rows)
+    a, b = host(tmp_path, "a", blank), host(tmp_path, "b", blank)
+    runs = [adapter(a, broker), adapter(b, broker)]
+    junk = Subscriber(broker.port, topics=(f"{BASE}/gallery/+",), name="junk")
+    try:
+        enrol(a.path, p[0], *rows[p[0]], blank)
+        assert wait(lambda: p[0] in b.people())
+        caplog.clear()
+        for i in range(300):
+            junk.client.publish(f"{BASE}/gallery/{i:016x}", bomb if i % 2 else b"{junk", qos=0)
+        family.forget(a.path, p[0])
+        assert wait(lambda: p[0] not in b.people(), 10), "a forget was held up by junk"
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("facepi")]
+        assert len(warnings) <= 2 * 2 * 20, len(warnings)  # per engine: per reason, at most 20 topics said
+        assert not [r for r in caplog.records if r.exc_info], "a message raised out of the engine"
+        tomb = topic_for(BASE, p[0])
+        junk.client.publish(tomb, b"", qos=1, retain=True).wait_for_publish(5)  # the tombstone cleared
+        fresh = Subscriber(broker.port, topics=(tomb,), name="fresh")
+        try:
+            assert wait(lambda: any(fresh.on(tomb)), 10), "a cleared record was not restored"
+        finally:
+            fresh.close()
+    finally:
+        junk.close()
+        for r in runs:
+            r.stop()

@@ -44,16 +44,19 @@ def seen_payload(person: str, camera_id: str, camera_name: str, time: str) -> st
                       ensure_ascii=False)
 
 
-def _door(payload: bytes) -> tuple[bool, str] | None:
-    """(someone, availability topic) of a door message, or None for an empty (cleared) or malformed one."""
+def _door(payload: bytes, camera: str | None = None) -> tuple[bool, str] | None:
+    """(someone, availability topic) of a door message, or None for an empty (cleared) or malformed one, or
+    one whose camera is not the topic's."""
     try:
         d: Any = json.loads(payload) if payload else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a deeply nested array, from any client
         return None
-    if not isinstance(d, dict) or not isinstance(d.get("someone"), bool):
+    if not isinstance(d, dict) or not isinstance(d.get("someone"), bool) or \
+            (camera is not None and d.get("camera") != camera):
         return None
     avail = d.get("availability")
-    if not isinstance(avail, str) or not avail or len(avail) > MAX_TOPIC or any(c in avail for c in "+#\0"):
+    if not isinstance(avail, str) or not avail or len(avail) > MAX_TOPIC or any(c in avail for c in "+#\0") \
+            or not avail.endswith("/availability"):  # a command topic named here would be taken as a door's
         return None
     return d["someone"], avail
 
@@ -97,7 +100,8 @@ class Doors:
     def message(self, topic: str, payload: bytes) -> list[str]:
         doors = f"{self.prefix}/doors/"
         if topic.startswith(doors) and "/" not in topic[len(doors):]:
-            camera, door = topic[len(doors):], _door(payload)
+            camera = topic[len(doors):]
+            door = _door(payload, camera)
             if door is None:
                 self.doors.pop(camera, None)
                 return []

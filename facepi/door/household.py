@@ -22,6 +22,7 @@ from facepi.identity.records import gallery_digest
 from facepi.identity.sync import HouseholdSync
 
 SETTLE = 2.0  # seconds after the subscription is acknowledged before local changes are sent
+INBOX = 1000  # messages waiting for the engine; a flood beyond is dropped and counted
 log = logging.getLogger(__name__)
 
 
@@ -47,7 +48,8 @@ class MqttHouseholdSync:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=INBOX)
+        self.dropped = 0  # messages beyond INBOX (a flood): the retained ones come again at the next connect
         self.connected = False
         self.settle_at: float | None = None  # when the retained records will have arrived
         self.synced = False  # this connection's first outgoing() done
@@ -90,7 +92,10 @@ class MqttHouseholdSync:
         self.connected, self.settle_at, self.synced = False, None, False
 
     def _on_message(self, client, userdata, msg) -> None:
-        self.inbox.put((msg.topic, bytes(msg.payload)))
+        try:
+            self.inbox.put_nowait((msg.topic, bytes(msg.payload)))
+        except queue.Full:
+            self.dropped += 1
 
     # -- the caller's thread
     def start(self, thread: bool = True) -> None:
@@ -121,7 +126,10 @@ class MqttHouseholdSync:
         except queue.Empty:
             item = None
         while item is not None:
-            out += self.sync.incoming(*item)
+            try:
+                out += self.sync.incoming(*item)
+            except Exception:  # one message must never stop the others (nor a forget behind it)
+                log.exception("household: a message on %s could not be handled", item[0][:200])
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:

@@ -16,13 +16,7 @@ from paho.mqtt.client import MQTTErrorCode, MQTTMessageInfo
 
 from facepi.config import Config
 from facepi.door import homeassistant
-from facepi.door.commands import (
-    COMMAND_INTERVAL,
-    COMMANDS,
-    MAX_COMMAND_BYTES,
-    correction_request,
-    naming_request,
-)
+from facepi.door.commands import COMMANDS, CommandGate
 from facepi.door.doors import Doors, door_payload, seen_payload
 
 log = logging.getLogger(__name__)
@@ -70,6 +64,9 @@ def make_client(client_id: str, *, username: str | None = None, password: str | 
     if tls:
         client.tls_set(ca_certs=ca_file or None, certfile=cert_file or None, keyfile=key_file or None)
     client.reconnect_delay_set(1, int(max(1, reconnect_max)))
+    # a callback that raises (on a message any client may send) is logged by paho, never the end of its network
+    # thread: a dead thread would leave the link "connected" and deaf for good
+    client.suppress_exceptions = True
     return client
 
 
@@ -134,8 +131,7 @@ class MqttPublisher:
         self.on_command: Callable[[str], None] = lambda text: None
         self.on_name: Callable[[str, str], None] = lambda vid, name: None  # (visitor id, name)
         self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None  # "that wasn't X"
-        self.last_command: dict[str, float] = {}  # command kind -> when it last ran (its own rate limit)
-        self.retained_said: set[str] = set()  # command topics whose retained message was logged
+        self.gate = CommandGate(cfg.learning.enabled, self.answer)
         # the household on the dashboard ([household] id with discovery on): door.doors, homeassistant.household_*
         self.house = cfg.household_topic if cfg.household.id and m.discovery else ""
         self.doors = Doors(self.house)  # this daemon's view of the household's doors (under self.lock)
@@ -198,52 +194,19 @@ class MqttPublisher:
             self._command(msg.topic.rsplit("/", 1)[1], msg.payload, bool(msg.retain))
 
     def _command(self, kind: str, payload: bytes, retained: bool) -> None:
-        """A command on the camera's own command topics (broker ACLs decide who may send them).
-
-        A retained one is old: the broker hands it over on every (re)connect, so running it would
-        repeat a reload or a naming each time. It is ignored and logged once per topic."""
-        topic = self.topic(kind)
-        if retained:
-            if topic not in self.retained_said:
-                self.retained_said.add(topic)
-                log.warning("ignored a retained message on %s: commands are never retained (clear it with "
-                            "mosquitto_pub -r -n -t %s)", topic, topic)
+        """A command on the camera's own command topics (broker ACLs decide who may send them), once it has
+        passed every check (``commands.CommandGate``); done and answered by the daemon."""
+        passed = self.gate.check(kind, self.topic(kind), payload, retained)
+        if passed is None:
             return
-        if not payload:  # somebody clearing a retained command: nothing to do
-            return
-        if len(payload) > MAX_COMMAND_BYTES:
-            log.warning("ignored a %d-byte message on %s: commands are at most %d bytes", len(payload), topic,
-                        MAX_COMMAND_BYTES)
-            self.answer(kind, False, f"ignored: a {kind} message is at most {MAX_COMMAND_BYTES} bytes")
-            return
-        text = payload.decode("utf-8", "replace").strip()
-        if kind == "name_visitor" and not self.cfg.learning.enabled:
-            self.answer(kind, False, "not named: learning is off ([learning] enabled = false)")
-            return
-        if kind == "command" and text != "reload":
-            log.warning("ignored command %r on %s: the known command is 'reload'", text[:40], topic)
-            self.answer(kind, False, f"unknown command {text[:40]!r}: the known command is 'reload'")
-            return
-        try:  # parsed before the rate limit: junk from a client never uses up the household's slot
-            request = correction_request(text) if kind == "wrong_name" else \
-                naming_request(text) if kind == "name_visitor" else ()
-        except ValueError as e:
-            log.warning("%s refused: %s", kind, e)
-            self.answer(kind, False, f"{'not corrected' if kind == 'wrong_name' else 'not named'}: {e}")
-            return
-        now = time.monotonic()
-        if now - self.last_command.get(kind, float("-inf")) < COMMAND_INTERVAL:
-            log.warning("ignored a %s command: one per %.0f s", kind, COMMAND_INTERVAL)
-            self.answer(kind, False, f"ignored: at most one {kind} per {COMMAND_INTERVAL:.0f} s")
-            return
-        self.last_command[kind] = now
+        text, request = passed
         if kind == "command":
             log.info("command: reload the gallery")
             self.on_command(text)  # answered by the daemon once it has reloaded
         elif kind == "wrong_name":
-            self.on_wrong(*request)  # done and answered by the daemon
+            self.on_wrong(*request)
         else:
-            self.on_name(*request)  # done and answered by the daemon (name checks as enroll's)
+            self.on_name(*request)  # (name checks as enroll's)
 
     def answer(self, command: str, ok: bool, message: str, visitor: str | None = None) -> None:
         """A command's answer on ``learning``: done, or refused and why."""
@@ -396,8 +359,11 @@ class MqttPublisher:
             if not (msg.topic.startswith(f"{self.house}/doors/") or msg.topic in self.doors.online):
                 return False
             new = self.doors.message(msg.topic, bytes(msg.payload))
+            ours = door_payload(self.cfg.camera_id, self.doors.mine, self.topic("availability")).encode()
         if new:
             self.client.subscribe([(t, 1) for t in new])
+        if msg.topic == f"{self.house}/doors/{self.cfg.camera_id}" and bytes(msg.payload) != ours:
+            self._door()  # somebody else wrote (or cleared) this door: its own state again
         self.flush()  # `anyone`, if this view changed
         return True
 

@@ -210,7 +210,7 @@ class Gallery:
                                f"enrolled, e.g. sudo -u facepi)") from None
         except IsADirectoryError:
             raise GalleryError(f"{path}: is a folder, expected a gallery file (.npz)") from None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        except (OSError, ValueError, KeyError, RecursionError, zipfile.BadZipFile, json.JSONDecodeError) as e:
             raise GalleryError(f"{path}: not a facepi gallery ({type(e).__name__}: {e})") from None
         if header.get("format") != FORMAT:
             raise GalleryError(f"{path}: format {header.get('format')!r}, expected {FORMAT!r}")

@@ -43,6 +43,7 @@ import hmac
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +108,7 @@ def verify(key: bytes, payload: bytes) -> str:
         raise Refusal("too large", f"a {len(payload)}-byte record (at most {MAX_PAYLOAD})")
     try:
         env = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
         raise Refusal("malformed envelope", "not JSON") from None
     if not isinstance(env, dict) or not isinstance(env.get("body"), str) or set(env) != {"body", "hmac"}:
         raise Refusal("malformed envelope", 'expected {"body": "...", "hmac": "..."}')
@@ -161,7 +162,7 @@ def parse(body: str, household: str, model: str | None, dim: int | None) -> Reco
     """The record in a verified body, checked field by field; Refusal otherwise."""
     try:
         d = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Refusal("malformed body", "not JSON") from None
     if not isinstance(d, dict) or set(d) != BODY_KEYS:
         raise Refusal("malformed body", f"expected the keys {sorted(BODY_KEYS)}")
@@ -183,6 +184,8 @@ def parse(body: str, household: str, model: str | None, dim: int | None) -> Reco
     if not isinstance(lamport, int) or isinstance(lamport, bool) or not 0 < lamport < MAX_LAMPORT:
         raise Refusal("malformed body", "'lamport' is not a positive integer")
     host, when, origin = _text(d, "host", 64, 1), _text(d, "time", 64), _text(d, "origin", 32)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", host):  # a camera id: it goes into journals and logs
+        raise Refusal("malformed body", f"host {shown(host)}: expected a camera id")
     deleted, faces = d["deleted"], d["faces"]
     if not isinstance(deleted, bool) or not isinstance(faces, list) or len(faces) > MAX_FACES:
         raise Refusal("malformed body", f"'deleted' is not true/false, or 'faces' not a list of at most {MAX_FACES}")

@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -37,6 +38,8 @@ from facepi.identity.records import (
     verify,
 )
 
+REPAIR_SECONDS = 5.0  # a topic's winner is published again at most this often
+SAID = 20  # topics a refusal reason is logged for; the rest are only counted
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +72,7 @@ class HouseholdSync:
         self.sent = 0
         self.seen: dict[str, tuple[int, str]] = {}  # this session: topic -> newest (lamport, host) the broker gave
         self._said: set[tuple[str, str]] = set()
+        self.repaired: dict[str, float] = {}  # topic -> when its winner was last published again
 
     def __repr__(self) -> str:  # the key never shows
         return f"HouseholdSync({self.household!r}, host={self.host!r}, gallery={str(self.store.path)!r})"
@@ -190,8 +194,12 @@ class HouseholdSync:
         """A message from ``<topic>/gallery/+``: verified, then applied if it wins, ignored if already known,
         answered with the known winner if it is older (publish what this returns, retained). A person changed
         here and not sent yet keeps the local change (it goes out next, and wins)."""
-        if not payload:
-            return []  # a retained record cleared by hand; the next repair restores it
+        if not payload:  # a retained record cleared (by hand, or by someone on the broker): restored
+            with self.lock, self._txn() as con:
+                person = next((p for p, *_ in con.execute("SELECT person FROM household")
+                               if topic_for(self.base, p) == topic), None)
+                known = self._known(con, person) if person is not None else None
+            return self._repair(topic, known[3]) if known is not None else []
         self.store.migrate()  # an .npz gallery not imported yet is this facepi's own state: compared, not replaced
         try:
             body = verify(self._key, payload)
@@ -211,9 +219,8 @@ class HouseholdSync:
                     self.seen[topic] = max(self.seen.get(topic, (0, "")), known[:2] if rec.order < known[:2]
                                            else rec.order)
                     if rec.order < known[:2]:
-                        log.info("household: %s's record from %s (lamport %d) is older than the one known; "
-                                 "publishing that again", shown(rec.person), shown(rec.host), rec.lamport)
-                        return [(topic, known[3])]
+                        return self._repair(topic, known[3], f"{shown(rec.person)}'s record from "
+                                            f"{shown(rec.host)} (lamport {rec.lamport}) is older than the one known")
                     return []
                 self.seen[topic] = rec.order
                 local = self._rows(con, rec.person).get(rec.person, [])
@@ -293,8 +300,20 @@ class HouseholdSync:
         self.refused[r.reason] += 1
         self._say(r.reason, topic, f"household: refused a record on {topic}: {r.reason} ({r})")
 
+    def _repair(self, topic: str, winner: bytes, why: str = "the record was cleared") -> list[tuple[str, bytes]]:
+        """The known winner, to publish again on ``topic``: at most once per REPAIR_SECONDS per topic, so a
+        replay flood costs each facepi one message (and one log line) per topic, not one per replay."""
+        now = time.monotonic()
+        if now - self.repaired.get(topic, -REPAIR_SECONDS) < REPAIR_SECONDS:
+            return []
+        self.repaired[topic] = now
+        log.info("household: %s; publishing the winner again on %s", why, topic)
+        return [(topic, winner)]
+
     def _say(self, reason: str, where: str, text: str) -> None:
-        if (reason, where) not in self._said:
+        """Once per reason and topic, and at most SAID topics per reason: junk on a thousand topics is a
+        few lines, and counted in the status."""
+        if (reason, where) not in self._said and sum(r == reason for r, _ in self._said) < SAID:
             self._said.add((reason, where))
             log.warning("%s", text)
 

@@ -46,7 +46,7 @@ class Visitors:
         except FileNotFoundError:
             raise VisitorError(f"{path}: no visitors yet (the daemon keeps them with [learning] enabled = true)") \
                 from None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        except (OSError, ValueError, KeyError, RecursionError, zipfile.BadZipFile, json.JSONDecodeError) as e:
             raise VisitorError(f"{path}: not a facepi visitor store ({type(e).__name__}: {e})") from None
         if header.get("format") != FORMAT:
             raise VisitorError(f"{path}: format {header.get('format')!r}, expected {FORMAT!r}")
