@@ -18,8 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facepi.door.track import iou_matrix
 from facepi.vision import align, detect, runtime
+from facepi.vision.detect import iou_matrix
 from facepi.vision.images import list_images, read_rgb
 
 TARGETS = {

@@ -122,5 +122,12 @@ def test_the_rule_sees_relative_and_dynamic_imports(tmp_path):
                                                          "facepi.vision.align", "facepi.cli"}
 
 
+def test_the_converter_uses_only_the_vision_core():
+    """convert/ checks the models it makes with the on-device vision core, and nothing of the door service."""
+    known = set(modules())
+    used = {n for p in sorted((ROOT / "convert").glob("*.py")) for n in imports(p, known)}
+    assert used and all(layer(n) in ("vision", "foundation") for n in used), sorted(used)
+
+
 def test_the_converter_lives_in_convert():
     assert (ROOT / "convert" / "cli.py").exists() and not (ROOT / "facepi_convert").exists()

@@ -13,8 +13,8 @@ import numpy as np
 
 from facepi.config import Config
 from facepi.door.motion import MotionGate, region, window
-from facepi.door.track import Track, Tracker, iou_matrix
-from facepi.vision.detect import Detector
+from facepi.door.track import Track, Tracker
+from facepi.vision.detect import Detector, iou_matrix
 
 Region = tuple[int, int, int, int]
 

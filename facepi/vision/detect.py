@@ -62,6 +62,19 @@ def pyramid_scales(height: int, width: int, minsize: int, factor: float) -> list
     return scales
 
 
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU between boxes a (N, 4) and b (M, 4), [x1, y1, x2, y2]: the tracker and the converter's verifier
+    both compare boxes with it."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
 def nms(boxes: np.ndarray, threshold: float, method: str = "union") -> np.ndarray:
     """Greedy non-maximum suppression, returning kept indices, best first.
 
