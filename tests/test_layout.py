@@ -129,5 +129,15 @@ def test_the_converter_uses_only_the_vision_core():
     assert used and all(layer(n) in ("vision", "foundation") for n in used), sorted(used)
 
 
+def test_every_folder_of_the_package_ships_in_the_wheel():
+    """pyproject.toml lists the packages by name: a new folder left out would be missing from the wheel (a
+    stale build/ folder in a checkout can hide that; tests/test_packaging.py catches it on a clean clone)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {module_name(p.parent) for p in PACKAGE.rglob("__init__.py")}
+    assert folders <= listed, sorted(folders - listed)
+
+
 def test_the_converter_lives_in_convert():
     assert (ROOT / "convert" / "cli.py").exists() and not (ROOT / "facepi_convert").exists()
