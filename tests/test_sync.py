@@ -59,7 +59,7 @@ def enrol(path: Path, name: str, embs: np.ndarray, sources: list[str], blank: Ga
         recalibrate(g)
         return g, f"enrolled {name}", {"name": name}, None
 
-    family.change(path, "enrol", "cli", mutate)
+    family._change(path, "enrol", "cli", mutate)  # the guarded path, with rows instead of photos
 
 
 def host(tmp_path: Path, name: str, blank: Gallery) -> HouseholdSync:

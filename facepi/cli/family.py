@@ -14,8 +14,7 @@ from facepi.identity.store import load as load_gallery
 def enroll(args: argparse.Namespace) -> int:
     from facepi.fileio import check_writable
     from facepi.identity import family
-    from facepi.identity.enrol import check_fit, enroll, new_gallery, recalibrate
-    from facepi.identity.gallery import Gallery, check_name, wrong_model
+    from facepi.identity.gallery import check_name
     from facepi.identity.store import db_path
 
     name = check_name(args.name)  # before any work
@@ -31,34 +30,9 @@ def enroll(args: argparse.Namespace) -> int:
         pipeline = shared.pipeline(args, meta.get("alignment"), meta.get("margin"))
     else:
         pipeline = shared.pipeline(args, args.mode)
-    said: list[str] = []
-
-    def embed(current: Gallery | None):
-        if current is None:
-            gallery = new_gallery(pipeline, args.classifier or "centroid", args.target_far or 0.01)
-        else:
-            gallery = current
-            if gallery.model != pipeline.embedder.model_id:
-                raise wrong_model(path, gallery.model, pipeline.embedder.model_id)
-            changed = {k: v for k, v in (("classifier", args.classifier), ("target_far", args.target_far))
-                       if v is not None and v != gallery.meta.get(k)}
-            if changed:  # applied, and said: never silently ignored
-                check_fit(changed.get("classifier", gallery.meta.get("classifier", "centroid")),
-                          changed.get("target_far", gallery.meta.get("target_far", 0.01)))
-                gallery.meta.update(changed)
-                recalibrate(gallery, args.models)
-                said[:] = ["Gallery settings changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items())]
-        report = enroll(gallery, pipeline, name, args.photos, shared.progress("embedding"), force=args.force,
-                        largest_face=args.largest_face, models_dir=args.models, face=args.face)
-        reports[:] = [report]
-        return gallery, report
-
-    reports: list = []
-    try:
-        done = family.enrol(path, name, embed, "cli", args.force, {"largest_face": args.largest_face})
-    except family.Refused:
-        done = None
-    report = reports[0]
+    enrolled = family.enrol(path, name, pipeline, args.photos, "cli", args.force, args.classifier, args.target_far,
+                            args.largest_face, args.face, args.models, shared.progress("embedding"))
+    done, report, said = enrolled.done, enrolled.report, enrolled.settings
     for line in said:
         print(line)
     for f in report.failures:

@@ -1,12 +1,13 @@
 """The one guarded path for every change to who is family.
 
 Enrolling photos, naming a door visitor, forgetting someone, removing one photo,
-renaming, "that wasn't X", training a whole gallery and undoing any of these all go
-through :func:`change`: the gallery is read, changed in memory with the gallery's health
-checks (``facepi.identity.enrol.add_faces``), recalibrated, and written with its journal entry
-in one SQLite transaction (``facepi.identity.store``). Whether the change came from the command
-line, MQTT or Home Assistant is recorded; only the command line may ``force`` past a
-check, and a forced change records the problems it overrode.
+renaming, "that wasn't X", training a whole gallery, a household record and undoing
+any of these are the verbs below, and all go through one private function (``_change``):
+the gallery is read, changed in memory with the gallery's checks
+(``facepi.identity.enrol``), recalibrated, and written with its journal entry in one
+SQLite transaction (``facepi.identity.store``). Whether the change came from the
+command line, MQTT, Home Assistant or the household is recorded; only the command line
+may ``force`` past a check, and a forced change records the problems it overrode.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from facepi.identity.gallery import Gallery, GalleryError, check_name
+from facepi.identity.gallery import Gallery, GalleryError, check_name, wrong_model
 from facepi.identity.recent import last_recognition
 from facepi.identity.store import Change, Conflict, Store, open_store
 
@@ -49,7 +50,7 @@ class Done:
 Mutation = Callable[[Gallery | None], tuple[Gallery, str, dict[str, Any], Any]]
 
 
-def change(path: str | os.PathLike[str], what: str, origin: str, mutate: Mutation,
+def _change(path: str | os.PathLike[str], what: str, origin: str, mutate: Mutation,
            also: Callable[[sqlite3.Connection, int], None] | None = None) -> Done:
     """Read the gallery, ``mutate`` it (returns the gallery, a summary, the evidence and any result;
     raises to refuse), write it with its journal entry; recomputed if another writer came first."""
@@ -80,22 +81,60 @@ def _forced(report: Any, force: bool, origin: str) -> dict[str, Any]:
             "notes": report.notes, "failures": report.failures, "skipped": getattr(report, "skipped", [])}
 
 
-def enrol(path: str | os.PathLike[str], name: str, embed: Callable[[Gallery | None], tuple[Gallery, Any]],
-          origin: str = "cli", force: bool = False, options: dict[str, Any] | None = None) -> Done:
-    """Enrol through ``embed(current) -> (gallery changed in memory, EnrolReport)`` (facepi.identity.enrol.enroll
-    with the photos); refused if the report has problems, unless the CLI forces it."""
+@dataclass
+class Enrolment:
+    """What ``enrol`` did: the change (None: refused, nothing written), the enrolment's report (every photo
+    accounted for), and the gallery settings it changed, in words."""
+
+    done: Done | None
+    report: Any
+    settings: list[str]
+
+
+def enrol(path: str | os.PathLike[str], name: str, pipeline: Any, photos: list[Path], origin: str = "cli",
+          force: bool = False, classifier: str | None = None, target_far: float | None = None,
+          largest_face: bool = False, face: int | None = None, models_dir: str | os.PathLike[str] | None = None,
+          progress: Any = None) -> Enrolment:
+    """Enrol ``name`` from ``photos`` with ``pipeline`` (a ``FacePipeline``): every photo through the gallery's
+    checks (``facepi.identity.enrol.enroll``); refused if they find problems, unless the CLI forces it. The
+    first enrolment makes the gallery; ``classifier`` / ``target_far`` change an existing gallery's settings
+    (recalibrated, and said)."""
+    from facepi.identity.enrol import check_fit, enroll, new_gallery, recalibrate
+
     name = check_name(name)
+    out = Enrolment(None, None, [])
 
     def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
-        gallery, report = embed(current)
+        if current is None:
+            gallery = new_gallery(pipeline, classifier or "centroid", target_far or 0.01)
+        else:
+            gallery = current
+            if gallery.model != pipeline.embedder.model_id:
+                raise wrong_model(path, gallery.model, pipeline.embedder.model_id)
+            changed = {k: v for k, v in (("classifier", classifier), ("target_far", target_far))
+                       if v is not None and v != gallery.meta.get(k)}
+            if changed:  # applied, and said: never silently ignored
+                check_fit(changed.get("classifier", gallery.meta.get("classifier", "centroid")),
+                          changed.get("target_far", gallery.meta.get("target_far", 0.01)))
+                gallery.meta.update(changed)
+                recalibrate(gallery, models_dir)
+                out.settings = ["Gallery settings changed: " + ", ".join(f"{k} = {v}" for k, v in changed.items())]
+        report = out.report = enroll(gallery, pipeline, name, photos, progress, force=force,
+                                     largest_face=largest_face, models_dir=models_dir, face=face)
         if not report.added:
             raise Refused("nothing to add: " + "; ".join(report.problems or report.notes or report.failures
                                                            or ["no usable photo"]), report.problems)
         detail = _forced(report, force, origin) | {"name": name, "added": report.added,
-                                                   "photos": gallery.sources[-report.added:]} | (options or {})
+                                                   "photos": gallery.sources[-report.added:],
+                                                   "largest_face": largest_face}
         return gallery, f"enrolled {report.added} photo(s) of {name}", detail, report
 
-    return change(path, "enrol", origin, mutate)
+    try:
+        out.done = _change(path, "enrol", origin, mutate)
+    except Refused:
+        if out.report is None:
+            raise
+    return out
 
 
 def name_visitor(path: str | os.PathLike[str], vid: str, name: str, origin: str = "cli", force: bool = False,
@@ -136,7 +175,7 @@ def name_visitor(path: str | os.PathLike[str], vid: str, name: str, origin: str 
         if con.execute("UPDATE visitors SET named_by = ? WHERE id = ? AND named_by IS NULL", (cid, vid)).rowcount != 1:
             raise VisitorError(f"{vid}: no longer stored (forgotten, named or expired meanwhile)")
 
-    return change(path, "name visitor", origin, mutate, also=drop_visitor)
+    return _change(path, "name visitor", origin, mutate, also=drop_visitor)
 
 
 def _recalibrated(gallery: Gallery, models_dir: str | os.PathLike[str] | None) -> Gallery:
@@ -153,7 +192,7 @@ def forget(path: str | os.PathLike[str], name: str, origin: str = "cli",
         removed = g.remove(name)
         return _recalibrated(g, models_dir), f"forgot {name} ({removed} photo(s))", {"name": name}, removed
 
-    return change(path, "forget", origin, mutate)
+    return _change(path, "forget", origin, mutate)
 
 
 def remove_photo(path: str | os.PathLike[str], name: str, number: int, origin: str = "cli",
@@ -164,7 +203,7 @@ def remove_photo(path: str | os.PathLike[str], name: str, number: int, origin: s
         return (_recalibrated(g, models_dir), f"removed {name}'s photo {number} ({source})",
                 {"name": name, "photo": number, "source": source}, source)
 
-    return change(path, "remove photo", origin, mutate)
+    return _change(path, "remove photo", origin, mutate)
 
 
 def rename(path: str | os.PathLike[str], old: str, new: str, origin: str = "cli",
@@ -176,7 +215,7 @@ def rename(path: str | os.PathLike[str], old: str, new: str, origin: str = "cli"
         n = g.rename(old, new)
         return _recalibrated(g, models_dir), f"renamed {old} to {new} ({n} photo(s))", {"from": old, "to": new}, n
 
-    return change(path, "rename", origin, mutate)
+    return _change(path, "rename", origin, mutate)
 
 
 CORRECTION_MAX_LOSS = 0.10  # a correction may cost NAME at most this share of their own enrolled photos
@@ -221,7 +260,7 @@ def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, lab
                  "accept_after": after, "own_photos_named": [named_before, named_after, n],
                  "forced": bool(problems), "overrode": problems}, after)
 
-    return change(path, "correction", origin, mutate)
+    return _change(path, "correction", origin, mutate)
 
 
 def wrong_last(path: str | os.PathLike[str], name: str, origin: str = "cli",
@@ -248,7 +287,7 @@ def replace(path: str | os.PathLike[str], gallery: Gallery, what: str = "train",
         return (gallery, summary or f"{what}: {len(gallery.people)} people, {len(gallery.labels)} photos",
                 {"people": gallery.counts()}, None)
 
-    return change(path, what, origin, mutate)
+    return _change(path, what, origin, mutate)
 
 
 def apply_record(path: str | os.PathLike[str], person: str, faces: list[tuple[str, np.ndarray, str, str]] | None,
@@ -287,7 +326,7 @@ def apply_record(path: str | os.PathLike[str], person: str, faces: list[tuple[st
         detail = {"name": person, "removed": removed, "added": 0 if faces is None else len(faces)}
         return _recalibrated(g, models_dir), text, detail, None
 
-    return change(path, "household", origin, mutate, also=also)
+    return _change(path, "household", origin, mutate, also=also)
 
 
 def undo(path: str | os.PathLike[str], origin: str = "cli") -> tuple[Change, Change]:
