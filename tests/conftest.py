@@ -74,6 +74,16 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 
+def wait(predicate, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` every 50 ms until it holds or ``timeout`` s have passed: a deadline, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

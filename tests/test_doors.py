@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Broker, Lines, Subscriber, free_port, one_face_photos
+from conftest import ROOT, Broker, Lines, Subscriber, free_port, one_face_photos, wait
 
 from facepi.identity.records import Record, body_of, sign, topic_for
 from facepi.identity.store import Store
@@ -33,15 +33,6 @@ DOORS = ("front", "back", "garage")
 FAMILY = ("ben_afflek", "elton_john")
 VISITOR = "madonna"  # at every door, enrolled on front
 FPS = 5  # low: three daemons share two cores
-
-
-def wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 def cli(*args: str) -> subprocess.Popen:

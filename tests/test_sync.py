@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Broker, Subscriber
+from conftest import Broker, Subscriber, wait
 
 from facepi import config
 from facepi.door.household import MqttHouseholdSync
@@ -98,15 +98,6 @@ def deliver(hosts: list[HouseholdSync], messages: list[tuple[str, bytes]], rng: 
             rng.shuffle(mine)
             for topic, payload in mine:
                 pending += h.incoming(topic, payload)
-
-
-def wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 # ------------------------------------------------------------------ records: signed, checked, refused
