@@ -76,11 +76,12 @@ class Daemon:
         self._log_backends()
         r = cfg.recognition
         self.tracker = Tracker(iou=r.iou, visit_gap=r.visit_gap, vote_frames=r.vote_frames,
-                               reidentify_seconds=r.reidentify_seconds, cooldown=r.cooldown, track_gap=r.track_gap,
+                               reidentify_seconds=r.reidentify_seconds, cooldown=r.cooldown,
+                               confirm_seconds=r.confirm_seconds, track_gap=r.track_gap,
                                presence_hold=r.presence_hold, split_distance=self._split_distance(),
                                unknown_min_frames=r.unknown_min_frames, min_face_score=r.min_face_score,
                                max_landmark_error=r.max_landmark_error, min_face_in_view=r.min_face_in_view,
-                               min_face_width=float(det.minsize))
+                               min_face_width=float(det.minsize), threshold=self.recognizer.classifier.threshold)
         self.publisher = make_publisher(cfg)
         src = cfg.source
         self.source_name = mask(src.uri)
@@ -280,6 +281,7 @@ class Daemon:
             return
         self.recognizer, self.reload_error = rec, None
         self.tracker.split_distance = self._split_distance()
+        self.tracker.threshold = rec.classifier.threshold
         self.publisher.set_people(rec.gallery.people)
         log.info("%s: gallery reloaded", why)
         if "command" in why:
@@ -337,6 +339,9 @@ class Daemon:
                 "embed_ms_p50": _pct(self.emb_ms, 50), "embed_ms_p95": _pct(self.emb_ms, 95),
                 "latency_ms_p50": _pct(self.announcer.latency_ms, 50),
                 "latency_ms_p95": _pct(self.announcer.latency_ms, 95),
+                "time_to_name_ms_p50": _pct(self.announcer.time_to_name_ms, 50),
+                "time_to_name_ms_p95": _pct(self.announcer.time_to_name_ms, 95),
+                "corrections": self.tracker.corrections,
                 "frames": self.frames, "frames_dropped": self.capture.dropped,
                 "detect_share": round(self.gating.detected / self.frames, 3) if self.frames else None,
                 "source": self.stalled or self.capture.state, "source_failures": self.capture.failures,
