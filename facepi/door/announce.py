@@ -97,12 +97,19 @@ class Announcer:
         log.info("event %d: %s%s (distance %.3f, track %d)", self.seq, d.name,
                  f" (correction: was {event['was']})" if event.get("type") == "correction" else "", d.distance,
                  tr.id)
-        if d.name != UNKNOWN and tr.embeddings:  # what a "that wasn't X" for this event would correct
-            face = vote(tr.embeddings, tr.weights)
+        face = vote(tr.embeddings, tr.weights) if d.name != UNKNOWN and tr.embeddings else None
+        if face is not None:  # what a "that wasn't X" for this event would correct
             self.recognized.append((self.run_id, self.seq, d.name, face, event["timestamp"]))
-            if store.exists(self.cfg.recognition.gallery):  # for `facepi gallery wrong NAME` (never migrates)
-                db, camera = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id
-                self.store_worker.submit(lambda: recent.remember(db, d.name, face, camera), lambda _: None)
+        if store.exists(self.cfg.recognition.gallery):  # `facepi gallery wrong NAME / --event SEQ` (never migrates)
+            db, camera, run, seq, name = (store.Store(self.cfg.recognition.gallery), self.cfg.camera_id,
+                                          self.run_id, self.seq, d.name)
+
+            def remember() -> None:
+                recent.remember_event(db, run, seq, name, face, camera)
+                if face is not None:
+                    recent.remember(db, name, face, camera)
+
+            self.store_worker.submit(remember, lambda _: None)
 
     def frame_done(self, t: float) -> None:
         """A frame of time ``t`` was processed: the clock presence runs on."""

@@ -159,6 +159,7 @@ class Daemon:
         self.publisher.on_command = lambda text: self.reloads.ask("command")  # "Reload gallery" on the dashboard
         self.publisher.on_name = self.learning.ask_naming  # from paho's thread to the visitors thread
         self.publisher.on_wrong = self.learning.ask_correction  # "Wrong name" on the dashboard: to the loop
+        self.publisher.on_show = self.learning.ask_show  # the dashboard's visitor select
         self.learning.start()
         self.publisher.set_people(self.recognizer.gallery.people)
         self.publisher.start()

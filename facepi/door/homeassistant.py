@@ -48,6 +48,8 @@ NAMING_TEMPLATE = '{{ {"visitor": state_attr(entity_id, "visitor"), "name": valu
 # ``visitor_info`` cleared (empty retained) must clear the id too: Home Assistant keeps the old
 # attributes when a payload is not JSON, and a naming would then go to a visitor no longer shown.
 INFO_ATTRIBUTES = "{{ value if value else '{}' }}"
+EVENT_TYPES = ("recognized", "unknown", "correction")  # the Recognition event entity's types
+NO_VISITOR = "None"  # the visitor select's state (and only option) when no visitor is stored: HA's "no value"
 
 
 def literal(text: str) -> str:
@@ -62,7 +64,7 @@ def person_key(name: str) -> str:
 
 
 def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: list[str],
-              snapshot: bool, learning: bool = False) -> dict[str, dict[str, Any]]:
+              snapshot: bool, learning: bool = False, visitors: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Every discovery config: topic -> payload."""
     uid = f"facepi_{camera_id}"
     device = {"identifiers": [uid], "name": camera_name, "manufacturer": "facepi",
@@ -79,16 +81,18 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
         return entity("sensor", key, name=name, state_topic=f"{base}/status", value_template=template,
                       entity_category="diagnostic", **fields)
 
-    event_json = ('{{ {"event_type": "unknown" if value_json.name == "unknown" else "recognized", '
-                  '"name": value_json.name, "score": value_json.score, "distance": value_json.distance, '
-                  '"camera": value_json.camera, "timestamp": value_json.timestamp, "box": value_json.box} '
-                  '| tojson }}')
+    # the event's own type (recognized, unknown, correction); an event of an older facepi has none
+    event_json = ('{{ {"event_type": value_json.type if value_json.type is defined else '
+                  '("unknown" if value_json.name == "unknown" else "recognized"), '
+                  '"name": value_json.name, "was": value_json.was | default(none), "score": value_json.score, '
+                  '"distance": value_json.distance, "camera": value_json.camera, "timestamp": value_json.timestamp, '
+                  '"box": value_json.box, "seq": value_json.seq, "run": value_json.run} | tojson }}')
     configs = dict([
         entity("sensor", "last_person", name="Last person", state_topic=f"{base}/last",
                value_template=f'{{{{ {literal(STRANGER)} if value_json.name == "unknown" else value_json.name }}}}',
                json_attributes_topic=f"{base}/last", icon="mdi:account-eye"),
         entity("event", "recognition", name="Recognition", state_topic=f"{base}/event",
-               event_types=["recognized", "unknown"], value_template=event_json, device_class="motion",
+               event_types=list(EVENT_TYPES), value_template=event_json, device_class="motion",
                icon="mdi:face-recognition"),
         entity("binary_sensor", "someone", name="Someone in view", state_topic=f"{base}/person",
                value_template="{{ 'ON' if value_json | length > 0 else 'OFF' }}", device_class="occupancy"),
@@ -109,6 +113,13 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
                    state_class="total_increasing"),
         diagnostic("frames_dropped", "Frames dropped", "{{ value_json.frames_dropped }}",
                    state_class="total_increasing"),
+        diagnostic("time_to_name", "Time to name p95", "{{ value_json.time_to_name_ms_p95 }}",
+                   unit_of_measurement="ms", device_class="duration", state_class="measurement"),
+        diagnostic("corrections", "Corrections", "{{ value_json.corrections }}", state_class="total_increasing"),
+        # every command's answer, on a topic of its own: the next visit's notice never overwrites it
+        entity("sensor", "answer", name="Last command", state_topic=f"{base}/answer",
+               value_template="{{ value_json.message }}", json_attributes_topic=f"{base}/answer",
+               icon="mdi:message-reply-text"),
         diagnostic("people", "People enrolled", "{{ value_json.people }}", icon="mdi:account-group"),
         diagnostic("model", "Model", "{{ value_json.model }}", icon="mdi:brain"),
     ])
@@ -122,7 +133,13 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
     if learning and snapshot:
         configs.update([
             entity("image", "last_visitor", name="Last unknown visitor", image_topic=f"{base}/visitor",
-                   content_type="image/jpeg", json_attributes_topic=f"{base}/visitor_info"),
+                   content_type="image/jpeg", json_attributes_topic=f"{base}/visitor_info",
+                   json_attributes_template=INFO_ATTRIBUTES),
+            # any stored visitor, not only the newest: choosing one shows its picture (and id) above
+            entity("select", "visitor", name="Visitor shown", command_topic=f"{base}/show_visitor",
+                   state_topic=f"{base}/visitor_info", options=list(visitors or [NO_VISITOR]),
+                   value_template=f"{{% if value %}}{{{{ value_json.visitor }}}}{{% else %}}{NO_VISITOR}{{% endif %}}",
+                   icon="mdi:account-search"),
             entity("text", "name_visitor", name="Name this visitor", command_topic=f"{base}/name_visitor",
                    command_template=NAMING_TEMPLATE, json_attributes_topic=f"{base}/visitor_info",
                    json_attributes_template=INFO_ATTRIBUTES, min=1, max=64, mode="text", icon="mdi:account-plus"),

@@ -21,6 +21,7 @@ from facepi.door.doors import Doors, door_payload, seen_payload
 
 log = logging.getLogger(__name__)
 STATE_SLACK = 256  # paho's queue bound beyond queue_size: the state topics and discovery configs
+OWNED = ("visitor", "visitor_info")  # retained topics the daemon restores if someone else writes them
 
 
 AUTH_FAILURES = ("Bad user name or password", "Not authorized")
@@ -127,10 +128,13 @@ class MqttPublisher:
         self.closing = False
         self.discovery_topic = f"{m.discovery_prefix}/status"
         self.people: list[str] = []
+        self.visitors: list[str] = []  # the stored visitors' ids (the dashboard's visitor select)
+        self.owned: dict[str, bytes] = {}  # retained topics only this daemon writes -> what it wrote (restored)
         self.discovered: set[str] = set()
         self.on_command: Callable[[str], None] = lambda text: None
         self.on_name: Callable[[str, str], None] = lambda vid, name: None  # (visitor id, name)
         self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None  # "that wasn't X"
+        self.on_show: Callable[[str], None] = lambda vid: None  # the dashboard chose a stored visitor
         self.gate = CommandGate(cfg.learning.enabled, self.answer)
         # the household on the dashboard ([household] id with discovery on): door.doors, homeassistant.household_*
         self.house = cfg.household_topic if cfg.household.id and m.discovery else ""
@@ -153,7 +157,8 @@ class MqttPublisher:
         self.problem = None
         log.info("connected to MQTT broker %s:%d", m.host, m.port)
         self._state("availability", "online", 1)
-        client.subscribe([(self.topic(kind), 1) for kind in COMMANDS])
+        client.subscribe([(self.topic(kind), 1) for kind in COMMANDS] +
+                         [(self.topic(leaf), 1) for leaf in OWNED if self.cfg.learning.enabled])
         if m.discovery:
             ours = homeassistant.discovery_filter(m.discovery_prefix, self.cfg.camera_id)  # to clear stale ones
             client.subscribe([(self.discovery_topic, 1), (ours, 1)])
@@ -192,6 +197,18 @@ class MqttPublisher:
                 self.flush()
         elif msg.topic in [self.topic(kind) for kind in COMMANDS]:
             self._command(msg.topic.rsplit("/", 1)[1], msg.payload, bool(msg.retain))
+        elif msg.topic in [self.topic(leaf) for leaf in OWNED]:
+            self._restore(msg.topic.rsplit("/", 1)[1], bytes(msg.payload))
+
+    def _restore(self, leaf: str, payload: bytes) -> None:
+        """The dashboard's visitor and the id a naming is sent for are the daemon's alone: anything else written
+        there (a forged ``visitor_info`` sends a naming elsewhere) is replaced at once, as ``doors/<camera>`` is."""
+        with self.lock:
+            ours = self.owned.get(leaf)
+        if ours is None or payload == ours or leaf in self.waiting:
+            return
+        log.warning("%s was written by someone else: restored", self.topic(leaf))
+        self._state(leaf, ours, 1)
 
     def _command(self, kind: str, payload: bytes, retained: bool) -> None:
         """A command on the camera's own command topics (broker ACLs decide who may send them), once it has
@@ -205,12 +222,16 @@ class MqttPublisher:
             self.on_command(text)  # answered by the daemon once it has reloaded
         elif kind == "wrong_name":
             self.on_wrong(*request)
+        elif kind == "show_visitor":
+            self.on_show(request)
         else:
             self.on_name(*request)  # (name checks as enroll's)
 
     def answer(self, command: str, ok: bool, message: str, visitor: str | None = None) -> None:
-        """A command's answer on ``learning``: done, or refused and why."""
-        self.learning({"ok": ok, "command": command, "message": message} | ({"visitor": visitor} if visitor else {}))
+        """A command's answer on ``answer`` (retained, each one sent; not ``learning``, where the next visit's
+        notice would overwrite it): done, or refused and why."""
+        payload = {"ok": ok, "command": command, "message": message} | ({"visitor": visitor} if visitor else {})
+        self._publish(self.topic("answer"), json.dumps(payload), 1, True)
 
     def _say(self, text: str, level: int) -> None:
         """Log a connection problem once per change, not on every retry."""
@@ -280,13 +301,29 @@ class MqttPublisher:
         self._state("status", json.dumps(payload), 0)
 
     def snapshot(self, jpeg: bytes) -> None:
-        self._state("snapshot", jpeg, 0)  # retained, the newest only: the dashboard's image entity
+        """Retained (the dashboard's image), handed to paho at once at the event's QoS: on the broker before the
+        event published next, so a notification built on the event shows this face."""
+        info = self._publish(self.topic("snapshot"), jpeg, self.cfg.mqtt.qos, True)
+        with self.lock:
+            self.waiting.pop("snapshot", None)
+            self.in_paho["snapshot"] = info
 
     def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:
         """The visitor shown on the dashboard ("Last unknown visitor") and which one it is, both
         retained; ``b""`` and None clear both from the broker (empty retained messages)."""
+        text = json.dumps(info) if info else ""
+        with self.lock:
+            self.owned |= {"visitor": jpeg, "visitor_info": text.encode()}
         self._state("visitor", jpeg, 1)
-        self._state("visitor_info", json.dumps(info) if info else "", 1)
+        self._state("visitor_info", text, 1)
+
+    def set_visitors(self, ids: list[str]) -> None:
+        """The stored visitors (the dashboard's visitor select lists them); discovery again if they changed."""
+        if ids != self.visitors:
+            self.visitors = list(ids)
+            if self.cfg.mqtt.discovery and self.connected:
+                self._publish_discovery()
+                self.flush()
 
     def learning(self, payload: dict[str, Any]) -> None:
         """Retained, and every one sent (not coalesced like the state topics): each command's answer counts."""
@@ -310,7 +347,7 @@ class MqttPublisher:
     def discovery_messages(self) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
         configs = homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
-                                          self.people, cfg.mqtt.snapshot, cfg.learning.enabled)
+                                          self.people, cfg.mqtt.snapshot, cfg.learning.enabled, self.visitors)
         if self.house:
             configs |= homeassistant.household_discovery(cfg.household.id, self.house, cfg.mqtt.discovery_prefix,
                                                          self.people)

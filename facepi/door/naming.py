@@ -60,8 +60,9 @@ def share(looks: Sequence[Look], name: str) -> float:
 def sure_name(looks: Sequence[Look], vote: str, confirm_seconds: float, final: bool = False) -> str | None:
     """The member this track may be announced as now, else None.
 
-    ``vote``: the answer for the vote of the recent looks. ``final``: the track ends now (end of a file, a scene cut, a photo of
-    a folder), so it cannot be looked at for longer: the span is waived, the agreement is not."""
+    ``vote``: the answer for the vote of the recent looks. ``final``: the track ends now (end of a file,
+    a scene cut, a photo of a folder), so it cannot be looked at for longer: the span is waived, the
+    agreement is not."""
     if vote == UNKNOWN or not looks:
         return None
     recent = looks[-WINDOW:]

@@ -6,7 +6,8 @@ Topics under ``<base>`` (default ``facepi/<camera_id>``): ``availability``
 shutdown), ``event`` (one JSON message per recognition), ``person`` (retained:
 names in view), ``status`` (retained health), optional ``snapshot`` (JPEG); with learning on,
 ``visitor`` (retained JPEG, only with ``mqtt.snapshot``), ``visitor_info`` (retained: which visitor
-that image shows) and ``learning`` (retained: every command's answer).
+that image shows), ``learning`` (retained: what the last visit did) and ``answer`` (retained: every
+command's answer).
 Commands arrive on ``command`` (``reload``) and ``name_visitor`` (JSON ``{"visitor": "V7", "name":
 "alice"}``); retained ones are ignored (they would run again on every reconnect), each kind has its
 own rate limit, and every command is answered on ``learning``.
@@ -43,6 +44,7 @@ class StdoutPublisher:
         self.on_command: Callable[[str], None] = lambda text: None
         self.on_name: Callable[[str, str], None] = lambda vid, name: None
         self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None
+        self.on_show: Callable[[str], None] = lambda vid: None
 
     def start(self) -> None:
         pass
@@ -67,6 +69,9 @@ class StdoutPublisher:
         pass
 
     def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:
+        pass
+
+    def set_visitors(self, ids: list[str]) -> None:
         pass
 
     def learning(self, payload: dict[str, Any]) -> None:

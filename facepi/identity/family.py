@@ -222,7 +222,8 @@ CORRECTION_MAX_LOSS = 0.10  # a correction may cost NAME at most this share of t
 
 
 def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, label: str, origin: str = "cli",
-            models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
+            models_dir: str | os.PathLike[str] | None = None, force: bool = False,
+            also: Callable[[sqlite3.Connection, int], None] | None = None) -> Done:
     """"That wasn't NAME": the faces are kept as evidence against NAME, whose accept distance tightens
     just enough to exclude them (never looser than the gallery's rule; see enrol.recalibrate), and a
     face nearer to them than to NAME is not NAME.
@@ -260,7 +261,34 @@ def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, lab
                  "accept_after": after, "own_photos_named": [named_before, named_after, n],
                  "forced": bool(problems), "overrode": problems}, after)
 
-    return _change(path, "correction", origin, mutate)
+    return _change(path, "correction", origin, mutate, also)
+
+
+def wrong_event(path: str | os.PathLike[str], seq: int, run: str | None = None, name: str | None = None,
+                origin: str = "cli", models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
+    """"That wasn't X" for the door's event ``seq`` (of ``run``; None: the newest run with that seq), any of
+    the last recent.EVENTS: accepted once per event (a replay is refused), never on an ``unknown`` one."""
+    from facepi.identity import recent
+
+    store = Store(path)
+    ev = recent.event(store, seq, run)
+    if ev is None:
+        raise Refused(f"no event {seq}{f' of run {run}' if run else ''} among the door's last {recent.EVENTS} "
+                      f"(facepi gallery log shows what was corrected)")
+    if ev.person == "unknown" or ev.embedding is None:
+        raise Refused(f"event {seq} was a stranger (unknown): there is no name to correct")
+    if name is not None and name != ev.person:
+        raise Refused(f"event {seq} named {ev.person}, not {name}")
+    if ev.corrected_by is not None:
+        raise Refused(f"event {seq} ({ev.person}) was corrected already (change {ev.corrected_by}); "
+                      f"a correction counts once")
+
+    def once(con: sqlite3.Connection, cid: int) -> None:
+        if not recent.mark_corrected(con, ev.run, ev.seq, cid):
+            raise Refused(f"event {seq} ({ev.person}) was corrected already; a correction counts once")
+
+    return correct(path, ev.person, ev.embedding[None], f"event {seq} at {ev.camera}, {ev.at}", origin, models_dir,
+                   force, once)
 
 
 def wrong_last(path: str | os.PathLike[str], name: str, origin: str = "cli",
