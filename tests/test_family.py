@@ -271,7 +271,7 @@ def test_wrong_name_from_the_dashboard_lands_on_the_recognition_shown(broker, ho
     store.open_store(home)  # as after any enrol: the daemon records its recognitions for `gallery wrong`
     sub = Subscriber(broker.port)
     proc = run_daemon(["--source", str(video), "--classifier", str(home), "--mqtt-host", "127.0.0.1",
-                       "--mqtt-port", str(broker.port)], env={"FACEPI_RECOGNITION_THRESHOLD": "0.99"})
+                       "--mqtt-port", str(broker.port)], env={"FACEPI_RECOGNITION_THRESHOLD": "1.1"})
     answers = lambda: [json.loads(p) for p in sub.on(f"{base}/answer")  # noqa: E731
                        if json.loads(p).get("command") == "wrong_name"]
     events = lambda: sub.events(f"{base}/event")  # noqa: E731
