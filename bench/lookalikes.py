@@ -95,7 +95,11 @@ def visit(module, confirm: float | None, embeddings: np.ndarray, hold: int,
     for k in range(len(frames) + int(AWAY * FPS)):
         t = k / FPS
         boxes, lms = (BOX, LANDMARKS) if k < len(frames) else empty
-        for track in tr.update(boxes, lms, t, (640, 480)):
+        seen = tr.update(boxes, lms, t, (640, 480))
+        for track in getattr(tr, "ended", []):  # left view while a name was being confirmed: settled now
+            if out := tr.announce(track, track.last_t, final=True):
+                said.append((out.kind, out.name, t))
+        for track in seen:
             if tr.wants_embedding(track, t):
                 track = tr.add_embedding(track, frames[k], t, lambda e: clf.predict(e[None])[0])
             out = tr.announce(track, t)

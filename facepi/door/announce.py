@@ -71,6 +71,14 @@ class Announcer:
                                                                                              final=True)):
                 self.say(tr, said, now)
 
+    def ended(self, captured: float) -> None:
+        """Tracks that left view while their name was being confirmed: decided on what was seen (their
+        frame is gone, so no snapshot), never dropped silently."""
+        for tr in self.tracker.ended:
+            if not self.cfg.recognition.debug_every_frame and (said := self.tracker.announce(tr, tr.last_t,
+                                                                                             final=True)):
+                self.say(tr, said, captured)
+
     def say(self, tr: Track, said: Announcement, captured: float, rgb: np.ndarray | None = None) -> None:
         assert tr.decision is not None
         d = tr.decision

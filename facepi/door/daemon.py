@@ -306,6 +306,7 @@ class Daemon:
         while self.frame_times and now - self.frame_times[0] > FPS_WINDOW:
             self.frame_times.popleft()
         visible = self.tracker.update(boxes, points, t, (rgb.shape[1], rgb.shape[0]))
+        self.announcer.ended(captured)
         debug = self.cfg.recognition.debug_every_frame
         todo = [tr for tr in visible if self.tracker.wants_embedding(tr, t) or debug]
         if todo:

@@ -6,10 +6,12 @@ smooths over frames, but by itself it let a look-alike through: three frames who
 inside a member's threshold named a stranger "kit", one second before the same track said
 "unknown" (issue 24). So a member's name needs agreeing evidence:
 
-- the looks naming them span at least ``confirm_seconds`` (the household's one setting, "how sure
+- the looks naming them (clear of the threshold: within ``CLEAR`` of it, where a look-alike's best
+  frames hardly ever are) span at least ``confirm_seconds`` (the household's one setting, "how sure
   before a name": one lucky view, however many frames it lasts, names nobody), and
 - they are at least ``AGREE`` of the track's recent looks (mostly is not enough: the look-alike's
-  frames *mostly* fall outside), and
+  frames *mostly* fall outside) -- or, for a face inside the threshold but not clear of it, every
+  recent look agrees, over ``NEAR`` x ``confirm_seconds``, and
 - the vote of those recent looks (their quality-weighted mean embedding) names them too: a look-alike's
   few frames inside the threshold sit just inside it, and the others pull the mean out.
 
@@ -35,6 +37,7 @@ from facepi.identity.classify import UNKNOWN
 AGREE = 2 / 3  # share of the recent looks that must name a member before the name is said
 WINDOW = 12  # the recent looks a share is taken over
 CLEAR = 0.9  # a look names a member only within this share of the threshold (not just inside it)
+NEAR = 2.0  # looks inside the threshold but not clear of it name a member only if all agree, this much longer
 HOLD_SECONDS = 1.0  # past the unknown gate, "someone at the door" waits at most this long for a leaning name
 
 
@@ -42,6 +45,7 @@ HOLD_SECONDS = 1.0  # past the unknown gate, "someone at the door" waits at most
 class Look:
     t: float  # the frame's time
     name: str  # the classifier's answer for this frame alone (a member or unknown), clear of the threshold
+    inside: str  # ... inside the threshold, however near it
     embedding: np.ndarray  # the frame's face, for the vote of the recent looks
     weight: float  # its say in that vote (detector score x face size)
 
@@ -66,12 +70,13 @@ def sure_name(looks: Sequence[Look], vote: str, confirm_seconds: float, final: b
     if vote == UNKNOWN or not looks:
         return None
     recent = looks[-WINDOW:]
-    agreeing = [look.t for look in recent if look.name == vote]
-    if not agreeing or share(recent, vote) < AGREE:
-        return None
-    if not final and agreeing[-1] - agreeing[0] < confirm_seconds:
-        return None
-    return vote
+    clear = [look.t for look in recent if look.name == vote]
+    if clear and share(recent, vote) >= AGREE and (final or clear[-1] - clear[0] >= confirm_seconds):
+        return vote
+    inside = [look.t for look in recent if look.inside == vote]  # near the threshold: every look, for longer
+    if len(inside) == len(recent) and (final or inside[-1] - inside[0] >= NEAR * confirm_seconds):
+        return vote
+    return None
 
 
 def leaning(looks: Sequence[Look], vote: str) -> bool:

@@ -156,12 +156,16 @@ class Tracker:
     next_id: int = 1
     splits: int = 0
     corrections: int = 0  # names taken back (correction events)
+    ended: list[Track] = field(default_factory=list)  # the last update's ended tracks, never announced
 
     def update(self, boxes: np.ndarray, landmarks: np.ndarray, t: float,
                frame_size: tuple[int, int] | None = None) -> list[Track]:
         """Match this frame's faces ([x1, y1, x2, y2, score] rows; frame_size (w, h)) to tracks;
         returns the tracks in view."""
         live = [tr for tr in self.tracks.values() if t - tr.last_t <= self.track_gap]
+        # tracks that end now, held back while a name was being confirmed: the announcer settles them
+        self.ended = [tr for tr in self.tracks.values() if t - tr.last_t > self.track_gap and tr.announced is None
+                      and tr.decision is not None and tr.frames >= self.unknown_min_frames]
         for tr in self.tracks.values():
             if t - tr.last_t > self.track_gap and self.ignored(tr):
                 self._reject(tr)
@@ -250,8 +254,8 @@ class Tracker:
             self.splits += 1
         tr.embeddings = (tr.embeddings + [embedding])[-self.vote_frames:]
         tr.weights = (tr.weights + [tr.weight])[-self.vote_frames:]
-        tr.looks = (tr.looks + [Look(t, self._clearly(decide(embedding)), embedding, tr.weights[-1])]
-                    )[-naming.WINDOW:]
+        p = decide(embedding)
+        tr.looks = (tr.looks + [Look(t, self._clearly(p), p.name, embedding, tr.weights[-1])])[-naming.WINDOW:]
         tr.agreed = decide(vote(*naming.recent_faces(tr.looks)))
         tr.last_embed_t = t
         if len(tr.embeddings) >= self.vote_frames:
