@@ -4,21 +4,25 @@ One device per camera ("Front door"), with:
 - **Last person** (sensor, retained ``last`` topic: survives a Home Assistant restart
   without re-firing anything); a stranger is the state ``Stranger``, never HA's
   own ``unknown`` (which means "no value" and leaves a gap in history);
-- **Recognition** (event entity on the ``event`` topic: fires once per announcement,
-  ``recognized`` or ``unknown``, attributes name, score, distance, camera, timestamp, box);
+- **Recognition** (event entity on the ``event`` topic: fires once per announcement, the event's
+  ``type``: ``recognized``, ``unknown`` or ``correction``; attributes name, was, score, distance, camera,
+  timestamp, box, seq, run);
 - **Someone in view** and one presence binary_sensor per enrolled person, from the
   retained ``person`` topic; they follow the gallery (added on enrol, removed on forget);
 - **Snapshot** (image entity, only with ``mqtt.snapshot = true``: the frame of each
   announcement with the face box drawn);
 - diagnostics from the ``status`` topic (fps, latency p95, source, frames and events
   dropped, gallery size, model) and a **Reload gallery** button (``command`` topic);
-- with ``[learning]`` on: **Learning** (sensor: every command's answer, what the last visit or
-  naming did, or why it was refused); with ``mqtt.snapshot`` on as well (a visitor's face leaves
+- **Last command** (sensor on ``answer``: every command's answer, on a topic of its own so the next
+  visit's notice never overwrites it);
+- with ``[learning]`` on: **Learning** (sensor: what the last visit did); with ``mqtt.snapshot`` on as well (a visitor's face leaves
   the Pi only where snapshots may): **Last unknown visitor** (image: the best door crop of the
   visitor shown, its id, visits and last seen as attributes from ``visitor_info``) and **Name this
   visitor** (text: typing ``alice`` sends ``{"visitor": <the id shown>, "name": "alice"}``; the id
   comes from the text entity's own attributes, also ``visitor_info``, so a naming lands on the
-  visitor the person was looking at, not on whoever came last).
+  visitor the person was looking at, not on whoever came last) and **Visitor shown** (select of every
+  stored visitor: the one chosen is shown, so any visitor can be named). Attributes topics that are
+  cleared (empty) go through a template that makes them ``{}``: Home Assistant logs no ``Erroneous JSON``.
 
 With ``[household] id`` set, one more device for the whole household ("facepi household <id>"),
 published identically by every daemon of the household (same unique ids, retained, idempotent): per
