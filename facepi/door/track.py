@@ -246,7 +246,11 @@ class Tracker:
     def add_embedding(self, tr: Track, embedding: np.ndarray, t: float,
                       decide: Callable[[np.ndarray], Prediction]) -> Track:
         """Add a face to its track's vote; returns the track it joined (a new one if it disagrees)."""
-        if tr.embeddings and cosine_distance(embedding, vote(tr.embeddings, tr.weights)) > self.split_distance:
+        p = decide(embedding)
+        # a named member in another pose, still within the split distance of their own centroid, is not somebody
+        # else: their visit goes on, without a second event
+        if tr.embeddings and cosine_distance(embedding, vote(tr.embeddings, tr.weights)) > self.split_distance and \
+                not (tr.named is not None and p.candidate == tr.named and p.distance <= self.split_distance):
             del self.tracks[tr.id]  # somebody else is in this spot now: the old track ends here
             old = tr
             tr = self._new(np.append(old.box, old.scores[-1]), old.landmarks, t)
@@ -254,7 +258,6 @@ class Tracker:
             self.splits += 1
         tr.embeddings = (tr.embeddings + [embedding])[-self.vote_frames:]
         tr.weights = (tr.weights + [tr.weight])[-self.vote_frames:]
-        p = decide(embedding)
         tr.looks = (tr.looks + [Look(t, self._clearly(p), p.name, embedding, tr.weights[-1])])[-naming.WINDOW:]
         tr.agreed = decide(vote(*naming.recent_faces(tr.looks)))
         tr.last_embed_t = t
