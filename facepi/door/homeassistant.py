@@ -16,8 +16,8 @@ One device per camera ("Front door"), with:
 - **Last command** (sensor on ``answer``: every command's answer, on a topic of its own so the next
   visit's notice never overwrites it);
 - with ``[learning]`` on: **Learning** (sensor: what the last visit did); with ``mqtt.snapshot`` on as
-  well (a visitor's face leaves the Pi only where snapshots may): **Last unknown visitor** (image: the best door crop of the
-  visitor shown, its id, visits and last seen as attributes from ``visitor_info``) and **Name this
+  well (a visitor's face leaves the Pi only where snapshots may): **Last unknown visitor** (image: the
+  best door crop of the visitor shown, its id, visits and last seen as attributes from ``visitor_info``) and **Name this
   visitor** (text: typing ``alice`` sends ``{"visitor": <the id shown>, "name": "alice"}``; the id
   comes from the text entity's own attributes, also ``visitor_info``, so a naming lands on the
   visitor the person was looking at, not on whoever came last) and **Visitor shown** (select of every
