@@ -147,6 +147,8 @@ def test_name_the_last_visitor_from_the_dashboard(broker, gallery4, faces_root, 
         out, err = proc.communicate(timeout=60)
         sub.close()
     assert "learning: V1 enrolled as mindy_kaling" in err and re.search(r"learning[^\n]*: gallery reloaded", err)
+    first = json.loads(sub.on(f"{base}/event")[0])
+    assert first["name"] == "unknown" and first["visitor"] is None  # a first visit: its id comes when stored
     assert STRANGER in load_gallery(g).people
 
 

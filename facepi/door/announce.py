@@ -57,6 +57,8 @@ class Announcer:
         self.clock = (0.0, time.monotonic())  # (the last frame's time, time.monotonic() when it was processed)
         # run, seq, name, face, when
         self.recognized: deque[tuple[str, int, str, np.ndarray, str]] = deque(maxlen=RECENT)
+        # with learning on: the stored visitor an unknown face is (Learning.visitor_of), else None
+        self.visitor_of: Callable[[np.ndarray], str | None] | None = None
 
     def maybe(self, tr: Track, t: float, captured: float, rgb: np.ndarray | None = None) -> None:
         """Publish what ``tr``'s visit says now, if anything (the tracker decides)."""
@@ -87,6 +89,8 @@ class Announcer:
             extra |= {"was": said.was, "corrects": tr.said_seq}
         if said.kind == "recognized":
             self.time_to_name_ms.append(said.since * 1000)
+        if said.name == UNKNOWN and self.visitor_of is not None and tr.embeddings:  # learning on: which visitor
+            extra["visitor"] = self.visitor_of(vote(tr.embeddings, tr.weights))
         self.publish(tr, Prediction(said.name, d.score, d.distance, d.candidate), captured, rgb, extra)
         tr.said_seq = self.seq if said.name != UNKNOWN else None
 

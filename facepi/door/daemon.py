@@ -109,6 +109,8 @@ class Daemon:
         join_rule = self._join_rule() if cfg.learning.enabled else self.tracker.split_distance
         self.learning = Learning(cfg, self.publisher, self.store_worker, lambda: self.recognizer.gallery, join_rule,
                                  self.announcer.recognized, self.reloads.ask, self.stop_event)
+        if cfg.learning.enabled:
+            self.announcer.visitor_of = self.learning.visitor_of
         self.household = DoorHousehold.for_daemon(cfg, self.recognizer.gallery.meta.get("embedder"))
 
     @property

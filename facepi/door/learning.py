@@ -29,9 +29,13 @@ from facepi.identity import family, store
 from facepi.identity.classify import UNKNOWN
 from facepi.identity.gallery import Gallery
 from facepi.identity.visitor_book import VisitorBook
-from facepi.identity.visitors import JoinRule, Visitor, crop_quality
+from facepi.identity.visitors import JoinRule, Visitor, crop_quality, joins
 
 log = logging.getLogger(__name__)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 STORE_FLUSH_SECONDS = 5.0  # at shutdown, for the visits still waiting (+ 10 s publisher < TimeoutStopSec=20)
 NAMINGS_WAITING = 16
 
@@ -52,6 +56,7 @@ class Learning:
         self.visitor_stamp: tuple[tuple[int, int], ...] | None = None
         self.visitors_seen: list[Visitor] = []
         self.selected: str | None = None  # a stored visitor chosen on the dashboard (None: the newest)
+        self.centroids: tuple[list[str], list[np.ndarray]] = ([], [])  # stored visitors' faces (visitors thread)
         self.asked_show: str | None = None  # ... not yet answered
 
     def start(self) -> None:
@@ -172,6 +177,13 @@ class Learning:
         self.selected = self.asked_show = vid
         self._visitors_changed()
 
+    def visitor_of(self, face: np.ndarray) -> str | None:
+        """On the loop, for an unknown event: the stored visitor this face joins (the store's own rule, on the
+        faces the visitors thread last read), or None (a first visit: its id comes when it is stored)."""
+        ids, centroids = self.centroids
+        j = joins(centroids, face, self.join_rule) if centroids else None
+        return None if j is None else ids[j]
+
     def _visitors_changed(self) -> None:
         """A visit was stored (or the store changed): show the newest visitor without waiting for the poll."""
         try:
@@ -238,14 +250,18 @@ class Learning:
         nothing (empty retained messages). Faces leave the Pi only with ``mqtt.snapshot``: without it the
         topics are cleared once at start (what an earlier configuration left) and never published."""
         lc = self.cfg.learning
+        stamp = store.stamp(self.cfg.recognition.gallery)
+        if stamp != self.visitor_stamp:
+            book = self._book()
+            self.visitors_seen = book.visitors()
+            self.visitor_stamp = stamp
+            faces = [book.faces(v.id)[1] for v in self.visitors_seen]
+            self.centroids = ([v.id for v, f in zip(self.visitors_seen, faces, strict=True) if len(f)],
+                              [unit(f.mean(axis=0)) for f in faces if len(f)])
         if not self.cfg.mqtt.snapshot:
             if force:
                 self.publisher.visitor(b"", None)
             return
-        stamp = store.stamp(self.cfg.recognition.gallery)
-        if stamp != self.visitor_stamp:
-            self.visitors_seen = self._book().visitors()
-            self.visitor_stamp = stamp
         oldest = datetime.now(UTC) - timedelta(days=lc.keep_days)
         stored = [v for v in self.visitors_seen if datetime.fromisoformat(v.last_seen) >= oldest]
         self.publisher.set_visitors([v.id for v in stored])  # the dashboard's choice of visitors

@@ -232,6 +232,8 @@ class Tracker:
                 self.visiting[tr.named] = t
         elif tr.announced == UNKNOWN:
             self.present[UNKNOWN] = t
+        if tr.named is None and tr.agreed is not None and tr.agreed.name in self.visiting:
+            self.visiting[tr.agreed.name] = t  # the same face being confirmed again (a track broke): one visit
         if tr.visitor in self.strangers:
             self.strangers[tr.visitor] = (self.strangers[tr.visitor][0], t)
 
