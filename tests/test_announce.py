@@ -154,9 +154,10 @@ def test_pictures_corrections_and_wrong_name_by_id(broker, gallery4, faces_root,
 
 def test_a_forged_visitor_info_cannot_redirect_a_naming(broker, gallery4, faces_root, tmp_path):
     """Two stored visitors: the newer comes back (its unknown event names it), and the dashboard shows it.
-    Someone else writes visitor_info (retained) naming the older one: the daemon restores its own at once, and a naming sent for the forged id is refused (it was typed
-    under the other face). Home Assistant's visitor select lists both; choosing the second-newest shows its
-    picture and id, and the name typed then enrols that visitor."""
+    Someone else writes visitor_info (retained) naming the older one: the daemon restores its own at once,
+    and a naming sent for the forged id is refused (it was typed under the other face). Home Assistant's
+    visitor select lists both; choosing the second-newest shows its picture and id, and the name typed then
+    enrols that visitor."""
     g, store = tmp_path / "g.npz", tmp_path / "visitors.npz"
     shutil.copy(gallery4, g)
     assert cli("forget", "elton_john", "--gallery", str(g)).returncode == 0
