@@ -26,6 +26,7 @@ from facepi.config.schema import (  # noqa: F401
     DetectionConfig,
     HouseholdConfig,
     LearningConfig,
+    LivenessConfig,
     ModelsConfig,
     MotionConfig,
     MqttConfig,

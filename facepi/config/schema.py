@@ -115,6 +115,25 @@ class LearningConfig:
 
 
 @dataclass
+class LivenessConfig:
+    enabled: bool = _f(False, "check that a face about to be named a member is live (not a photo or a screen); "
+                              "strangers and an empty door are never checked")
+    bpcer: float = _f(0.05, "share of live faces the calibration may refuse (facepi liveness calibrate): "
+                            "the camera's threshold is this quantile of its live members' scores", 0.001, 0.5)
+    uncalibrated_threshold: float = _f(0.9, "a camera without a calibration judges a visit live above this "
+                                            "(measured across both dev cameras: refuses most photos, and some "
+                                            "live faces; status says so)", 0, 1)
+    frames: int = _f(3, "frames of a member's visit scored before it is judged (and announced)", 1, 30)
+    adapt: bool = _f(True, "keep the camera's threshold fresh from members' visits judged live with margin")
+    adapt_margin: float = _f(0.1, "a visit feeds the fresh threshold only if it scored this far above the "
+                                  "threshold and was recognised this far inside the accept distance", 0, 1)
+    adapt_step_per_day: float = _f(0.02, "the fresh threshold moves at most this much per day", 0, 1)
+    adapt_floor: float = _f(0.0, "the fresh threshold never goes below the calibrated one minus this "
+                                 "(0: never looser than calibrated)", 0, 1)
+    adapt_ceiling: float = _f(0.1, "the fresh threshold never goes above the calibrated one plus this", 0, 1)
+
+
+@dataclass
 class MqttConfig:
     host: str = _f("", "broker host; empty: print events as JSON lines on stdout")
     port: int = _f(1883, "broker port", 1, 65535)
@@ -161,6 +180,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
     household: HouseholdConfig = field(default_factory=HouseholdConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     mqtt_password: str | None = field(default=None, repr=False, metadata={"secret": True})
     camera_password: str | None = field(default=None, repr=False, metadata={"secret": True})
     household_key: bytes | None = field(default=None, repr=False, metadata={"secret": True})
@@ -182,7 +202,7 @@ def sections(cfg: Config) -> dict[str, Any]:
     """The sections by their TOML names, in the order the files list them."""
     return {"source": cfg.source, "models": cfg.models, "detection": cfg.detection, "motion": cfg.motion,
             "recognition": cfg.recognition, "mqtt": cfg.mqtt, "learning": cfg.learning,
-            "household": cfg.household}
+            "household": cfg.household, "liveness": cfg.liveness}
 
 
 SECTION_HELP = {
@@ -193,5 +213,6 @@ SECTION_HELP = {
     "recognition": "naming faces, tracks and visits",
     "learning": "keep unknown visitors' best door crops to name them later",
     "mqtt": "the broker, topics and Home Assistant discovery",
+    "liveness": "is the face a member's live face, or a photo or a screen held to the camera",
     "household": "one gallery shared by every facepi of the household over the broker, signed with a shared key",
 }

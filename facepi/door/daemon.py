@@ -38,13 +38,14 @@ from facepi.door.capture import Capture, Frame
 from facepi.door.gating import DetectGate
 from facepi.door.household import DoorHousehold, blank_if_missing
 from facepi.door.learning import Learning
+from facepi.door.liveness import DoorLiveness
 from facepi.door.notify import Notifier
 from facepi.door.publish import make_publisher
 from facepi.door.reload import GalleryReload
 from facepi.door.sources import make_source
-from facepi.door.track import Tracker
+from facepi.door.track import Track, Tracker
 from facepi.door.worker import Worker
-from facepi.identity.classify import Prediction
+from facepi.identity.classify import UNKNOWN, Prediction
 from facepi.identity.recognize import Recognizer
 from facepi.identity.visitors import JoinRule, VisitorError
 from facepi.redact import mask, with_password
@@ -109,6 +110,8 @@ class Daemon:
         self.learning = Learning(cfg, self.publisher, self.store_worker, lambda: self.recognizer.gallery, join_rule,
                                  self.announcer.recognized, self.reloads.ask, self.stop_event)
         self.household = DoorHousehold.for_daemon(cfg, self.recognizer.gallery.meta.get("embedder"))
+        self.liveness = DoorLiveness(cfg) if cfg.liveness.enabled else None
+        self.tracker.liveness = self.liveness is not None
 
     @property
     def latency_ms(self) -> deque[float]:
@@ -263,6 +266,10 @@ class Daemon:
         return True
 
     def _final_announcements(self) -> None:
+        if self.liveness:  # a visit cut short is judged on the frames it has (a member's never on none)
+            for tr in self.tracker.tracks.values():
+                if tr.live is None and tr.live_scores:
+                    self._judge(tr)
         self.announcer.final(self._decide)
         self.learning.learn(self.tracker, final=True)
 
@@ -316,11 +323,34 @@ class Daemon:
                     visible[visible.index(tr)] = joined
                 if debug:
                     self.announcer.publish(joined, self._decide(emb), captured)
+        if self.liveness and visible:
+            self._check_liveness(rgb, visible)
         for tr in visible:
             self.announcer.maybe(tr, t, captured, rgb)
         self.gating.remember(visible, t)
         self.learning.learn(self.tracker)
         self.announcer.frame_done(t)
+
+    def _check_liveness(self, rgb: np.ndarray, visible: list[Track]) -> None:
+        """Score the faces that would be named a member (with learning on, an announced stranger too, whose
+        faces would become a visitor) until their visit has ``liveness.frames`` scores, then judge it."""
+        assert self.liveness is not None
+        for tr in visible:
+            d = tr.decision
+            if tr.live is not None or d is None:
+                continue
+            if d.name == UNKNOWN and not (self.cfg.learning.enabled and tr.announced == UNKNOWN):
+                continue
+            tr.live_scores.append(self.liveness.score(rgb, np.append(tr.box, tr.scores[-1])))
+            if len(tr.live_scores) >= self.cfg.liveness.frames:
+                self._judge(tr)
+
+    def _judge(self, tr: Track) -> None:
+        assert self.liveness is not None and tr.decision is not None
+        d = tr.decision
+        margin = d.name != UNKNOWN and \
+            d.distance <= (1 - self.cfg.liveness.adapt_margin) * self.recognizer.classifier.threshold
+        self.tracker.judged(tr, *self.liveness.judge(tr.live_scores, time.time(), margin))
 
     def _decide(self, embedding: np.ndarray) -> Prediction:
         return self.recognizer.predict(embedding[None])[0]
@@ -345,4 +375,6 @@ class Daemon:
                 "visitor_store_queue": self.store_worker.pending, "visitor_store_dropped": self.store_worker.dropped,
                 "events_dropped": self.publisher.dropped, "uptime_s": round(up, 1),
                 "people": len(self.recognizer.gallery.people), "model": self.pipeline.embedder.name,
-                "reload_error": self.reload_error} | ({"household": self.household.status()} if self.household else {})
+                "reload_error": self.reload_error} \
+            | ({"household": self.household.status()} if self.household else {}) \
+            | ({"liveness": self.liveness.status()} if self.liveness else {})
