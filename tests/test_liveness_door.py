@@ -9,9 +9,9 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from test_homeassistant import HA_PYTHON
 
-from conftest import ROOT
 from facepi.door.homeassistant import discovery
 from facepi.door.liveness import DAY, MIN_VISITS, FreshThreshold
 from facepi.door.track import StrangerVisits, Tracker

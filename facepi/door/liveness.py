@@ -109,7 +109,7 @@ class DoorLiveness:
         if model is None:
             from facepi.vision.liveness import LivenessModel
 
-            model = LivenessModel.load(cfg.models.dir or None, threads=max(1, cfg.models.threads or 1))
+            model = LivenessModel.load(cfg.models.dir or None, threads=cfg.models.threads)  # 0: as the others
         self.model = model
         self.calibrated = calibrated_threshold(cfg.recognition.gallery, self.camera)
         start = self.calibrated if self.calibrated is not None else lc.uncalibrated_threshold

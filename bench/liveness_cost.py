@@ -1,0 +1,127 @@
+"""What the liveness check costs at the door: ms per member face, and memory.
+
+    .venv/bin/python bench/liveness_cost.py [--faces 60] [--json]
+
+Real faces: NUAA live and printed-photo frames (../shared/data/liveness-dev), their MTCNN boxes found
+by the daemon's detector once, then ``LivenessModel.score`` (both MiniFASNets, the context crops
+included: exactly the daemon's call) timed per face after a warm-up, with 1 and 2 TFLite threads;
+beside it, in the same run, the embedder's ms per face (MobileFaceNet, batch 1: what every face
+already costs), as the reference. Memory: a fresh process loads what ``facepi run`` loads (detector
+and embedder), runs them on a face, then loads the liveness models and scores faces: the VmRSS
+difference is what ``[liveness] enabled`` adds. Strangers and an empty door are never scored (the
+daemon scores only tracks whose decision names a member): see ``bench/bench_idle.py --liveness``
+for the idle figure with and without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+NUAA = ROOT.parent / "shared" / "data" / "liveness-dev" / "nuaa"
+
+
+def faces(n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(rgb, box, landmarks) of ``n`` real faces, half live, half printed photos, spread over the people."""
+    from facepi.vision.photos import load_pipeline, read_rgb
+
+    pipe = load_pipeline()
+    paths = []
+    for kind in ("live", "attack"):
+        files = sorted((NUAA / kind).glob("*/*.jpg"))
+        paths += files[:: max(1, len(files) // (n // 2))][: n // 2]
+    out = []
+    for p in paths:
+        rgb = read_rgb(p)
+        boxes, pts = pipe.detector.detect(rgb)
+        if len(boxes):
+            out.append((rgb, boxes[0], pts[0]))
+    return out
+
+
+def timed(fn, items, repeat: int = 3) -> list[float]:
+    for it in items[:5]:
+        fn(it)  # warm-up (XNNPACK packs its weights on the first run)
+    ms = []
+    for _ in range(repeat):
+        for it in items:
+            t = time.perf_counter()
+            fn(it)
+            ms.append((time.perf_counter() - t) * 1000)
+    return ms
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rss_child() -> None:
+    """In a fresh process: RSS with the daemon's models, then with the liveness models added."""
+    from facepi.vision.liveness import LivenessModel
+
+    from facepi.vision.photos import load_pipeline
+
+    found = faces(10)
+    pipe = load_pipeline(embed_batch=1)
+    for rgb, box, pts in found:
+        pipe.embedder.embed(pipe.align(rgb, box, pts)[None])
+    before = rss_mb()
+    model = LivenessModel.load(threads=1)
+    for rgb, box, _ in found:
+        model.score(rgb, box)
+    print(json.dumps({"rss_mb_daemon_models": round(before, 1), "rss_mb_with_liveness": round(rss_mb(), 1)}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--faces", type=int, default=60)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        rss_child()
+        return 0
+    if not NUAA.is_dir():
+        raise SystemExit(f"{NUAA}: the liveness dev data is not here")
+    from facepi.vision.liveness import LivenessModel
+
+    from facepi.vision.photos import load_pipeline
+
+    found = faces(args.faces)
+    out: dict = {"faces": len(found)}
+    embed = load_pipeline(threads=1, embed_batch=1)
+    crops = [embed.align(rgb, box, pts)[None] for rgb, box, pts in found]
+    ref = timed(lambda c: embed.embedder.embed(c), crops)
+    out["embed_ms_per_face_p50_1_thread"] = round(statistics.median(ref), 2)
+    for threads in (1, 2):
+        model = LivenessModel.load(threads=threads)
+        ms = timed(lambda f, m=model: m.score(f[0], f[1]), found)
+        out[f"liveness_ms_per_face_p50_{threads}_thread"] = round(statistics.median(ms), 2)
+        out[f"liveness_ms_per_face_p95_{threads}_thread"] = round(float(np.percentile(ms, 95)), 2)
+    out["liveness_over_embed_1_thread"] = round(out["liveness_ms_per_face_p50_1_thread"] /
+                                                out["embed_ms_per_face_p50_1_thread"], 2)
+    child = subprocess.run([sys.executable, __file__, "--rss-child"], capture_output=True, text=True, cwd=ROOT)
+    if child.returncode != 0:
+        raise SystemExit(child.stderr[-3000:])
+    rss = json.loads(child.stdout.strip().splitlines()[-1])
+    out |= rss | {"rss_mb_added": round(rss["rss_mb_with_liveness"] - rss["rss_mb_daemon_models"], 1)}
+    out["target_ms_per_face_met"] = out["liveness_ms_per_face_p50_1_thread"] <= 10.0
+    out["target_rss_met"] = out["rss_mb_added"] <= 15.0
+    print(json.dumps(out, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Liveness at a real door: the real daemon (`facepi run` on a video), the real MiniFASNet models, the real
+broker, real presentation attacks (NUAA: printed photos of the members held to the same webcam).
+
+Members are enrolled from their own live frames of session 01; the camera is calibrated (`facepi liveness
+calibrate`) on other people's live frames of the same webcam; the door video is each member's live frames
+of session 02 (a visit) and then their printed photos (another visit). Every live visit is named; no attack
+visit is announced as the member; the spoof events reach the broker, and presence stays OFF for them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT, Subscriber, run_daemon
+
+NUAA = ROOT.parent / "shared" / "data" / "liveness-dev" / "nuaa"
+MEMBERS = ("0001", "0004")
+OTHERS = ("0006", "0009")  # enrolled too (a gallery of four)
+CALIBRATION = ("0005", "0007")  # other people, the same webcam
+FPS, VISIT, GAP = 8, 16, 3.0
+
+pytestmark = pytest.mark.skipif(not NUAA.is_dir(), reason=f"{NUAA} absent (the liveness dev data)")
+
+
+def frames(person: str, kind: str, session: str) -> list[Path]:
+    """A person's frames of one session, in capture order (the last field of the name)."""
+    found = [p for p in (NUAA / kind / person).glob("*.jpg") if p.stem.split("_")[3] == session]
+    return sorted(found, key=lambda p: int(p.stem.split("_")[4]))
+
+
+def write_video(visits: list[list[Path]], out: Path) -> Path:
+    """Lossless (FFV1): the door sees the webcam's frames as they were; an empty view between visits."""
+    w = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"FFV1"), FPS, (640, 480))
+    assert w.isOpened()
+    empty = np.full((480, 640, 3), 90, np.uint8)
+    for _ in range(int(GAP * FPS)):
+        w.write(empty)
+    for visit in visits:
+        for p in visit:
+            w.write(cv2.resize(cv2.imread(str(p)), (640, 480)))
+        for _ in range(int(GAP * FPS)):
+            w.write(empty)
+    w.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory) -> tuple[Path, Path, list[tuple[str, str]]]:
+    """A gallery (members from session 01), the camera calibrated, the door video and what each visit is."""
+    from facepi.vision import liveness
+
+    try:
+        liveness.LivenessModel.load()
+    except Exception as e:  # noqa: BLE001 - a checkout without the converted liveness models
+        pytest.skip(f"no liveness models: {e}")
+    work = tmp_path_factory.mktemp("livedoor")
+    enrol = work / "enrol"
+    for person in MEMBERS + OTHERS:
+        (enrol / person).mkdir(parents=True)
+        for p in frames(person, "live", "01")[::6][:8]:
+            (enrol / person / p.name).symlink_to(p)
+    from facepi.vision.photos import load_pipeline
+    from facepi.workflow import train
+
+    gallery, failures = train(load_pipeline(), enrol)
+    assert not failures
+    g = work / "gallery.npz"
+    gallery.save(g)
+    cal = work / "calibration"
+    cal.mkdir()
+    for person in CALIBRATION:
+        for p in frames(person, "live", "01") + frames(person, "live", "02"):
+            (cal / f"{person}_{p.name}").symlink_to(p)
+    r = subprocess.run([sys.executable, "-m", "facepi", "liveness", "calibrate", str(cal), "--camera-id", "door",
+                        "--gallery", str(g)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    visits, plan = [], []
+    for person in MEMBERS:
+        visits += [frames(person, "live", "02")[:VISIT], frames(person, "attack", "02")[:VISIT]]
+        plan += [(person, "live"), (person, "attack")]
+    return g, write_video(visits, work / "door.avi"), plan
+
+
+def test_a_photo_of_a_member_is_not_the_member(broker, door, tmp_path):
+    gallery, video, plan = door
+    sub = Subscriber(broker.port)
+    proc = run_daemon(["--source", str(video), "--classifier", str(gallery), "--fast",
+                       "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port), "--camera-id", "door"],
+                      env={"FACEPI_LIVENESS_ENABLED": "1", "FACEPI_MQTT_SNAPSHOT": "1"})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    base = "facepi/door"
+    assert sub.wait_for(lambda: sub.on(f"{base}/availability")[-1:] == [b"offline"])
+    sub.close()
+    events = sub.events(f"{base}/event")
+    said = [(e["name"], e.get("live"), e.get("resembles")) for e in events]
+    members = {p for p, _ in plan}
+    named = [e["name"] for e in events if e["name"] in members]
+    # every live visit named, once, in order; nothing else named a member (no attack announced as the member)
+    assert named == [p for p, kind in plan if kind == "live"], (said, err[-3000:])
+    assert all(e["live"] is True for e in events if e["name"] in members)
+    spoofs = sub.events(f"{base}/spoof")
+    assert [s["resembles"] for s in spoofs] == [p for p, kind in plan if kind == "attack"], (said, err[-3000:])
+    assert all(s["name"] == "unknown" and s["live"] is False and s["liveness"] < 1 for s in spoofs)
+    assert [e for e in events if e.get("live") is False] == spoofs  # the event topic says it too
+    assert sub.on(f"{base}/spoof_snapshot")[-1][:2] == b"\xff\xd8"  # the spoof's picture (snapshots on)
+    # presence: each member ON during their live visit, and never again after their spoof event
+    order = [(t, p) for t, p, _ in sub.messages if t in (f"{base}/person", f"{base}/spoof")]
+    for person in MEMBERS:
+        on = [i for i, (t, p) in enumerate(order) if t.endswith("person") and person in json.loads(p)]
+        spoof_at = next(i for i, (t, p) in enumerate(order) if t.endswith("spoof") and
+                        json.loads(p)["resembles"] == person)
+        assert on and max(on) < spoof_at, order
+    status = json.loads(sub.on(f"{base}/status")[-1])["liveness"]
+    assert status["state"] == "calibrated" and status["spoofs"] == len(spoofs)
+    assert status["visits_checked"] == len(plan)  # members only: the empty door cost nothing
+    configs = {t for t, _, _ in sub.messages if t.startswith("homeassistant/") and t.endswith("/config")}
+    assert {"homeassistant/event/facepi_door/spoof/config", "homeassistant/sensor/facepi_door/liveness/config",
+            "homeassistant/image/facepi_door/spoof_snapshot/config"} <= configs
