@@ -8,9 +8,10 @@ included: exactly the daemon's call) timed per face after a warm-up, with 1 and 
 beside it, in the same run, the embedder's ms per face (MobileFaceNet, batch 1: what every face
 already costs), as the reference. Memory: a fresh process loads what ``facepi run`` loads (detector
 and embedder), runs them on a face, then loads the liveness models and scores faces: the VmRSS
-difference is what ``[liveness] enabled`` adds. Strangers and an empty door are never scored (the
-daemon scores only tracks whose decision names a member): see ``bench/bench_idle.py --liveness``
-for the idle figure with and without it.
+difference is what ``[liveness] enabled`` adds; and ``facepi run`` itself on the demo door
+video (four members, a stranger) without and with ``[liveness]``: its peak RSS (VmHWM) and the
+liveness status. Strangers and an empty door are never scored (the daemon scores only tracks whose
+decision names a member): see ``bench/bench_idle.py --liveness`` for the idle figure with and without.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 NUAA = ROOT.parent / "shared" / "data" / "liveness-dev" / "nuaa"
 
 
 def faces(n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(rgb, box, landmarks) of ``n`` real faces, half live, half printed photos, spread over the people."""
-    from facepi.vision.photos import load_pipeline, read_rgb
+    from facepi.vision.images import read_rgb
+    from facepi.vision.photos import load_pipeline
 
     pipe = load_pipeline()
     paths = []
@@ -70,7 +73,6 @@ def rss_mb() -> float:
 def rss_child() -> None:
     """In a fresh process: RSS with the daemon's models, then with the liveness models added."""
     from facepi.vision.liveness import LivenessModel
-
     from facepi.vision.photos import load_pipeline
 
     found = faces(10)
@@ -82,6 +84,30 @@ def rss_child() -> None:
     for rgb, box, _ in found:
         model.score(rgb, box)
     print(json.dumps({"rss_mb_daemon_models": round(before, 1), "rss_mb_with_liveness": round(rss_mb(), 1)}))
+
+
+def daemon_rss() -> dict:
+    """``facepi run`` on the demo video (members and a stranger), without and with [liveness]: peak RSS."""
+    import os
+
+    from _proc import run_with_peak_rss
+    from facepi_convert import sources
+
+    from facepi.demo import prepare
+
+    video, gallery = prepare(sources.cache_dir(), log=lambda m: None)
+    out = {}
+    for label, extra in (("without", {}), ("with", {"FACEPI_LIVENESS_ENABLED": "1"})):
+        env = {**os.environ, "FACEPI_MQTT_HOST": "", **extra}
+        _, err, peak, _ = run_with_peak_rss([sys.executable, "-m", "facepi", "run", "--source", str(video),
+                                             "--classifier", str(gallery), "--fast"], ROOT, env)
+        out[f"daemon_peak_rss_mb_{label}_liveness"] = round(peak, 1)
+        if extra:
+            final = json.loads([x for x in err.splitlines() if "final status:" in x][-1].split("final status: ")[1])
+            out["daemon_liveness_status"] = final.get("liveness")
+    out["daemon_peak_rss_mb_added"] = round(out["daemon_peak_rss_mb_with_liveness"] -
+                                            out["daemon_peak_rss_mb_without_liveness"], 1)
+    return out
 
 
 def main() -> int:
@@ -96,7 +122,6 @@ def main() -> int:
     if not NUAA.is_dir():
         raise SystemExit(f"{NUAA}: the liveness dev data is not here")
     from facepi.vision.liveness import LivenessModel
-
     from facepi.vision.photos import load_pipeline
 
     found = faces(args.faces)
@@ -117,8 +142,9 @@ def main() -> int:
         raise SystemExit(child.stderr[-3000:])
     rss = json.loads(child.stdout.strip().splitlines()[-1])
     out |= rss | {"rss_mb_added": round(rss["rss_mb_with_liveness"] - rss["rss_mb_daemon_models"], 1)}
+    out |= daemon_rss()
     out["target_ms_per_face_met"] = out["liveness_ms_per_face_p50_1_thread"] <= 10.0
-    out["target_rss_met"] = out["rss_mb_added"] <= 15.0
+    out["target_rss_met"] = max(out["rss_mb_added"], out["daemon_peak_rss_mb_added"]) <= 15.0
     print(json.dumps(out, indent=None if args.json else 2))
     return 0
 

@@ -19,9 +19,10 @@ import pytest
 from conftest import ROOT, Subscriber, run_daemon
 
 NUAA = ROOT.parent / "shared" / "data" / "liveness-dev" / "nuaa"
-MEMBERS = ("0001", "0004")
-OTHERS = ("0006", "0009")  # enrolled too (a gallery of four)
-CALIBRATION = ("0005", "0007")  # other people, the same webcam
+MEMBERS = ("0004", "0009")
+OTHERS = ("0003", "0006")  # enrolled too (a gallery of four)
+CALIBRATION = ("0001", "0005", "0008")  # other people, the same webcam
+STRANGERS = ("0007", "0002")  # at the door: 0007 live, 0002's printed photo
 FPS, VISIT, GAP = 8, 16, 3.0
 
 pytestmark = pytest.mark.skipif(not NUAA.is_dir(), reason=f"{NUAA} absent (the liveness dev data)")
@@ -76,6 +77,8 @@ def door(tmp_path_factory) -> tuple[Path, Path, list[tuple[str, str]]]:
     for person in CALIBRATION:
         for p in frames(person, "live", "01") + frames(person, "live", "02"):
             (cal / f"{person}_{p.name}").symlink_to(p)
+    for p in frames(STRANGERS[0], "live", "01"):  # the stranger's other session
+        (cal / f"{STRANGERS[0]}_{p.name}").symlink_to(p)
     r = subprocess.run([sys.executable, "-m", "facepi", "liveness", "calibrate", str(cal), "--camera-id", "door",
                         "--gallery", str(g)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -83,6 +86,8 @@ def door(tmp_path_factory) -> tuple[Path, Path, list[tuple[str, str]]]:
     for person in MEMBERS:
         visits += [frames(person, "live", "02")[:VISIT], frames(person, "attack", "02")[:VISIT]]
         plan += [(person, "live"), (person, "attack")]
+    visits += [frames(STRANGERS[0], "live", "02")[:VISIT], frames(STRANGERS[1], "attack", "02")[:VISIT]]
+    plan += [("unknown", "live"), ("unknown", "attack")]
     return g, write_video(visits, work / "door.avi"), plan
 
 
@@ -91,7 +96,8 @@ def test_a_photo_of_a_member_is_not_the_member(broker, door, tmp_path):
     sub = Subscriber(broker.port)
     proc = run_daemon(["--source", str(video), "--classifier", str(gallery), "--fast",
                        "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port), "--camera-id", "door"],
-                      env={"FACEPI_LIVENESS_ENABLED": "1", "FACEPI_MQTT_SNAPSHOT": "1"})
+                      env={"FACEPI_LIVENESS_ENABLED": "1", "FACEPI_MQTT_SNAPSHOT": "1",
+                           "FACEPI_LEARNING_ENABLED": "1", "FACEPI_LEARNING_PATH": str(tmp_path / "v.npz")})
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     base = "facepi/door"
@@ -99,13 +105,15 @@ def test_a_photo_of_a_member_is_not_the_member(broker, door, tmp_path):
     sub.close()
     events = sub.events(f"{base}/event")
     said = [(e["name"], e.get("live"), e.get("resembles")) for e in events]
-    members = {p for p, _ in plan}
+    members = set(MEMBERS)
     named = [e["name"] for e in events if e["name"] in members]
     # every live visit named, once, in order; nothing else named a member (no attack announced as the member)
-    assert named == [p for p, kind in plan if kind == "live"], (said, err[-3000:])
+    assert named == [p for p, kind in plan if kind == "live" and p in members], (said, err[-3000:])
+    assert len([e for e in events if e["name"] == "unknown" and "resembles" not in e]) == 2  # the strangers
     assert all(e["live"] is True for e in events if e["name"] in members)
     spoofs = sub.events(f"{base}/spoof")
-    assert [s["resembles"] for s in spoofs] == [p for p, kind in plan if kind == "attack"], (said, err[-3000:])
+    assert [s["resembles"] for s in spoofs] == [p for p, kind in plan if kind == "attack" and p in members], \
+        (said, err[-3000:])
     assert all(s["name"] == "unknown" and s["live"] is False and s["liveness"] < 1 for s in spoofs)
     assert [e for e in events if e.get("live") is False] == spoofs  # the event topic says it too
     assert sub.on(f"{base}/spoof_snapshot")[-1][:2] == b"\xff\xd8"  # the spoof's picture (snapshots on)
@@ -117,8 +125,64 @@ def test_a_photo_of_a_member_is_not_the_member(broker, door, tmp_path):
                         json.loads(p)["resembles"] == person)
         assert on and max(on) < spoof_at, order
     status = json.loads(sub.on(f"{base}/status")[-1])["liveness"]
-    assert status["state"] == "calibrated" and status["spoofs"] == len(spoofs)
-    assert status["visits_checked"] == len(plan)  # members only: the empty door cost nothing
+    assert status["state"] == "calibrated" and status["spoofs"] >= len(spoofs) + 1  # + the stranger's photo
+    assert len(plan) <= status["visits_checked"] <= 2 * len(plan)  # faces, not frames: the empty door costs nothing
+    # with learning on, the live stranger becomes a visitor; the printed photo never does (so it can never
+    # be named into the gallery from the dashboard or the command line)
+    from facepi.identity.visitor_book import VisitorBook
+
+    assert len(VisitorBook(gallery).visitors()) == 1, err[-3000:]
     configs = {t for t, _, _ in sub.messages if t.startswith("homeassistant/") and t.endswith("/config")}
     assert {"homeassistant/event/facepi_door/spoof/config", "homeassistant/sensor/facepi_door/liveness/config",
             "homeassistant/image/facepi_door/spoof_snapshot/config"} <= configs
+
+
+MSU = NUAA.parent / "msu"
+
+
+def test_photos_presented_again_and_again_cannot_loosen_the_camera(tmp_path):
+    """The calibration-poisoning attack on real scores: the real models on MSU's live faces and its printed
+    photos and iPad/iPhone replays (one phone camera). The camera's threshold refuses 5 % of its live faces;
+    then for 30 days the members come (live) and every attack is presented 10 times a day, each recognised
+    as the member with margin (the attacker's best case). The threshold never falls below the calibrated
+    one, and every attack refused on day 1 is still refused after the month."""
+    from facepi import config
+    from facepi.door.liveness import DAY, DoorLiveness
+    from facepi.vision.images import read_rgb
+    from facepi.vision.liveness import LivenessModel
+    from facepi.vision.photos import load_pipeline
+
+    try:
+        model = LivenessModel.load(threads=1)
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"no liveness models: {e}")
+    pipe = load_pipeline(threads=1)
+
+    def scores(kind: str) -> list[float]:
+        out = []
+        for p in sorted((MSU / kind).glob("*.jpg")):
+            rgb = read_rgb(p)
+            boxes, _ = pipe.detector.detect(rgb)
+            out.append(model.score(rgb, boxes[np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))]))
+        return out
+
+    live, attacks = scores("live"), scores("attack")
+    assert len(live) == 15 and len(attacks) == 45
+    calibrated = float(np.quantile(live, 0.05))
+    cfg = config.Config()
+    cfg.recognition.gallery = str(tmp_path / "none.npz")
+    cfg.liveness.uncalibrated_threshold = calibrated  # this camera's own calibration, as the start
+    door = DoorLiveness(cfg, model)
+    refused = {i for i, s in enumerate(attacks) if door.judge([s] * 3, 0.0, True)[0] is False}
+    assert len(refused) >= 0.5 * len(attacks)  # the check does refuse photos here
+    lowest = door.threshold
+    for day in range(1, 31):
+        for k in range(10):
+            for i, s in enumerate(attacks):
+                door.judge([s] * 3, day * DAY + k * 60 + i, True)
+            for s in live:
+                door.judge([s] * 3, day * DAY + k * 60 + 50, True)
+            lowest = min(lowest, door.threshold)
+    assert lowest >= calibrated
+    still = {i for i, s in enumerate(attacks) if door.judge([s] * 3, 31 * DAY, True)[0] is False}
+    assert refused <= still, sorted(refused - still)

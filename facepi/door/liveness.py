@@ -109,7 +109,8 @@ class DoorLiveness:
         if model is None:
             from facepi.vision.liveness import LivenessModel
 
-            model = LivenessModel.load(cfg.models.dir or None, threads=cfg.models.threads)  # 0: as the others
+            # one thread: for two 80x80 nets more threads cost more than they save (bench/liveness_cost.py)
+            model = LivenessModel.load(cfg.models.dir or None, threads=1)
         self.model = model
         self.calibrated = calibrated_threshold(cfg.recognition.gallery, self.camera)
         start = self.calibrated if self.calibrated is not None else lc.uncalibrated_threshold
@@ -151,7 +152,8 @@ class DoorLiveness:
                      f"(run facepi liveness calibrate)")
         ms = sorted(self.ms)
         return {"state": state, "says": says, "visits_checked": self.checked, "spoofs": self.spoofs,
-                "ms_p50": round(ms[len(ms) // 2], 2) if ms else None} | self.fresh.status()
+                "ms_p50": round(ms[len(ms) // 2], 2) if ms else None} | self.fresh.status() \
+            | ({"calibrated": None} if self.calibrated is None else {})
 
 
 def calibrated_threshold(gallery: str | Path, camera: str) -> float | None:
