@@ -117,20 +117,22 @@ class LearningConfig:
 @dataclass
 class LivenessConfig:
     enabled: bool = _f(False, "check that a face about to be named a member is live (not a photo or a screen); "
-                              "strangers and an empty door are never checked")
-    bpcer: float = _f(0.05, "share of live faces the calibration may refuse (facepi liveness calibrate): "
-                            "the camera's threshold is this quantile of its live members' scores", 0.001, 0.5)
-    uncalibrated_threshold: float = _f(0.9, "a camera without a calibration judges a visit live above this "
-                                            "(measured across both dev cameras: refuses most photos, and some "
-                                            "live faces; status says so)", 0, 1)
+                              "strangers and an empty door are never checked. Calibrate each camera first: "
+                              "facepi liveness calibrate FRAMES --camera-id ID (its --bpcer: the share of live "
+                              "faces refused, 1 %)")
     frames: int = _f(3, "frames of a member's visit scored before it is judged (and announced)", 1, 30)
-    adapt: bool = _f(True, "keep the camera's threshold fresh from members' visits judged live with margin")
-    adapt_margin: float = _f(0.1, "a visit feeds the fresh threshold only if it scored this far above the "
-                                  "threshold and was recognised this far inside the accept distance", 0, 1)
-    adapt_step_per_day: float = _f(0.02, "the fresh threshold moves at most this much per day", 0, 1)
-    adapt_floor: float = _f(0.0, "the fresh threshold never goes below the calibrated one minus this "
-                                 "(0: never looser than calibrated)", 0, 1)
-    adapt_ceiling: float = _f(0.1, "the fresh threshold never goes above the calibrated one plus this", 0, 1)
+    uncalibrated_threshold: float = _f(0.9, "a camera without a calibration judges a visit live at P(live) >= this "
+                                            "(measured on both dev cameras: NUAA refuses 34 % of live visits and "
+                                            "accepts no photo, MSU refuses none and accepts 31 % of attacks); the "
+                                            "status says so", 0.01, 0.999)
+    adapt: bool = _f(True, "keep a calibrated camera's threshold fresh from members' visits judged live")
+    adapt_margin: float = _f(0.2, "a visit feeds the fresh threshold only if recognised this share inside the "
+                                  "accept distance (a look-alike or a doubtful face never does)", 0, 0.9)
+    adapt_frames: int = _f(100, "frames of such visits gathered before the threshold is freshened", 10, 10000)
+    adapt_hours: float = _f(24.0, "the threshold is freshened at most once in this many hours (each time by at "
+                                  "most 0.5 log-odds)", 0.01, 8760)
+    adapt_floor: float = _f(0.0, "how far (log-odds) freshening may loosen below the last calibration; 0: never "
+                                 "looser than calibrated", 0, 1)
 
 
 @dataclass

@@ -110,7 +110,7 @@ class Daemon:
         self.learning = Learning(cfg, self.publisher, self.store_worker, lambda: self.recognizer.gallery, join_rule,
                                  self.announcer.recognized, self.reloads.ask, self.stop_event)
         self.household = DoorHousehold.for_daemon(cfg, self.recognizer.gallery.meta.get("embedder"))
-        self.liveness = DoorLiveness(cfg) if cfg.liveness.enabled else None
+        self.liveness = DoorLiveness(cfg, save=self._save_calibration) if cfg.liveness.enabled else None
         self.tracker.liveness = self.liveness is not None
 
     @property
@@ -286,6 +286,8 @@ class Daemon:
                 self.publisher.answer("command", False, error or "gallery not reloaded")
             return
         self.recognizer, self.reload_error = rec, None
+        if self.liveness:  # `facepi liveness calibrate` writes beside the gallery: a new calibration is taken up
+            self.liveness.reload()
         self.tracker.split_distance = self._split_distance()
         self.publisher.set_people(rec.gallery.people)
         log.info("%s: gallery reloaded", why)
@@ -351,6 +353,25 @@ class Daemon:
         margin = d.name != UNKNOWN and \
             d.distance <= (1 - self.cfg.liveness.adapt_margin) * self.recognizer.classifier.threshold
         self.tracker.judged(tr, *self.liveness.judge(tr.live_scores, time.time(), margin))
+
+    def _save_calibration(self, cal: Any) -> None:
+        """The freshened calibration, written beside the gallery by the store worker (never on the loop);
+        one calibrated again meanwhile (``facepi liveness calibrate``: a new anchor) is kept and taken up."""
+        from facepi.identity import liveness as rules
+
+        gallery = self.cfg.recognition.gallery
+
+        def save() -> bool:
+            try:
+                stored = rules.load(gallery, cal.camera_id)
+                if stored is not None and stored.anchor != cal.anchor:
+                    return False
+                rules.save(gallery, cal)
+            except Exception as e:  # kept in memory; said, never fatal
+                log.error("liveness: the freshened calibration could not be saved in %s: %s", gallery, e)
+            return True
+
+        self.store_worker.submit(save, lambda ok: ok or (self.liveness and self.liveness.reload()))
 
     def _decide(self, embedding: np.ndarray) -> Prediction:
         return self.recognizer.predict(embedding[None])[0]
