@@ -93,11 +93,18 @@ def door(tmp_path_factory) -> tuple[Path, Path, list[tuple[str, str]]]:
 
 def test_a_photo_of_a_member_is_not_the_member(broker, door, tmp_path):
     gallery, video, plan = door
+    from facepi.identity import liveness as rules
+
+    calibrated = rules.load(str(gallery), "door")
+    assert calibrated is not None and calibrated.source == "calibrate"
     sub = Subscriber(broker.port)
     proc = run_daemon(["--source", str(video), "--classifier", str(gallery), "--fast",
                        "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port), "--camera-id", "door"],
                       env={"FACEPI_LIVENESS_ENABLED": "1", "FACEPI_MQTT_SNAPSHOT": "1",
-                           "FACEPI_LEARNING_ENABLED": "1", "FACEPI_LEARNING_PATH": str(tmp_path / "v.npz")})
+                           "FACEPI_LEARNING_ENABLED": "1", "FACEPI_LEARNING_PATH": str(tmp_path / "v.npz"),
+                           # freshen after the two members' live visits (5 frames each), not after a day
+                           "FACEPI_LIVENESS_FRAMES": "5", "FACEPI_LIVENESS_ADAPT_FRAMES": "10",
+                           "FACEPI_LIVENESS_ADAPT_HOURS": "0.01"})
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     base = "facepi/door"
@@ -133,6 +140,12 @@ def test_a_photo_of_a_member_is_not_the_member(broker, door, tmp_path):
     from facepi.identity.visitor_book import VisitorBook
 
     assert len(VisitorBook(gallery).visitors()) == 1, err[-3000:]
+    # the members' live visits freshened the camera, saved beside the gallery with the person's anchor kept
+    from facepi.identity import liveness as rules
+
+    stored = rules.load(str(gallery), "door")
+    assert stored.source == "door" and stored.anchor == calibrated.anchor, stored
+    assert stored.threshold >= calibrated.threshold and status["source"] == "door"
     configs = {t for t, _, _ in sub.messages if t.startswith("homeassistant/") and t.endswith("/config")}
     assert {"homeassistant/event/facepi_door/spoof/config", "homeassistant/sensor/facepi_door/liveness/config",
             "homeassistant/image/facepi_door/spoof_snapshot/config"} <= configs

@@ -43,9 +43,9 @@ from facepi.door.notify import Notifier
 from facepi.door.publish import make_publisher
 from facepi.door.reload import GalleryReload
 from facepi.door.sources import make_source
-from facepi.door.track import Track, Tracker
+from facepi.door.track import Tracker
 from facepi.door.worker import Worker
-from facepi.identity.classify import UNKNOWN, Prediction
+from facepi.identity.classify import Prediction
 from facepi.identity.recognize import Recognizer
 from facepi.identity.visitors import JoinRule, VisitorError
 from facepi.redact import mask, with_password
@@ -267,9 +267,8 @@ class Daemon:
 
     def _final_announcements(self) -> None:
         if self.liveness:  # a visit cut short is judged on the frames it has (a member's never on none)
-            for tr in self.tracker.tracks.values():
-                if tr.live is None and tr.live_scores:
-                    self._judge(tr)
+            self.liveness.finish(list(self.tracker.tracks.values()), self.tracker,
+                                 self.recognizer.classifier.threshold)
         self.announcer.final(self._decide)
         self.learning.learn(self.tracker, final=True)
 
@@ -326,33 +325,13 @@ class Daemon:
                 if debug:
                     self.announcer.publish(joined, self._decide(emb), captured)
         if self.liveness and visible:
-            self._check_liveness(rgb, visible)
+            self.liveness.check(rgb, visible, t, self.tracker, self.recognizer.classifier.threshold,
+                                self.cfg.learning.enabled)
         for tr in visible:
             self.announcer.maybe(tr, t, captured, rgb)
         self.gating.remember(visible, t)
         self.learning.learn(self.tracker)
         self.announcer.frame_done(t)
-
-    def _check_liveness(self, rgb: np.ndarray, visible: list[Track]) -> None:
-        """Score the faces that would be named a member (with learning on, an announced stranger too, whose
-        faces would become a visitor) until their visit has ``liveness.frames`` scores, then judge it."""
-        assert self.liveness is not None
-        for tr in visible:
-            d = tr.decision
-            if tr.live is not None or d is None:
-                continue
-            if d.name == UNKNOWN and not (self.cfg.learning.enabled and tr.announced == UNKNOWN):
-                continue
-            tr.live_scores.append(self.liveness.score(rgb, np.append(tr.box, tr.scores[-1])))
-            if len(tr.live_scores) >= self.cfg.liveness.frames:
-                self._judge(tr)
-
-    def _judge(self, tr: Track) -> None:
-        assert self.liveness is not None and tr.decision is not None
-        d = tr.decision
-        margin = d.name != UNKNOWN and \
-            d.distance <= (1 - self.cfg.liveness.adapt_margin) * self.recognizer.classifier.threshold
-        self.tracker.judged(tr, *self.liveness.judge(tr.live_scores, time.time(), margin))
 
     def _save_calibration(self, cal: Any) -> None:
         """The freshened calibration, written beside the gallery by the store worker (never on the loop);

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from facepi.config import Config
+from facepi.door.track import Track, Tracker
+from facepi.identity.classify import UNKNOWN
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
@@ -106,6 +108,8 @@ class DoorLiveness:
         self.model = model
         self.ms: deque[float] = deque(maxlen=300)
         self.checked = self.spoofs = 0
+        # a visit's scores not yet judged, by member (a track that breaks keeps its visit's scores), last seen
+        self.unjudged: dict[str, tuple[list[float], float]] = {}
         self.fresh = Freshening(rules.uncalibrated(self.camera), lc.adapt_frames, lc.adapt_hours * 3600,
                                 lc.adapt_floor)
         self.reload()
@@ -137,6 +141,45 @@ class DoorLiveness:
         self.ms.append((time.perf_counter() - t0) * 1000)
         return s
 
+    def check(self, rgb: np.ndarray, visible: list[Track], t: float, tracker: Tracker, accept: float,
+              learning: bool) -> None:
+        """Score the faces that would be named a member (with learning on, an announced stranger too, whose
+        faces would become a visitor) until their visit has ``liveness.frames`` scores, then judge it. The
+        scores of a member's visit are pooled across its tracks (a face lost for a moment starts a new track;
+        its visit goes on for ``visit_gap``), so a visit of broken tracks is judged too, never left unsaid."""
+        frames, gap = self.cfg.liveness.frames, self.cfg.recognition.visit_gap
+        for key, (_, last) in list(self.unjudged.items()):
+            if t - last > gap:
+                del self.unjudged[key]
+        for tr in visible:
+            d = tr.decision
+            if tr.live is not None or d is None:
+                continue
+            if d.name == UNKNOWN and not (learning and tr.announced == UNKNOWN):
+                continue
+            s = self.score(rgb, np.append(tr.box, tr.scores[-1]))
+            tr.live_scores.append(s)
+            key = _visit_key(tr)
+            pooled = self.unjudged.pop(key, ([], t))[0] + [s]
+            if len(pooled) >= frames:
+                self._verdict(tr, pooled, tracker, accept)
+            else:
+                self.unjudged[key] = (pooled, t)
+
+    def finish(self, tracks: list[Track], tracker: Tracker, accept: float) -> None:
+        """The scene ends (end of a file, a cut, a stop): a visit still open is judged on the frames it has
+        (a member with none is never named)."""
+        for tr in tracks:
+            if tr.live is None and tr.live_scores and tr.decision is not None:
+                self._verdict(tr, self.unjudged.pop(_visit_key(tr), (tr.live_scores, 0.0))[0], tracker, accept)
+        self.unjudged.clear()
+
+    def _verdict(self, tr: Track, scores: list[float], tracker: Tracker, accept: float) -> None:
+        d = tr.decision
+        assert d is not None
+        margin = d.name != UNKNOWN and d.distance <= (1 - self.cfg.liveness.adapt_margin) * accept
+        tracker.judged(tr, *self.judge(scores, time.time(), margin))
+
     def judge(self, scores: list[float], now: float, recognised_with_margin: bool) -> tuple[bool, float]:
         """A visit's verdict (live?, its score); a live member's visit recognised with margin keeps the
         threshold fresh (``Freshening``)."""
@@ -161,3 +204,9 @@ class DoorLiveness:
         return {"state": "calibrated" if cal.calibrated else "uncalibrated", "says": says,
                 "visits_checked": self.checked, "spoofs": self.spoofs,
                 "ms_p50": round(ms[len(ms) // 2], 2) if ms else None} | self.fresh.status()
+
+
+def _visit_key(tr: Track) -> str:
+    """Whose visit a track's scores belong to: the member's name; a stranger's own track."""
+    assert tr.decision is not None
+    return tr.decision.name if tr.decision.name != UNKNOWN else f"\0track {tr.id}"
