@@ -122,7 +122,7 @@ class LivenessConfig:
                               "faces refused, 1 %)")
     frames: int = _f(3, "frames of a member's visit scored before it is judged (and announced)", 1, 30)
     uncalibrated_threshold: float = _f(0.9, "a camera without a calibration judges a visit live at P(live) >= this "
-                                            "(measured on both dev cameras: NUAA refuses 34 % of live visits and "
+                                            "(measured on both dev cameras: NUAA refuses 32 % of live visits and "
                                             "accepts no photo, MSU refuses none and accepts 31 % of attacks); the "
                                             "status says so", 0.01, 0.999)
     adapt: bool = _f(True, "keep a calibrated camera's threshold fresh from members' visits judged live")
