@@ -76,24 +76,33 @@ def test_photos_presented_during_calibration_cannot_loosen_it_much(scored):
     assert not any(cal.is_live(s) for s in scored["photos"])
 
 
-def test_freshening_moves_a_bounded_step_and_keeps_its_anchor():
+def test_freshening_follows_the_median_a_bounded_step_and_keeps_its_anchor():
     rng = np.random.default_rng(1)
     z = decide.log_odds
-    cal = decide.calibrate(1 / (1 + np.exp(-rng.normal(4.0, 1.0, 200))), "door")
-    high = 1 / (1 + np.exp(-rng.normal(8.0, 1.0, 200)))  # a brighter season: stricter, a step at a time
-    up = decide.freshen(cal, high)
+
+    def season(mean, n=300):
+        return 1 / (1 + np.exp(-rng.normal(mean, 1.0, n)))
+
+    cal = decide.calibrate(season(4.0), "door")
+    # the door only sees faces that passed: fed those again and again, the threshold must not ratchet up
+    step = cal
+    for _ in range(20):
+        s = season(4.0)
+        step = decide.freshen(step, s[s >= step.threshold])
+    assert abs(z(step.threshold) - z(cal.threshold)) < 0.15, (cal.threshold, step.threshold)
+    up = decide.freshen(cal, season(8.0))  # a brighter season: stricter, a step at a time
     assert z(up.threshold) - z(cal.threshold) == pytest.approx(decide.MAX_STEP)
-    low = 1 / (1 + np.exp(-rng.normal(2.0, 1.0, 200)))  # a darker season, or photos shown at the door
     lowest = max(z(cal.anchor) - decide.MAX_DRIFT, z(cal.floor))
     step = up
-    for _ in range(20):
-        new = decide.freshen(step, low)
+    for _ in range(20):  # a darker season, or photos shown at the door
+        new = decide.freshen(step, season(1.0))
         assert z(step.threshold) - z(new.threshold) <= decide.MAX_STEP + 1e-9
         assert z(new.threshold) >= lowest - 1e-9
         step = new
     assert z(step.threshold) == pytest.approx(lowest)
     assert step.anchor == cal.anchor and step.source == "door"
-    assert decide.freshen(cal, high[:3]) == cal  # too few frames: no change
+    assert decide.freshen(cal, season(4.0, 3)) == cal  # too few frames: no change
+    assert decide.freshen(decide.uncalibrated("door"), season(4.0)).threshold == decide.UNCALIBRATED
 
 
 def test_combine_is_the_median_in_log_odds():

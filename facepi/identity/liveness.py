@@ -23,10 +23,10 @@ photos pass later):
    model's own rule, the calibration is **refused**, naming how many and what to do.
 2. **Floor.** The threshold is never below ``m - FLOOR_K * s`` (nor ``ATTACK_LIKE``): frames
    scoring just above the outlier cut (a cleverer poisoner) can lower it at most to that floor.
-3. **Bounded drift.** Freshening at the door (``freshen``) moves the threshold at most
-   ``MAX_STEP`` (log-odds) per update and never more than ``MAX_DRIFT`` below the threshold of
-   the last explicit calibration (the anchor); a camera never calibrated is anchored at the
-   model's own rule.
+3. **Bounded drift.** Freshening at the door (``freshen``) follows the shift of the live faces'
+   median, moves the threshold at most ``MAX_STEP`` (log-odds) per update and never more than
+   ``MAX_DRIFT`` below the threshold of the last explicit calibration (the anchor), nor below its
+   floor; a camera never calibrated is not freshened.
 
 A camera without calibration uses the model's own rule, P(live) >= 0.5 (minivision's decision),
 and says so (``gallery check``, the status): on the development data that refuses 11 % of NUAA's
@@ -102,6 +102,7 @@ class Calibration:
     anchor: float  # P(live) of the last explicit calibration (guard 3)
     outliers: int = 0  # frames far below the others (not used)
     refused_share: float = 0.0  # share of the calibration's own faces below the threshold (>= target: the floor)
+    gap: float = 0.0  # log-odds from the median to the threshold at the explicit calibration (``freshen`` keeps it)
     at: str = ""
     models: str = ""  # which liveness models the scores came from
 
@@ -164,27 +165,31 @@ def calibrate(scores: np.ndarray | list[float], camera_id: str, bpcer: float = D
     floor = max(m - FLOOR_K * s, float(log_odds(ATTACK_LIKE)))
     t = max(float(np.quantile(kept, bpcer)), floor)
     return Calibration(camera_id, probability(t), "calibrate", bpcer, len(z), probability(m), s,
-                       probability(floor), probability(t), outliers, float(np.mean(z < t)), now_iso(), models)
+                       probability(floor), probability(t), outliers, float(np.mean(z < t)), m - t, now_iso(), models)
 
 
 def freshen(cal: Calibration, scores: np.ndarray | list[float]) -> Calibration:
-    """The door's update from live frames of members' recognised visits (``MIN_FRAMES`` at least).
+    """The door's update from frames of members' visits judged live (``MIN_FRAMES`` at least).
 
-    The proposal is ``calibrate`` on the new frames (refused: no change); the threshold then moves
-    towards it by at most ``MAX_STEP`` and never below ``anchor - MAX_DRIFT`` (log-odds) nor the old
-    floor: photos shown at the door, or frames that only pass because they are above the current
-    threshold, cannot walk it down. The anchor (the last explicit calibration) is kept.
+    The door only sees live faces that passed the threshold: a quantile of them would sit above the
+    threshold every time and ratchet it up. Their median barely notices the few refused, so the
+    threshold **follows the median's shift** (a darker season, a cleaned lens), keeping the distance
+    ``gap`` between median and threshold that the explicit calibration measured. Each update moves it at
+    most ``MAX_STEP``; it never goes below ``anchor - MAX_DRIFT`` nor the calibration's floor (log-odds).
+    A camera never calibrated is not freshened (it keeps the model's own rule until calibrated), nor
+    by frames whose median is not live by the model's own rule.
     """
-    try:
-        new = calibrate(scores, cal.camera_id, cal.target_bpcer, cal.models)
-    except CalibrationRefused:
+    z = log_odds(np.asarray(scores, np.float64))
+    if not cal.calibrated or len(z) < MIN_FRAMES:
         return cal
-    old_t, target = float(log_odds(cal.threshold)), float(log_odds(new.threshold))
-    t = old_t + max(-MAX_STEP, min(MAX_STEP, target - old_t))
-    lowest = max(float(log_odds(cal.anchor)) - MAX_DRIFT, float(log_odds(cal.floor)) if cal.calibrated else -Z_LIMIT)
-    t = max(t, lowest)
-    return replace(cal, threshold=probability(t), source="door" if cal.calibrated else "door (uncalibrated anchor)",
-                   frames=new.frames, median=new.median, scale=new.scale, at=now_iso())
+    m = float(np.median(z))
+    if m < 0.0:
+        return cal
+    old_t = float(log_odds(cal.threshold))
+    t = old_t + max(-MAX_STEP, min(MAX_STEP, m - cal.gap - old_t))
+    t = max(t, float(log_odds(cal.anchor)) - MAX_DRIFT, float(log_odds(cal.floor)))
+    return replace(cal, threshold=probability(t), source="door", frames=len(z), median=probability(m),
+                   at=now_iso())
 
 
 def combine(scores: np.ndarray | list[float]) -> float:
@@ -206,7 +211,10 @@ def _from_row(store: Store, camera: str, text: str) -> Calibration:
     try:
         data = json.loads(text)
         cal = Calibration(**data)
-        if not (0.0 <= float(cal.threshold) <= 1.0) or cal.camera_id != camera:
+        numbers = ("threshold", "target_bpcer", "median", "scale", "floor", "anchor", "refused_share", "gap")
+        if any(type(getattr(cal, k)) not in (int, float) or not math.isfinite(getattr(cal, k)) for k in numbers):
+            raise ValueError("a number is missing or not a number")
+        if not (0.0 <= cal.threshold <= 1.0) or cal.camera_id != camera:
             raise ValueError(f"threshold {cal.threshold!r}, camera {cal.camera_id!r}")
     except (ValueError, TypeError, RecursionError) as e:
         raise GalleryError(f"{store.path}: the liveness calibration of camera {camera!r} is damaged ({e}); "
