@@ -35,17 +35,14 @@ DAY = 86400.0
 @dataclass
 class Freshening:
     """Which visits may keep a calibrated camera's threshold fresh, how often, and how far: the door's policy
-    around ``facepi.identity.liveness.freshen``, which does the statistics (and refuses a pool in which
-    more than 2 % of the frames look like attacks).
+    around ``facepi.identity.liveness.freshen``, which does the statistics.
 
     Fed: only the frames of a member's visit judged live and recognised with margin (the caller's part): a
-    photo that is refused feeds nothing, and a look-alike or a doubtful face never does. (A sample cut at
-    the threshold could ratchet it up; measured, it does not: a visit is judged on the median of its
-    frames, and the pool keeps every frame of it, so its low quantile still sees the camera's low live
-    frames; tests/test_liveness_door.py.) A photo that passes can pull the threshold down, but at most 0.5
-    log-odds per freshening, once per ``every`` seconds, and never more than ``floor`` log-odds below the
-    last explicit calibration (its anchor): with the default 0, freshening tightens a camera or brings it
-    back, never loosens it below what a person calibrated.
+    photo that is refused feeds nothing, and a look-alike or a doubtful face never does. ``freshen`` follows
+    the median of the frames (which the cut at the threshold barely moves: no ratchet), at most 0.5
+    log-odds a time; the door does it at most once per ``every`` seconds and never lets it go more than
+    ``floor`` log-odds below the last explicit calibration (its anchor): with the default 0, freshening
+    tightens a camera or brings it back, never loosens it below what a person calibrated.
     """
 
     cal: Any  # facepi.identity.liveness.Calibration
