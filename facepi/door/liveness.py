@@ -109,13 +109,22 @@ class DoorLiveness:
         self.unjudged: dict[str, tuple[list[float], float]] = {}
         self.fresh = Freshening(rules.uncalibrated(self.camera), lc.adapt_frames, lc.adapt_hours * 3600,
                                 lc.adapt_floor)
+        self.running = False
         self.reload()
+        self.running = True
 
     def reload(self) -> None:
-        """The camera's calibration as stored now (at start, and when the gallery's database changed)."""
+        """The camera's calibration as stored now (at start, and when the gallery's database changed). A
+        damaged one stops the start (named); while running, the calibration in use is kept, and said."""
         from facepi.identity import liveness as rules
 
-        cal = rules.load(self.cfg.recognition.gallery, self.camera)
+        try:
+            cal = rules.load(self.cfg.recognition.gallery, self.camera)
+        except Exception as e:
+            if self.running:  # keep what we have
+                log.error("liveness: %s; the calibration in use is kept", e)
+                return
+            raise
         if cal is None:
             cal = replace(rules.uncalibrated(self.camera), threshold=self.cfg.liveness.uncalibrated_threshold)
         if cal == self.fresh.cal:
