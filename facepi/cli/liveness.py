@@ -87,9 +87,11 @@ def for_classify(args: argparse.Namespace) -> tuple[Any, Any] | None:
     from facepi.vision.liveness import LivenessModel
 
     cal = decide.load_or_default(str(args.classifier_file), args.camera_id)
+    model = LivenessModel.load(args.models, threads=max(args.threads, 1))
+    cal.check_models(model.files)
     if not cal.calibrated:
         print(f"facepi: note: {cal.describe()}", file=sys.stderr)
-    return LivenessModel.load(args.models, threads=max(args.threads, 1)), cal
+    return model, cal
 
 
 def check_lines(gallery: str) -> tuple[list[str], dict[str, Any]]:
