@@ -109,10 +109,16 @@ def test_gallery_file_cannot_execute_code(tmp_path, pipeline, embedded):
 def test_enroll_forget_people(tmp_path, faces_root, capsys):
     gallery = tmp_path / "state" / "gallery.npz"
     train = faces_root / "train"
+    # a typo'd folder is refused before any work, and nothing is created (no gallery where no door looks)
+    assert facepi_main(["enroll", "madonna", str(train / "madonna"), "--gallery", str(gallery)]) == 2
+    assert "no such folder (nothing created" in capsys.readouterr().err and not gallery.parent.exists()
+    gallery.parent.mkdir()
     # One of madonna's web photos is tiny and stylised: named as an outlier and skipped (exit 3: enrolled,
     # some photos skipped), then enrolled as told.
     assert facepi_main(["enroll", "madonna", str(train / "madonna"), "--gallery", str(gallery)]) == 3
-    assert "far from madonna's other photos" in capsys.readouterr().err and "madonna" in load_gallery(gallery).people
+    err = capsys.readouterr().err
+    assert "far from madonna's other photos" in err and "madonna" in load_gallery(gallery).people
+    assert f"no gallery at {gallery} (kept in gallery.db beside it) yet: a new one is made there" in err
     assert facepi_main(["enroll", "madonna", str(train / "madonna"), "--gallery", str(gallery), "--force",
                         "--verbose"]) == 0
     out = capsys.readouterr().out

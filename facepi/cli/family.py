@@ -24,6 +24,8 @@ def enroll(args: argparse.Namespace) -> int:
     path = shared.gallery_path(args)
     check_writable(path)
     exists = db_path(path).exists() or path.exists()
+    if not exists:
+        print(f"facepi: note: no gallery at {shared.stored_in(path)} yet: a new one is made there", file=sys.stderr)
     meta = load_gallery(path).meta if exists else {}
     if exists:
         args.embedder = args.embedder or meta.get("embedder")  # keep the gallery's model unless told
@@ -57,7 +59,7 @@ def enroll(args: argparse.Namespace) -> int:
               f"{db_path(path) if db_path(path).exists() else path} unchanged", file=sys.stderr)
         return 2
     gallery = done.gallery
-    print(f"Enrolled {report.added} photo(s) of {name} in {db_path(path)} "
+    print(f"Enrolled {report.added} photo(s) of {name} in {shared.stored_in(path)} "
           f"({len(gallery.people)} people, {len(gallery.labels)} photos; undo: facepi gallery undo)")
     print(shared.plain_rule(gallery.meta))
     if args.verbose:
