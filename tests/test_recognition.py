@@ -136,6 +136,10 @@ def test_enroll_forget_people(tmp_path, faces_root, capsys):
     assert load_gallery(gallery).people == ["madonna", "ben_afflek"]
     assert facepi_main(["forget", "nobody", "--gallery", str(gallery)]) == 2
     assert "'nobody' is not enrolled" in capsys.readouterr().err
+    # one photo is enough to enrol, and said at enrol time to be thin
+    assert facepi_main(["enroll", "mindy_kaling", str(sorted((train / "mindy_kaling").glob("*.jpg"))[0]),
+                        "--gallery", str(gallery)]) == 0
+    assert "mindy_kaling has 1 photo(s) in the gallery; 3-5" in capsys.readouterr().err
 
 
 def test_small_galleries_use_the_models_measured_rule(pipeline, embedded):
