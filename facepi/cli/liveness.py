@@ -47,8 +47,12 @@ def calibrate(args: argparse.Namespace) -> int:
     from facepi.identity import liveness as decide
     from facepi.vision.liveness import LivenessModel
 
+    from facepi.identity.gallery import GalleryError, db_path
+
     decide.check_camera_id(args.camera_id)
     gallery = str(shared.gallery_path(args))
+    if not db_path(gallery).parent.is_dir():  # said before minutes of scoring, not after
+        raise GalleryError(f"{db_path(gallery)}: no such folder {db_path(gallery).parent} (nothing created)")
     model = LivenessModel.load(args.models, threads=max(args.threads, 1))
     pipeline = shared.pipeline(args)
     paths = frame_paths(args.frames)
