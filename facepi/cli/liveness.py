@@ -45,9 +45,8 @@ def frame_paths(folder: Path) -> list[Path]:
 
 def calibrate(args: argparse.Namespace) -> int:
     from facepi.identity import liveness as decide
-    from facepi.vision.liveness import LivenessModel
-
     from facepi.identity.gallery import GalleryError, db_path
+    from facepi.vision.liveness import LivenessModel
 
     decide.check_camera_id(args.camera_id)
     gallery = str(shared.gallery_path(args))
