@@ -127,6 +127,10 @@ def test_stored_per_camera_beside_the_gallery(tmp_path):
     decide.save(g, cal)
     decide.save(g, decide.calibrate(np.linspace(0.99, 0.9999, 30), "back"))
     assert decide.load(g, "front") == cal and set(decide.all_calibrations(g)) == {"back", "front"}
+    made = decide.calibrate(np.linspace(0.9, 0.999, 30), "front", models="a.tflite+b.tflite")
+    made.check_models(["a.tflite", "b.tflite"])
+    with pytest.raises(ValueError, match="calibrate it again"):
+        made.check_models(["c.tflite", "b.tflite"])
     con = sqlite3.connect(tmp_path / "gallery.db")
     con.execute("UPDATE liveness SET value = '{\"camera_id\": \"front\", \"threshold\": 7}' WHERE camera = 'front'")
     con.commit()

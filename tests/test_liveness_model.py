@@ -60,6 +60,8 @@ def test_tflite_equals_onnxruntime_on_real_faces():
     from facepi_convert import minifasnet
 
     files = minifasnet.check_source(ONNX)
+    for net in minifasnet.NETS:  # the committed files are exactly this conversion (it is deterministic)
+        assert minifasnet.convert(files[net.onnx]) == (MODELS / net.tflite).read_bytes(), net.tflite
     det = Detector(MODELS, threads=1)
     frames = nuaa("live", "0001", 3) + nuaa("attack", "0001", 3)
     for net in minifasnet.NETS:

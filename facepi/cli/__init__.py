@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     r = sub.add_parser("run", parents=[conf, daemon], help="the door-camera daemon: recognise and publish")
     r.add_argument("--source", help="camera index, /dev/video*, 'picamera2', RTSP/HTTP URL, video file or folder")
-    r.add_argument("--classifier", help="gallery file (facepi train / enroll)")
+    r.add_argument("--gallery", "--classifier", dest="classifier",
+                   help="the gallery (as every other command's --gallery; --classifier is its older name)")
     r.set_defaults(func=service.run)
     dm = sub.add_parser("demo", parents=[conf, daemon], help="the daemon on the bundled demo input (real photos)")
     dm.set_defaults(func=service.demo)

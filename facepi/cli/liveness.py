@@ -45,10 +45,13 @@ def frame_paths(folder: Path) -> list[Path]:
 
 def calibrate(args: argparse.Namespace) -> int:
     from facepi.identity import liveness as decide
+    from facepi.identity.gallery import GalleryError, db_path
     from facepi.vision.liveness import LivenessModel
 
     decide.check_camera_id(args.camera_id)
     gallery = str(shared.gallery_path(args))
+    if not db_path(gallery).parent.is_dir():  # said before minutes of scoring, not after
+        raise GalleryError(f"{db_path(gallery)}: no such folder {db_path(gallery).parent} (nothing created)")
     model = LivenessModel.load(args.models, threads=max(args.threads, 1))
     pipeline = shared.pipeline(args)
     paths = frame_paths(args.frames)
@@ -87,9 +90,11 @@ def for_classify(args: argparse.Namespace) -> tuple[Any, Any] | None:
     from facepi.vision.liveness import LivenessModel
 
     cal = decide.load_or_default(str(args.classifier_file), args.camera_id)
+    model = LivenessModel.load(args.models, threads=max(args.threads, 1))
+    cal.check_models(model.files)
     if not cal.calibrated:
         print(f"facepi: note: {cal.describe()}", file=sys.stderr)
-    return LivenessModel.load(args.models, threads=max(args.threads, 1)), cal
+    return model, cal
 
 
 def check_lines(gallery: str) -> tuple[list[str], dict[str, Any]]:

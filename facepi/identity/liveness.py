@@ -113,6 +113,13 @@ class Calibration:
     def is_live(self, score: float) -> bool:
         return bool(score >= self.threshold)
 
+    def check_models(self, files: list[str]) -> None:
+        """A threshold holds for the models that scored its frames only: refuse it for others."""
+        if self.calibrated and self.models and self.models != "+".join(files):
+            raise ValueError(f"camera {self.camera_id}: its liveness calibration was made with {self.models}, "
+                             f"the models now are {'+'.join(files)}: calibrate it again (facepi liveness "
+                             f"calibrate FRAMES --camera-id {self.camera_id})")
+
     def describe(self) -> str:
         if not self.calibrated:
             return (f"camera {self.camera_id}: liveness not calibrated; meanwhile the model's own rule "
