@@ -204,3 +204,30 @@ def test_photos_presented_again_and_again_cannot_loosen_the_camera(tmp_path):
     assert door.fresh.cal.source == "door"  # it was freshened, not frozen
     still = {i for i, s in enumerate(attacks) if door.judge([s] * 3, 31 * DAY, True)[0] is False}
     assert refused <= still, sorted(refused - still)
+
+
+def test_an_uncalibrated_camera_says_so_and_stays_strict(door, tmp_path):
+    """The same door, the camera's calibration removed: the daemon warns, its status says uncalibrated and
+    the threshold it uses meanwhile (0.9), and still no photo is named a member."""
+    import shutil
+    import sqlite3
+
+    gallery, video, plan = door
+    g = tmp_path / "g.npz"
+    if gallery.exists():  # the gallery itself may still be the .npz (imported on its first change)
+        shutil.copy(gallery, g)
+    with sqlite3.connect(gallery.with_suffix(".db")) as src, sqlite3.connect(g.with_suffix(".db")) as dst:
+        src.backup(dst)  # the gallery's database as it is (WAL included)
+        dst.execute("DELETE FROM liveness")
+    proc = run_daemon(["--source", str(video), "--classifier", str(g), "--fast"],
+                      env={"FACEPI_MQTT_HOST": "", "FACEPI_LIVENESS_ENABLED": "1"})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "camera door has no calibration" in err
+    final = json.loads([x for x in err.splitlines() if "final status:" in x][-1].split("final status: ")[1])
+    lv = final["liveness"]
+    assert lv["state"] == "uncalibrated" and lv["threshold"] == 0.9 and lv["calibrated"] is None
+    assert "no calibration for camera door" in lv["says"] and lv["fresh_visits"] == 0  # never freshened
+    events = [json.loads(line) for line in out.splitlines()]
+    assert not [e for e in events if e["name"] in MEMBERS and e.get("live") is not True]
+    assert len([e for e in events if e.get("resembles") in MEMBERS]) == 2, events  # both photos: spoofs
