@@ -84,7 +84,7 @@ class Announcer:
     def say(self, tr: Track, said: Announcement, captured: float, rgb: np.ndarray | None = None) -> None:
         assert tr.decision is not None
         d = tr.decision
-        extra: dict[str, Any] = {"type": said.kind}
+        extra: dict[str, Any] = {"type": "unknown" if said.kind == "spoof" else said.kind}
         if said.kind == "correction":
             extra |= {"was": said.was, "corrects": tr.said_seq}
         if said.kind == "recognized":
@@ -96,25 +96,41 @@ class Announcer:
 
     def publish(self, tr: Track, d: Prediction, captured: float, rgb: np.ndarray | None = None,
                 extra: dict[str, Any] | None = None) -> None:
+        """One event, its snapshot (where allowed) handed over before it. With liveness on, a member's face not
+        judged live is never said under the member's name: ``name`` is unknown, ``live`` false (or null: not
+        judged) and ``resembles`` names the member; a visit judged not live also goes to the ``spoof`` topic
+        (with its picture where snapshots may)."""
         self.seq += 1
         x1, y1, x2, y2 = (float(v) for v in tr.box[:4])
+        withheld = self.tracker.liveness and d.name != UNKNOWN and tr.live is not True
+        name = UNKNOWN if withheld else d.name
         event = {"camera": self.cfg.camera_id, "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                 "name": d.name, "score": round(d.score, 4), "distance": round(d.distance, 4),
+                 "name": name, "score": round(d.score, 4), "distance": round(d.distance, 4),
                  "box": [round(x1), round(y1), round(x2 - x1), round(y2 - y1)], "track_id": tr.id,
                  "seq": self.seq, "run": self.run_id, "model": self.model} | (extra or {})
-        if self.cfg.mqtt.snapshot and rgb is not None:  # before its event: a notification shows this face
-            self.publisher.snapshot(snapshot_jpeg(rgb, tr.box, "Stranger" if d.name == "unknown" else d.name))
+        if tr.live is not None or withheld:
+            event |= {"live": tr.live, "liveness": None if tr.liveness is None else round(tr.liveness, 4)}
+        if withheld:
+            event["resembles"] = d.name
+        label = f"Not live (like {d.name})" if withheld else "Stranger" if name == UNKNOWN else name
+        jpeg = snapshot_jpeg(rgb, tr.box, label) if self.cfg.mqtt.snapshot and rgb is not None else None
+        if jpeg is not None:  # before its event: a notification built on the event shows this face
+            self.publisher.snapshot(jpeg)
         self.publisher.event(event)
         self.latency_ms.append((time.monotonic() - captured) * 1000)
-        log.info("event %d: %s%s (distance %.3f, track %d)", self.seq, d.name,
-                 f" (correction: was {event['was']})" if event.get("type") == "correction" else "", d.distance,
-                 tr.id)
-        face = vote(tr.embeddings, tr.weights) if d.name != UNKNOWN and tr.embeddings else None
+        if withheld and tr.live is False:
+            self.publisher.spoof(event, jpeg)
+            log.warning("event %d: a face like %s judged NOT live (liveness %.3f, track %d): announced as a spoof",
+                        self.seq, d.name, tr.liveness or 0.0, tr.id)
+        else:
+            log.info("event %d: %s%s (distance %.3f, track %d)", self.seq, name,
+                     f" (correction: was {event['was']})" if event.get("type") == "correction" else "", d.distance,
+                     tr.id)
+        face = vote(tr.embeddings, tr.weights) if name != UNKNOWN and tr.embeddings else None
         if face is not None:  # what a "that wasn't X" for this event would correct
-            self.recognized.append((self.run_id, self.seq, d.name, face, event["timestamp"]))
+            self.recognized.append((self.run_id, self.seq, name, face, event["timestamp"]))
         if store.exists(self.cfg.recognition.gallery):  # `facepi gallery wrong NAME / --event SEQ` (never migrates)
-            db, camera, run, seq, name = (store.Store(self.cfg.recognition.gallery), self.cfg.camera_id,
-                                          self.run_id, self.seq, d.name)
+            db, camera, run, seq = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id, self.run_id, self.seq
 
             def remember() -> None:
                 recent.remember_event(db, run, seq, name, face, camera)

@@ -197,18 +197,11 @@ class MqttPublisher:
                 self.flush()
         elif msg.topic in [self.topic(kind) for kind in COMMANDS]:
             self._command(msg.topic.rsplit("/", 1)[1], msg.payload, bool(msg.retain))
-        elif msg.topic in [self.topic(leaf) for leaf in OWNED]:
-            self._restore(msg.topic.rsplit("/", 1)[1], bytes(msg.payload))
-
-    def _restore(self, leaf: str, payload: bytes) -> None:
-        """The dashboard's visitor and the id a naming is sent for are the daemon's alone: anything else written
-        there (a forged ``visitor_info`` sends a naming elsewhere) is replaced at once, as ``doors/<camera>`` is."""
-        with self.lock:
-            ours = self.owned.get(leaf)
-        if ours is None or payload == ours or leaf in self.waiting:
-            return
-        log.warning("%s was written by someone else: restored", self.topic(leaf))
-        self._state(leaf, ours, 1)
+        elif msg.topic in [self.topic(leaf) for leaf in OWNED]:  # the daemon's alone (a forged visitor_info would
+            leaf = msg.topic.rsplit("/", 1)[1]  # send a naming elsewhere): restored at once, as doors/<camera> is
+            if (ours := self.owned.get(leaf)) is not None and bytes(msg.payload) != ours and leaf not in self.waiting:
+                log.warning("%s was written by someone else: restored", msg.topic)
+                self._state(leaf, ours, 1)
 
     def _command(self, kind: str, payload: bytes, retained: bool) -> None:
         """A command on the camera's own command topics (broker ACLs decide who may send them), once it has
@@ -228,8 +221,7 @@ class MqttPublisher:
             self.on_name(*request)  # (name checks as enroll's)
 
     def answer(self, command: str, ok: bool, message: str, visitor: str | None = None) -> None:
-        """A command's answer on ``answer`` (retained, each one sent; not ``learning``, where the next visit's
-        notice would overwrite it): done, or refused and why."""
+        """A command's answer, retained, each one sent, on ``answer`` (a visit's notice never overwrites it)."""
         payload = {"ok": ok, "command": command, "message": message} | ({"visitor": visitor} if visitor else {})
         self._publish(self.topic("answer"), json.dumps(payload), 1, True)
 
@@ -301,19 +293,23 @@ class MqttPublisher:
         self._state("status", json.dumps(payload), 0)
 
     def snapshot(self, jpeg: bytes) -> None:
-        """Retained (the dashboard's image), handed to paho at once at the event's QoS: on the broker before the
-        event published next, so a notification built on the event shows this face."""
+        """Retained, handed to paho at once at the event's QoS: on the broker before the event published next."""
         info = self._publish(self.topic("snapshot"), jpeg, self.cfg.mqtt.qos, True)
         with self.lock:
             self.waiting.pop("snapshot", None)
             self.in_paho["snapshot"] = info
 
+    def spoof(self, payload: dict[str, Any], jpeg: bytes | None) -> None:
+        """A visit judged not live: Home Assistant's per-camera Spoof event, and its picture where snapshots may."""
+        self._publish(self.topic("spoof"), json.dumps(payload), self.cfg.mqtt.qos, False)
+        if jpeg:
+            self._state("spoof_snapshot", jpeg, 0)
+
     def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:
         """The visitor shown on the dashboard ("Last unknown visitor") and which one it is, both
         retained; ``b""`` and None clear both from the broker (empty retained messages)."""
         text = json.dumps(info) if info else ""
-        with self.lock:
-            self.owned |= {"visitor": jpeg, "visitor_info": text.encode()}
+        self.owned = {"visitor": jpeg, "visitor_info": text.encode()}  # restored if someone else writes them
         self._state("visitor", jpeg, 1)
         self._state("visitor_info", text, 1)
 
@@ -347,7 +343,8 @@ class MqttPublisher:
     def discovery_messages(self) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
         configs = homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
-                                          self.people, cfg.mqtt.snapshot, cfg.learning.enabled, self.visitors)
+                                          self.people, cfg.mqtt.snapshot, cfg.learning.enabled,
+                                          cfg.liveness.enabled, self.visitors)
         if self.house:
             configs |= homeassistant.household_discovery(cfg.household.id, self.house, cfg.mqtt.discovery_prefix,
                                                          self.people)

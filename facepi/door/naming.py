@@ -50,6 +50,18 @@ class Look:
     weight: float  # its say in that vote (detector score x face size)
 
 
+@dataclass(frozen=True)
+class Announcement:
+    """What a track's visit says now: ``recognized`` (a member, sure), ``unknown`` (someone at the door,
+    not named), ``correction`` (the name ``was`` said for this visit is taken back: now ``name``) or, with
+    liveness on, ``spoof`` (a face like the member ``name``, judged not live: never said as the member)."""
+
+    kind: str
+    name: str
+    was: str | None = None
+    since: float = 0.0  # seconds from the track's first sighting (time to name)
+
+
 def recent_faces(looks: Sequence[Look]) -> tuple[list[np.ndarray], list[float]]:
     """The embeddings and weights of the recent looks (what ``vote`` is given)."""
     recent = looks[-WINDOW:]

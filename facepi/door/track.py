@@ -15,19 +15,17 @@ Three clocks, kept apart:
   a camera that stops sending frames empties it. A stranger is present only once the
   quality gate below has let them be announced.
 
-A track is embedded on every frame while its identity is being settled (its first
-``confirm_seconds`` + ``naming.HOLD_SECONDS``, and whenever its latest look disagrees with the
-name it was given), else every ``reidentify_seconds``. Its vote is the classifier's answer for the
-quality-weighted mean of its recent embeddings (detector score x face size, as Frigate weights its
-votes); a member's name is said only on agreeing evidence over the frames so far, and a name that
-went out is taken back with a correction, never silently (``facepi.door.naming``). A face is
-announced as *unknown* ("someone at the door") only after it was seen
-on ``unknown_min_frames`` frames with a detector score and a landmark geometry of a
-real face, mostly inside the frame: hands and patterns that fool MTCNN for a frame
-or two, and a face printed on a shirt cut by the frame's edge, are not announced.
-Such a face, once judged (``ignored``), is not presence either, and does not keep the
-daemon's detector on every frame; its spot is remembered for ``rejected_memory``
-seconds, so the same poster found again a still_interval later is not judged afresh.
+A track is embedded on every frame while its identity is being settled (its first ``confirm_seconds`` +
+``naming.HOLD_SECONDS``, and whenever its latest look disagrees with its name), else every
+``reidentify_seconds``. Its vote is the classifier's answer for the quality-weighted mean of its recent
+embeddings (detector score x face size, as Frigate weights its votes); a member's name is said only on
+agreeing evidence over the frames so far, and a name that went out is taken back with a correction, never
+silently (``facepi.door.naming``). A face is announced as *unknown* ("someone at the door") only after it was
+seen on ``unknown_min_frames`` frames with a detector score and a landmark geometry of a real face, mostly
+inside the frame: hands and patterns that fool MTCNN for a frame or two, and a face printed on a shirt cut by
+the frame's edge, are not announced. Such a face, once judged (``ignored``), is not presence either, and does
+not keep the daemon's detector on every frame; its spot is remembered for ``rejected_memory`` seconds, so the
+same poster found again a still_interval later is not judged afresh.
 """
 
 from __future__ import annotations
@@ -38,10 +36,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facepi.door import naming
-from facepi.door.naming import Look
+from facepi.door.naming import Announcement, Look
 from facepi.identity.classify import UNKNOWN, Prediction
 from facepi.vision.align import landmark_error
 from facepi.vision.detect import iou_matrix
+
+SPOOF = "\0spoof:"  # visiting's key for a member's spoofed visit (no name starts with NUL)
 
 
 @dataclass
@@ -66,6 +66,9 @@ class Track:
     agreed: Prediction | None = None  # the answer for the vote of the recent looks (naming.sure_name)
     visitor: int | None = None  # the unknown visitor this track was found to be
     suspect: bool = False  # born where a face the gate turned down was: ignored until judged itself
+    live_scores: list[float] = field(default_factory=list)  # liveness per frame scored (door/liveness.py)
+    live: bool | None = None  # the visit's liveness verdict; None: not judged (or liveness off)
+    liveness: float | None = None  # the visit's combined liveness score
 
     def see(self, box: np.ndarray, landmarks: np.ndarray, t: float, frame_size: tuple[int, int] | None) -> None:
         self.box, self.landmarks, self.last_t = box[:4].astype(np.float64), landmarks.copy(), t
@@ -118,17 +121,6 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(1.0 - np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
-@dataclass(frozen=True)
-class Announcement:
-    """What a track's visit says now: ``recognized`` (a member, sure), ``unknown`` (someone at the door,
-    not named) or ``correction`` (the name ``was`` said for this visit is taken back: now ``name``)."""
-
-    kind: str
-    name: str
-    was: str | None = None
-    since: float = 0.0  # seconds from the track's first sighting (time to name)
-
-
 @dataclass
 class Tracker:
     iou: float = 0.3
@@ -147,6 +139,7 @@ class Tracker:
     min_face_in_view: float = 0.85
     min_face_width: float = 0.0  # pixels: the detector's minsize (its refined boxes can come out smaller)
     rejected_memory: float = 30.0  # seconds a spot whose face the gate turned down is remembered
+    liveness: bool = False  # a member is named (present, announced) only once the visit is judged live
     tracks: dict[int, Track] = field(default_factory=dict)
     visiting: dict[str, float] = field(default_factory=dict)  # announced name -> last time in view
     last_announced: dict[str, float] = field(default_factory=dict)
@@ -224,8 +217,22 @@ class Tracker:
         self.rejected = [(b, last) for b, last in self.rejected if iou_matrix(box, b[None])[0, 0] < self.iou]
         self.rejected.append((tr.box.copy(), tr.last_t))
 
+    def unproven(self, tr: Track) -> bool:
+        """A member's face not (yet) judged live, with liveness on: not named, not present."""
+        return self.liveness and tr.decision is not None and tr.decision.name != UNKNOWN and tr.live is not True
+
+    def judged(self, tr: Track, live: bool, score: float) -> None:
+        """The visit's liveness verdict: a live member is present from this frame on."""
+        tr.live, tr.liveness = live, score
+        self._in_view(tr, tr.last_t)
+
     def _in_view(self, tr: Track, t: float) -> None:
         """Presence: a member once named (sure), "unknown" once someone at the door was announced."""
+        if self.unproven(tr) and tr.named is None:  # a spoof presented on: the same spoofed visit, not news again
+            assert tr.decision is not None
+            if tr.live is False and SPOOF + tr.decision.name in self.visiting:
+                self.visiting[SPOOF + tr.decision.name] = t
+            return
         if tr.named is not None:
             self.present[tr.named] = t
             if tr.named in self.visiting:
@@ -281,6 +288,9 @@ class Tracker:
             return None
         if tr.named is not None:
             return self._taken_back(tr, t, final)
+        if self.unproven(tr):  # liveness on: a member's name only for a face judged live; a spoof once per visit
+            return Announcement("spoof", d.name, since=t - tr.first_t) if \
+                tr.live is False and tr.announced != d.name and self._spoof(tr, t) else None
         sure = naming.sure_name(tr.looks, self._agreed(tr), self.confirm_seconds, final)
         if sure is not None:
             return self._name(tr, sure, t)
@@ -337,6 +347,16 @@ class Tracker:
             self._new_stranger(tr, t)  # a visitor like any other stranger's (learning keeps its faces)
         return Announcement("correction", now or UNKNOWN, was=was, since=t - tr.first_t)
 
+    def _spoof(self, tr: Track, t: float) -> bool:
+        """A visit judged not live: said once per visit (a spoof of the same member within visit_gap is the
+        same presentation), never as the member, and never present."""
+        assert tr.decision is not None
+        key = SPOOF + tr.decision.name
+        tr.announced = tr.decision.name
+        seen = key in self.visiting
+        self.visiting[key] = t
+        return not seen
+
     def _new_stranger(self, tr: Track, t: float) -> bool:
         face = vote(tr.embeddings, tr.weights)
         for v, (known, _) in self.strangers.items():
@@ -382,10 +402,12 @@ class StrangerVisits:
     (a face turned away for longer than ``track_gap``) is given the same visitor again, so
     its faces are gathered here by visitor, not by track: keyed by track, one visit was
     stored as two. A track's faces wait with the track (it may still turn out to be someone
-    enrolled); they join the visit only if it ends as an unknown visitor.
+    enrolled); they join the visit only if it ends as an unknown visitor (with liveness on: one
+    judged live; a photo's faces never reach the visitor store, so naming can never enrol them).
     """
 
     keep: int  # the best faces kept per track and per visit
+    need_live: bool = False  # liveness on: only a visit judged live becomes a visitor (never a photo's faces)
     tracks: dict[int, tuple[Track, list[Face]]] = field(default_factory=dict)
     visits: dict[int, list[Face]] = field(default_factory=dict)  # visitor -> its faces so far
 
@@ -397,7 +419,7 @@ class StrangerVisits:
         """The visits that are over (``final``: all of them, the scene ends): their best faces, best first."""
         for tid in [tid for tid in self.tracks if final or tid not in tracker.tracks]:
             tr, faces = self.tracks.pop(tid)
-            if tr.visitor is not None and tr.named is None:
+            if tr.visitor is not None and tr.named is None and (tr.live is True or not self.need_live):
                 self._best(self.visits.setdefault(tr.visitor, []), faces)
         alive = {tr.visitor for tr in tracker.tracks.values()}
         over = [v for v in self.visits if final or (v not in tracker.strangers and v not in alive)]
