@@ -256,8 +256,7 @@ class Tracker:
                       decide: Callable[[np.ndarray], Prediction]) -> Track:
         """Add a face to its track's vote; returns the track it joined (a new one if it disagrees)."""
         p = decide(embedding)
-        # a named member in another pose, still within the split distance of their own centroid, is not somebody
-        # else: their visit goes on, without a second event
+        # a named member in another pose, still within split_distance of their centroid, is not somebody else
         if tr.embeddings and cosine_distance(embedding, vote(tr.embeddings, tr.weights)) > self.split_distance and \
                 not (tr.named is not None and p.candidate == tr.named and p.distance <= self.split_distance):
             del self.tracks[tr.id]  # somebody else is in this spot now: the old track ends here
