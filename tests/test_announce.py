@@ -181,6 +181,8 @@ def test_a_forged_visitor_info_cannot_redirect_a_naming(broker, gallery4, faces_
         assert sub.wait_for(lambda: sub.on(f"{BASE}/event"), 60)
         first = json.loads(sub.on(f"{BASE}/event")[0])
         assert (first["name"], first["visitor"]) == (UNKNOWN, newer), first
+        assert sub.wait_for(lambda: any(json.loads(p).get("visitor") == newer and json.loads(p).get("visits") == 2
+                                        for p in sub.on(f"{BASE}/learning")), 60)  # that visit stored: newer still
         assert sub.wait_for(lambda: shown() == newer, 60)
         assert sub.wait_for(lambda: sub.on(select) and json.loads(sub.on(select)[-1])["options"] == [newer, older],
                             10), sub.on(select)
@@ -204,7 +206,8 @@ def test_a_forged_visitor_info_cannot_redirect_a_naming(broker, gallery4, faces_
         assert sub.wait_for(lambda: shown() == older, 20), answers("show_visitor")
         assert sub.on(f"{BASE}/visitor")[-1] != picture and answers("show_visitor")[0]["ok"]
         time.sleep(5.2)  # one naming per 5 s
-        sub.client.publish(f"{BASE}/name_visitor", json.dumps({"visitor": shown(), "name": STRANGER}), qos=1)
+        assert shown() == older
+        sub.client.publish(f"{BASE}/name_visitor", json.dumps({"visitor": older, "name": STRANGER}), qos=1)
         assert sub.wait_for(lambda: len(answers("name_visitor")) == 2, 30), answers("name_visitor")
         assert answers("name_visitor")[1]["ok"], answers("name_visitor")
         assert STRANGER in load_gallery(g).people
