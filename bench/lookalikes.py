@@ -97,7 +97,7 @@ def visit(module, confirm: float | None, embeddings: np.ndarray, hold: int,
         boxes, lms = (BOX, LANDMARKS) if k < len(frames) else empty
         seen = tr.update(boxes, lms, t, (640, 480))
         for track in getattr(tr, "ended", []):  # left view while a name was being confirmed: settled now
-            if out := tr.announce(track, track.last_t, final=True):
+            if out := tr.announce(track, track.last_t, left=True):
                 said.append((out.kind, out.name, t))
         for track in seen:
             if tr.wants_embedding(track, t):

@@ -78,7 +78,7 @@ class Announcer:
         frame is gone, so no snapshot), never dropped silently."""
         for tr in self.tracker.ended:
             if not self.cfg.recognition.debug_every_frame and (said := self.tracker.announce(tr, tr.last_t,
-                                                                                             final=True)):
+                                                                                             left=True)):
                 self.say(tr, said, captured)
 
     def say(self, tr: Track, said: Announcement, captured: float, rgb: np.ndarray | None = None) -> None:

@@ -274,13 +274,13 @@ class Tracker:
             self._in_view(tr, t)
         return tr
 
-    def announce(self, tr: Track, t: float, final: bool = False) -> Announcement | None:
+    def announce(self, tr: Track, t: float, final: bool = False, left: bool = False) -> Announcement | None:
         """What this track's visit says now, if anything: a member's name once the evidence agrees
         (``naming.sure_name``), "someone at the door" (unknown) once the quality gate lets the face in
         and no name is about to be said, or a correction of a name said before.
 
-        ``final``: the track ends now (end of a file, a scene cut), so it cannot wait
-        for more frames; the quality gate still applies.
+        ``final``: the track ends now (end of a file, a scene cut): no more frames to wait for (the quality gate
+        holds). ``left``: it left view mid-confirmation: the rule as it stands, else someone at the door.
         """
         d = tr.decision
         if d is None:
@@ -295,7 +295,7 @@ class Tracker:
             return self._name(tr, sure, t)
         if tr.announced == UNKNOWN:
             return None
-        if not final and naming.leaning(tr.looks, d.name) and \
+        if not (final or left) and naming.leaning(tr.looks, d.name) and \
                 t - tr.first_t < self.confirm_seconds + naming.HOLD_SECONDS:
             return None  # a name may be about to be said: "someone at the door" waits a moment for it
         if not (final or tr.frames >= self.unknown_min_frames) or \
