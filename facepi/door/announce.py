@@ -129,13 +129,12 @@ class Announcer:
         face = vote(tr.embeddings, tr.weights) if name != UNKNOWN and tr.embeddings else None
         if face is not None:  # what a "that wasn't X" for this event would correct
             self.recognized.append((self.run_id, self.seq, name, face, event["timestamp"]))
-        if store.exists(self.cfg.recognition.gallery):  # `facepi gallery wrong NAME / --event SEQ` (never migrates)
+        if face is not None and store.exists(self.cfg.recognition.gallery):  # `gallery wrong NAME / --event SEQ`
             db, camera, run, seq = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id, self.run_id, self.seq
 
-            def remember() -> None:
+            def remember() -> None:  # (never migrates an .npz gallery)
                 recent.remember_event(db, run, seq, name, face, camera)
-                if face is not None:
-                    recent.remember(db, name, face, camera)
+                recent.remember(db, name, face, camera)
 
             self.store_worker.submit(remember, lambda _: None)
 

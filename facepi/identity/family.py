@@ -274,7 +274,8 @@ def wrong_event(path: str | os.PathLike[str], seq: int, run: str | None = None, 
     ev = recent.event(store, seq, run)
     if ev is None:
         raise Refused(f"no event {seq}{f' of run {run}' if run else ''} among the door's last {recent.EVENTS} "
-                      f"(facepi gallery log shows what was corrected)")
+                      f"recognitions: an unknown event has no name to correct (facepi gallery log shows the "
+                      f"corrections made)")
     if ev.person == "unknown" or ev.embedding is None:
         raise Refused(f"event {seq} was a stranger (unknown): there is no name to correct")
     if name is not None and name != ev.person:

@@ -1,8 +1,8 @@
 """The door's recent recognitions, in the gallery's database: what "that wasn't X" corrects
 (``facepi gallery wrong NAME``, ``facepi gallery wrong --event SEQ`` and Home Assistant's Wrong name button).
 
-Every event of the door is kept by its ``run`` and ``seq`` (the last ``EVENTS``, an ``unknown`` one without a
-face: there is no name to correct), with the change that corrected it: a correction is accepted once per
+Every recognition of the door is kept by its ``run`` and ``seq`` (the last ``EVENTS``; an ``unknown`` event has
+no name to correct), with the change that corrected it: a correction is accepted once per
 recognition, however often the same press is replayed."""
 
 from __future__ import annotations
