@@ -92,15 +92,16 @@ class RateLog:
         else:
             self.more[key] = (self.more.get(key, (0, ""))[0] + 1, text)
 
-    def tick(self) -> None:
-        """Say the counts whose interval has passed (a flood that stopped is still reported)."""
+    def tick(self, final: bool = False) -> None:
+        """Say the counts whose interval has passed (a flood that stopped is still reported); ``final``: all
+        of them (at shutdown)."""
         now = time.monotonic()
         with self.lock:
-            for key in [k for k in self.more if now - self.last.get(k, float("-inf")) >= self.interval]:
+            for key in [k for k in self.more if final or now - self.last.get(k, float("-inf")) >= self.interval]:
                 count, text = self.more.pop(key)
+                self.logger.warning("%d more like this in the last %.0f s, the newest: %s", count,
+                                    now - self.last.get(key, now), text)
                 self.last[key] = now
-                self.logger.warning("%d more like this in the last %.0f s, the newest: %s", count, self.interval,
-                                    text)
 
 
 class CommandGate:

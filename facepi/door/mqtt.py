@@ -361,6 +361,7 @@ class MqttPublisher:
         """Deliver what is queued (bounded wait), publish offline, disconnect cleanly.
         Returns the number of events that were not delivered."""
         deadline = time.monotonic() + timeout
+        self.gate.said.tick(final=True)  # the refusals not said yet, counted
         self._state("availability", "offline", 1)
         while time.monotonic() < deadline and not self.fatal:  # a broker away may come back for the events
             self.flush()
