@@ -31,7 +31,7 @@ HARMLESS_PARAMS = frozenset((
 USER_PARAMS = ("user", "username", "usr", "login", "loginuse", "u", "name", "account", "uid")  # not remembered
 # A parameter starts after "?", "&", ";" or "#"; its value runs to the next "&name=" (an "&" inside a password
 # does not end it), "#", a space or a quote.
-_QUERY = re.compile(r"(?P<name>[?&;#][A-Za-z_%][\w.%\-\[\]]*=)(?P<value>(?:[^&#\s'\"<>]|&(?![A-Za-z_%][\w.%\-]*=))*)")
+_QUERY = re.compile(r"(?P<name>[?&;#][\w.%\-\[\]]+=)(?P<value>(?:[^&#\s'\"<>]|&(?![\w.%\-\[\]]+=))*)")
 
 
 def _param(name: str) -> str:
