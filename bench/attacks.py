@@ -114,9 +114,18 @@ def flood(port: int, topic: str, line: str, count: int, seconds: float) -> subpr
     return pub
 
 
-def junk_commands(code: Path, work: Path, g: Path, video: Path, count: int) -> dict:
-    broker = Broker(work / "broker-commands")
+def broker_as_installed(workdir: Path) -> Broker:
+    """The tests' mosquitto with Debian's default queue (max_queued_messages 1000: the tests raise it so that
+    their own slow subscriber loses nothing), as a household's broker runs."""
+    broker = Broker(workdir)
+    broker.conf.write_text("\n".join(x for x in broker.conf.read_text().splitlines()
+                                     if not x.startswith("max_queued_messages")) + "\n")
     broker.start()
+    return broker
+
+
+def junk_commands(code: Path, work: Path, g: Path, video: Path, count: int) -> dict:
+    broker = broker_as_installed(work / "broker-commands")
     sub = Subscriber(broker.port, topics=(f"{BASE}/event", f"{BASE}/status"), name="bench")
     proc = daemon(code, ["--source", str(video), "--classifier", str(g), "--mqtt-host", "127.0.0.1",
                          "--mqtt-port", str(broker.port)],
@@ -138,16 +147,18 @@ def junk_commands(code: Path, work: Path, g: Path, video: Path, count: int) -> d
         broker.stop()
     final = json.loads(sub.on(f"{BASE}/status")[-1])
     err = "".join(lines)
+    if proc.returncode != 0:
+        print(err[-4000:], file=sys.stderr)
     return {"junk commands": count, "events expected": len(PEOPLE), "events announced": final["events"],
             "events published": len(sub.on(f"{BASE}/event")), "events dropped": final["events_dropped"],
-            "exit code": proc.returncode, "log lines": len(err.splitlines()),
+            "exit code": proc.returncode, "fps (last minute)": final.get("fps"),
+            "frames dropped": final.get("frames_dropped"), "log lines": len(err.splitlines()),
             "log lines about the junk": sum("junk" in x and "WARNING" in x for x in err.splitlines()),
             "refusals counted in the log": sum(int(n) for n in re.findall(r"(\d+) more like this", err))}
 
 
 def junk_configs(code: Path, work: Path, g: Path, count: int) -> dict:
-    broker = Broker(work / "broker-configs")
-    broker.start()
+    broker = broker_as_installed(work / "broker-configs")
     video = make_video([], work / "empty.avi", fps=8, gap=3600.0)
     proc = daemon(code, ["--source", str(video), "--classifier", str(g), "--mqtt-host", "127.0.0.1",
                          "--mqtt-port", str(broker.port)], {"FACEPI_MQTT_RECONNECT_MAX_SECONDS": "1"})
@@ -200,6 +211,7 @@ def main() -> int:
     ap.add_argument("--commands", type=int, default=None)
     ap.add_argument("--configs", type=int, default=None)
     ap.add_argument("--code", type=Path, default=ROOT, help="the checkout whose daemon runs (default: this one)")
+    ap.add_argument("--parts", default="commands,configs", help="which parts to run (default both)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     commands = args.commands or (150_000 if args.full else 30_000)
@@ -212,17 +224,21 @@ def main() -> int:
         g = gallery(work, faces_root)
         photos = one_face_photos([sorted((faces_root / "val" / p).glob("*.jpg"))[0] for p in PEOPLE], work)
         video = make_video(photos, work / "calls.avi", fps=8, hold=1.5, gap=1.5)
-        results = {"code": str(args.code), "commands": junk_commands(args.code.resolve(), work, g, video, commands),
-                   "configs": junk_configs(args.code.resolve(), work, g, configs)}
+        results: dict = {"code": str(args.code)}
+        if "commands" in args.parts:
+            results["commands"] = junk_commands(args.code.resolve(), work, g, video, commands)
+        if "configs" in args.parts:
+            results["configs"] = junk_configs(args.code.resolve(), work, g, configs)
     if args.json:
         print(json.dumps(results, indent=1))
     else:
         print(f"daemon from {results['code']}")
         for part in ("commands", "configs"):
-            for key, value in results[part].items():
+            for key, value in results.get(part, {}).items():
                 print(f"  {key:30} {value}")
-    c, k = results["commands"], results["configs"]
-    ok = c["events dropped"] == 0 and c["events published"] == c["events expected"] and k["RSS rise MB"] <= 10
+    c, k = results.get("commands"), results.get("configs")
+    ok = (c is None or c["events dropped"] == 0 and c["events published"] == c["events expected"]) and \
+        (k is None or k["RSS rise MB"] <= 10)
     print("held" if ok else "NOT held: events lost or memory kept")
     return 0 if ok else 1
 

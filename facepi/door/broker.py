@@ -11,6 +11,7 @@ from typing import Any
 from facepi.config import Config
 
 MAX_PACKET = 256 * 1024  # bytes: the largest message the broker may send the publisher (MQTT 5 Maximum Packet Size)
+RECEIVE_MAXIMUM = 32  # QoS 1/2 messages the broker may have unacknowledged with this client
 AUTH_FAILURES = ("Bad user name or password", "Not authorized")
 
 
@@ -53,14 +54,18 @@ def make_client(client_id: str, *, username: str | None = None, password: str | 
 
 
 def connect(client: Any, host: str, port: int, keepalive: int, max_packet: int = MAX_PACKET) -> None:
-    """``connect_async`` with the MQTT 5 Maximum Packet Size: the broker never sends this client a larger
-    message (it drops it for this client: MQTT 5, 3.1.2.11.4), so one huge message from any broker client
-    costs the Pi nothing (paho itself reads whatever arrives into memory, however large)."""
+    """``connect_async`` with two MQTT 5 limits on what the broker sends this client. Maximum Packet Size:
+    never a larger message (the broker drops it for this client: MQTT 5, 3.1.2.11.4), so one huge message
+    from any broker client costs the Pi nothing (paho itself reads whatever arrives into memory, however
+    large). Receive Maximum: at most RECEIVE_MAXIMUM QoS 1/2 messages unacknowledged (3.1.2.11.3), so a flood
+    waits at the broker (whose queue is bounded: Mosquitto's max_queued_messages, 1000 by default) rather
+    than in this client's socket, ahead of the acknowledgements of its own events."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
     props = Properties(PacketTypes.CONNECT)
     props.MaximumPacketSize = max_packet
+    props.ReceiveMaximum = RECEIVE_MAXIMUM
     client.connect_async(host, port, keepalive, properties=props)
 
 

@@ -361,6 +361,8 @@ class MqttPublisher:
         """Deliver what is queued (bounded wait), publish offline, disconnect cleanly.
         Returns the number of events that were not delivered."""
         deadline = time.monotonic() + timeout
+        if self.connected:  # no more commands: a flood must not hold up the events' acknowledgements
+            self.client.unsubscribe([self.topic(kind) for kind in COMMANDS])
         self.gate.said.tick(final=True)  # the refusals not said yet, counted
         self._state("availability", "offline", 1)
         while time.monotonic() < deadline and not self.fatal:  # a broker away may come back for the events
