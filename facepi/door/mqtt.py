@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 STATE_SLACK = 256  # state messages (state topics, discovery configs, clears) in paho at once; the rest wait
 ANSWERS = 16  # command answers waiting to be sent: a flood of refusals keeps only the newest
 ANSWERS_IN_PAHO = 4  # command answers in paho at once
+MANIFEST_WAIT = 2.0  # seconds after the listener connects: an earlier run's manifest would have arrived by then
 
 
 def _done(info: MQTTMessageInfo) -> bool:
@@ -49,6 +50,12 @@ class MqttPublisher:
     + ``STATE_SLACK`` + ``ANSWERS_IN_PAHO`` messages, its own bound
     (``max_queued_messages_set``) is that sum, and nothing a broker client sends can
     take an event's place: commands never cost an event.
+
+    Two connections: ``client`` publishes and subscribes to nothing; ``listener``
+    (client id ``<id>-in``) takes every message facepi reads (commands, Home
+    Assistant's status, the door's manifest, the household's doors). A flood on a
+    command topic fills the listener's socket, never the one whose acknowledgements
+    the events, state topics and answers wait for.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -61,7 +68,9 @@ class MqttPublisher:
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.listener = mqtt_client(cfg, f"{m.client_id or 'facepi-' + cfg.camera_id}-in")
+        self.listener.on_connect = self._on_listen
+        self.listener.on_message = self._on_message
         self.lock = threading.Lock()
         self.events: deque[MQTTMessageInfo] = deque()  # events in paho, not yet acknowledged
         self.waiting: dict[str, tuple[str | bytes, int]] = {}  # state topic -> newest payload, qos
@@ -78,6 +87,7 @@ class MqttPublisher:
         self.people: list[str] = []
         self.discovered: set[str] = set()  # this door's discovery configs (and household topics) now
         self.entities_topic = self.topic("entities")  # retained: what this door published (homeassistant.manifest)
+        self.manifest_due: float | None = None  # the new manifest waits until the earlier one was read (or then)
         self.on_command: Callable[[str], None] = lambda text: None
         self.on_name: Callable[[str, str], None] = lambda vid, name: None  # (visitor id, name)
         self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None  # "that wasn't X"
@@ -102,18 +112,30 @@ class MqttPublisher:
         self.connected = True
         self.problem = None
         log.info("connected to MQTT broker %s:%d", m.host, m.port)
-        client.subscribe([(self.topic(kind), 1) for kind in COMMANDS])
-        if m.discovery:
-            # exact topics only, no wildcard under the discovery prefix: junk configs there never reach this
-            # daemon; what it published before (a person forgotten while it was away) is in its manifest,
-            # subscribed to before anything is published (the broker hands over the old one first)
-            client.subscribe([(self.discovery_topic, 1), (self.entities_topic, 1)])
         self._state("availability", "online", 1)
         if m.discovery:
             self._publish_discovery()
             if self.house:
-                self._house_connected(client)
+                self._door()
         self.flush()
+
+    def _on_listen(self, client, userdata, flags, reason_code, properties) -> None:
+        """The listener's (re)connection: every subscription, exact topics only (no wildcard under the
+        discovery prefix: junk configs there never reach this daemon). What an earlier run published (a person
+        forgotten while it was away) is in its retained manifest, read before this run's replaces it."""
+        m = self.cfg.mqtt
+        if reason_code.is_failure:  # said by the publisher, which connects with the same login
+            if str(reason_code) in AUTH_FAILURES:
+                self.fatal = f"MQTT broker refused the credentials: {reason_code}"
+            return
+        client.subscribe([(self.topic(kind), 1) for kind in COMMANDS])
+        if m.discovery:
+            with self.lock:
+                if self.manifest_due is None:
+                    self.manifest_due = time.monotonic() + MANIFEST_WAIT
+            client.subscribe([(self.discovery_topic, 1), (self.entities_topic, 1)])
+            if self.house:
+                self._house_connected(client)
 
     def _on_connect_fail(self, client, userdata) -> None:
         m = self.cfg.mqtt
@@ -136,6 +158,8 @@ class MqttPublisher:
         elif msg.topic == self.entities_topic:
             if msg.retain and msg.payload:  # the manifest an earlier run left (this run's own comes back live)
                 self._clear_stale(bytes(msg.payload))
+            with self.lock:
+                self.manifest_due = 0.0  # read: this run's may replace it now
         elif msg.topic in [self.topic(kind) for kind in COMMANDS]:
             self._command(msg.topic.rsplit("/", 1)[1], msg.payload, bool(msg.retain))
 
@@ -187,8 +211,10 @@ class MqttPublisher:
     # -- publishing
     def start(self) -> None:
         m = self.cfg.mqtt
-        connect_broker(self.client, m.host, m.port, m.keepalive)
+        connect_broker(self.client, m.host, m.port, m.keepalive, 64 * 1024)  # it reads acknowledgements only
         self.client.loop_start()
+        connect_broker(self.listener, m.host, m.port, m.keepalive)
+        self.listener.loop_start()
 
     def _publish(self, topic: str, payload: str | bytes, qos: int, retain: bool) -> MQTTMessageInfo:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
@@ -229,10 +255,16 @@ class MqttPublisher:
         if self.house:
             self._anyone()
         with self.lock:
+            if "entities" in self.waiting and (self.manifest_due is None or time.monotonic() < self.manifest_due):
+                manifest = self.waiting.pop("entities")  # not before the earlier run's was read
+            else:
+                manifest = None
             self.in_paho = {leaf: info for leaf, info in self.in_paho.items() if not _done(info)}
             room = max(0, STATE_SLACK - len(self.in_paho))
             free = [leaf for leaf in self.waiting if leaf not in self.in_paho][:room]
             ready = [(leaf, self.waiting.pop(leaf)) for leaf in free]
+            if manifest is not None:
+                self.waiting["entities"] = manifest
         for leaf, (payload, qos) in ready:
             topic = leaf if "/" in leaf else self.topic(leaf)
             info = self._publish(topic, payload, qos, True)
@@ -324,7 +356,7 @@ class MqttPublisher:
             self.waiting["entities"] = (homeassistant.manifest(self._expected()), 1)
 
     # -- the household's doors (door.doors): this door published, every door watched, `anyone` kept
-    def _house_connected(self, client) -> None:  # noqa: ANN001 - paho's Client
+    def _house_connected(self, client) -> None:  # noqa: ANN001 - paho's Client (the listener)
         """Watch the household's doors (and the availability of each door known, again); publish this door.
         (The household device's configs of a person forgotten while this daemon was away: its manifest.)"""
         with self.lock:
@@ -345,7 +377,7 @@ class MqttPublisher:
             new = self.doors.message(msg.topic, bytes(msg.payload))
             ours = door_payload(self.cfg.camera_id, self.doors.mine, self.topic("availability")).encode()
         if new:
-            self.client.subscribe([(t, 1) for t in new])
+            self.listener.subscribe([(t, 1) for t in new])
         if msg.topic == f"{self.house}/doors/{self.cfg.camera_id}" and bytes(msg.payload) != ours:
             self._door()  # somebody else wrote (or cleared) this door: its own state again
         self.flush()  # `anyone`, if this view changed
@@ -361,8 +393,8 @@ class MqttPublisher:
         """Deliver what is queued (bounded wait), publish offline, disconnect cleanly.
         Returns the number of events that were not delivered."""
         deadline = time.monotonic() + timeout
-        if self.connected:  # no more commands: a flood must not hold up the events' acknowledgements
-            self.client.unsubscribe([self.topic(kind) for kind in COMMANDS])
+        self.listener.disconnect()  # no more commands
+        self.listener.loop_stop()
         self.gate.said.tick(final=True)  # the refusals not said yet, counted
         self._state("availability", "offline", 1)
         while time.monotonic() < deadline and not self.fatal:  # a broker away may come back for the events
