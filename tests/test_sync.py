@@ -63,7 +63,7 @@ def enrol(path: Path, name: str, embs: np.ndarray, sources: list[str], blank: Ga
 
 
 def host(tmp_path: Path, name: str, blank: Gallery) -> HouseholdSync:
-    (tmp_path / name).mkdir(parents=True, exist_ok=True)  # a Pi's gallery folder is there (a missing one is refused: a typo)
+    (tmp_path / name).mkdir(parents=True, exist_ok=True)  # a Pi's gallery folder is there (a missing one: refused)
     return HouseholdSync(tmp_path / name / "gallery.db", HOME, KEY, name, blank=blank)
 
 

@@ -119,7 +119,7 @@ class MqttConfig:
     host: str = _f("", "broker host; empty: print events as JSON lines on stdout")
     port: int = _f(1883, "broker port", 1, 65535)
     base_topic: str = _f("facepi/{camera_id}", "topic prefix; {camera_id} is replaced")
-    client_id: str = _f("", "MQTT client id (empty: facepi-<camera_id>)")
+    client_id: str = _f("", "MQTT client id (empty: facepi-<camera_id>); commands are read as <client id>-in")
     qos: int = _f(1, "QoS of events", 0, 2)
     keepalive: int = _f(30, "keepalive seconds", 5, 3600)
     username: str = _f("", "user name (the password comes from FACEPI_MQTT_PASSWORD or password_file)")
