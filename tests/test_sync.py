@@ -433,6 +433,16 @@ def test_junk_from_a_broker_client_stops_nothing(real, tmp_path, broker, caplog)
         warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("facepi")]
         assert len(warnings) <= 2 * 2 * 20, len(warnings)  # per engine: per reason, at most 20 topics said
         assert not [r for r in caplog.records if r.exc_info], "a message raised out of the engine"
+        # a message larger than any record never reaches the engines (MQTT 5 Maximum Packet Size): before, each
+        # read it whole into memory and refused it
+        big = (b"x" * (4 << 20), sum(h.refused["too large"] for h in (a, b)))
+        forged_before = [h.refused["bad signature"] for h in (a, b)]
+        junk.client.publish(f"{BASE}/gallery/{'f' * 16}", big[0], qos=1).wait_for_publish(10)
+        junk.client.publish(*forged(blank.model, blank.dim, key=b"not this household's key at all"),
+                            qos=1).wait_for_publish(5)  # after it, on the same connection: arrives after it
+        assert wait(lambda: [h.refused["bad signature"] for h in (a, b)] > forged_before and all(
+            h.refused["bad signature"] > n for h, n in zip((a, b), forged_before, strict=True)), 10)
+        assert sum(h.refused["too large"] for h in (a, b)) == big[1], "a 4 MB message reached an engine"
         tomb = topic_for(BASE, p[0])
         junk.client.publish(tomb, b"", qos=1, retain=True).wait_for_publish(5)  # the tombstone cleared
         fresh = Subscriber(broker.port, topics=(tomb,), name="fresh")
