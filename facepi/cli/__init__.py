@@ -210,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=service.demo)
     cc = sub.add_parser("check-config", parents=[conf], help="validate the configuration and print it")
     cc.set_defaults(func=service.check_config)
+    wb = sub.add_parser("web", parents=[conf], help="the household's page: people, photos, door events, visitors "
+                                                  "(password: FACEPI_WEB_PASSWORD or the credential web_password)")
+    wb.add_argument("--listen", help="host:port (default: [web] listen)")
+    wb.add_argument("--gallery", help="the gallery (default: [recognition] gallery in the config)")
+    wb.set_defaults(func=service.web)
     add_ha_parser(sub)
     return p
 

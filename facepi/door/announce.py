@@ -20,7 +20,7 @@ from facepi.config import Config
 from facepi.door.publish import Publisher
 from facepi.door.track import Track, Tracker, vote
 from facepi.door.worker import Worker
-from facepi.identity import recent, store
+from facepi.identity import events, recent, store
 from facepi.identity.classify import UNKNOWN, Prediction
 
 log = logging.getLogger(__name__)
@@ -80,12 +80,21 @@ class Announcer:
         if self.cfg.mqtt.snapshot and rgb is not None:
             self.publisher.snapshot(snapshot_jpeg(rgb, tr.box, "Stranger" if d.name == "unknown" else d.name))
         log.info("event %d: %s (distance %.3f, track %d)", self.seq, d.name, d.distance, tr.id)
+        self.keep(event, tr)
         if d.name != UNKNOWN and tr.embeddings:  # what a "that wasn't X" for this event would correct
             face = vote(tr.embeddings, tr.weights)
             self.recognized.append((self.run_id, self.seq, d.name, face, event["timestamp"]))
             if store.exists(self.cfg.recognition.gallery):  # for `facepi gallery wrong NAME` (never migrates)
                 db, camera = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id
                 self.store_worker.submit(lambda: recent.remember(db, d.name, face, camera), lambda _: None)
+
+    def keep(self, event: dict, tr: Track) -> None:
+        """The event with its face crop, for the page's review (``[web] events_kept``; 0: none)."""
+        web = self.cfg.web
+        if web.events_kept > 0 and tr.embeddings and store.exists(self.cfg.recognition.gallery):
+            db, face, crop = store.Store(self.cfg.recognition.gallery), vote(tr.embeddings, tr.weights), tr.crop
+            self.store_worker.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days),
+                                     lambda _: None)
 
     def frame_done(self, t: float) -> None:
         """A frame of time ``t`` was processed: the clock presence runs on."""

@@ -57,6 +57,7 @@ class Track:
     announced: str | None = None  # the name last announced (or deliberately not) for this track
     visitor: int | None = None  # the unknown visitor this track was found to be
     suspect: bool = False  # born where a face the gate turned down was: ignored until judged itself
+    crop: np.ndarray | None = None  # the aligned face of its last embedding: kept with its event (facepi web)
 
     def see(self, box: np.ndarray, landmarks: np.ndarray, t: float, frame_size: tuple[int, int] | None) -> None:
         self.box, self.landmarks, self.last_t = box[:4].astype(np.float64), landmarks.copy(), t
