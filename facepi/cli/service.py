@@ -103,4 +103,6 @@ def web(args: argparse.Namespace) -> int:
     handler.addFilter(MaskingFilter())
     logging.basicConfig(level=cfg.log_level.upper(), handlers=[handler],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(cfg, password, args.gallery)
+    import os
+
+    return serve(cfg, password, args.gallery or os.environ.get("FACEPI_GALLERY") or None)

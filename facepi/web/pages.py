@@ -15,7 +15,8 @@ header form{margin-left:auto}main{padding:1em;max-width:1100px}
 section.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.8em;margin:0 0 1em}
 .faces{display:flex;flex-wrap:wrap;gap:.5em}.face{text-align:center;font-size:.8em}
 .face img{width:96px;height:96px;border:4px solid #fff;border-radius:4px;display:block}
-.face.outlier img{border-color:#dc1e1e}.face.duplicate img{border-color:#ff9600}
+.nopic{width:96px;height:96px;background:#eee;font-size:.75em;display:flex;align-items:center;
+justify-content:center}.face.outlier img{border-color:#dc1e1e}.face.duplicate img{border-color:#ff9600}
 form.inline{display:inline-flex;gap:.3em;margin:.2em 0}button{cursor:pointer}
 .flash{padding:.5em .8em;border-radius:4px;margin-bottom:.6em}.ok{background:#dff0d8}.error{background:#f8d7da}
 .note{background:#fff3cd}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;
@@ -69,8 +70,10 @@ def people(people: list[dict], csrf: str, names: list[str]) -> str:
     for p in people:
         n = p["name"]
         faces = "".join(
-            f'<div class="face {f["mark"]}"><img src="/img/face/{f["row"]}.jpg" alt="{e(n)} photo {f["number"]}" '
-            f'title="{e(f["source"])}{" - " + e(f["why"]) if f["why"] else ""}">{f["number"]}'
+            f'<div class="face {f["mark"]}">'
+            + (f'<img src="/img/face/{f["row"]}.jpg" alt="{e(n)} photo {f["number"]}" title="{e(f["source"])}">'
+               if f["row"] is not None else f'<div class="nopic" title="{e(f["source"])}">no picture kept</div>')
+            + f'{f["number"]}'
             + (f' <span class="muted">{e(f["why"])}</span>' if f["why"] else "")
             + form("/people/remove", csrf, hidden("name", n) + hidden("number", f["number"]), "Remove") + "</div>"
             for f in p["faces"])

@@ -100,8 +100,10 @@ async def _receive(request: web.Request, folder: Path, most: int, count: int, cs
                             raise uploads.UploadError(f"{part.filename[:60]}: larger than {most / 2**20:g} MB")
                         f.write(chunk)
                 photos.append(path)
-    except (ValueError, AssertionError, UnicodeError) as e:
-        raise uploads.UploadError(f"the upload could not be read ({e})") from None
+    except (uploads.UploadError, _Forged):
+        raise
+    except Exception as e:  # aiohttp's parser on a malformed body: a plain error, nothing written
+        raise uploads.UploadError(f"the upload could not be read ({str(e).strip()[:120]})") from None
     if not token_ok:
         raise _Forged
     return name, photos

@@ -1,0 +1,168 @@
+"""facepi web as an attacker meets it: a real `facepi web` process over HTTP. Before login no name and no
+face; a wrong password refused and rate-limited; a form from another site, a forged or missing token, a huge,
+too many or malformed upload all refused with a plain message; the gallery byte-identical after each."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from web_client import Client, WebServer, enrolled, gallery_bytes
+
+from facepi.identity import events
+from facepi.identity.store import Store, open_store
+
+
+@pytest.fixture(scope="module")
+def family4(tmp_path_factory, faces_root):
+    return enrolled(tmp_path_factory.mktemp("family4"), faces_root)
+
+
+@pytest.fixture()
+def served(tmp_path, family4):
+    g = tmp_path / "g.db"
+    shutil.copy(family4, g)
+    server = WebServer(tmp_path, g, "max_upload_mb = 0.5\nmax_photos = 3\n").ready()
+    yield server, g
+    server.stop()
+
+
+def names_of(g):
+    return open_store(g).gallery().people
+
+
+def test_before_login_no_name_and_no_face(served):
+    server, g = served
+    c = Client(server.port)
+    people = names_of(g)
+    before = gallery_bytes(g)
+    for path in ("/", "/people", "/events", "/visitors", "/journal", "/img/face/1.jpg", "/img/visitor/V1/0.jpg",
+                 "/img/event/r/1.jpg", "/img/pending/x.png", "/facepi.toml", "/../../etc/passwd", "/static/x"):
+        status, headers, body = c.get(path)
+        assert status == 303 and headers["location"] == "/login", (path, status)
+        assert not any(n.encode() in body for n in people) and b"\xff\xd8" not in body, path
+    status, headers, body = c.get("/login")
+    assert status == 200 and b'name="password"' in body and not any(n.encode() in body for n in people)
+    assert "frame-ancestors 'self'" in headers["content-security-policy"] and headers["cache-control"] == "no-store"
+    assert c.post("/people/forget", {"name": people[0]})[0] == 403  # a POST without a session changes nothing
+    assert gallery_bytes(g) == before
+    assert c.login() == 303
+    cookie = next(v for k, v in c.request("GET", "/people")[1].items() if k == "content-type")
+    assert cookie.startswith("text/html")
+    status, _, body = c.get("/people")
+    assert status == 200 and all(n.encode() in body for n in people)
+    assert c.get("/img/face/1.jpg")[2][:2] == b"\xff\xd8"
+    for path in ("/facepi.toml", "/etc/passwd", "/img/face/../../facepi.toml", "/static/", "/img/face/x.jpg"):
+        status, _, body = c.get(path)
+        assert status == 404 and b"password" not in body and b"listen" not in body, path
+
+
+def test_the_session_cookie_and_a_wrong_password_refused_and_rate_limited(served):
+    server, g = served
+    before = gallery_bytes(g)
+    c = Client(server.port)
+    token = c.token("/login")
+    status, headers, _ = c.post("/login", {"csrf": token, "password": "correct horse battery"})
+    cookie = next(line for line in headers["set-cookie"].splitlines() if line.startswith("facepi_session="))
+    assert status == 303 and "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    attacker = Client(server.port)
+    assert attacker.post("/login", {"password": "correct horse battery"})[0] == 403  # no login form, no token
+    for _ in range(5):
+        status, _, body = attacker.post("/login", {"csrf": attacker.token("/login"), "password": "guess"})
+        assert status == 401 and b"Wrong password" in body
+    status, headers, body = attacker.post("/login", {"csrf": attacker.token("/login"),
+                                                     "password": "correct horse battery"})
+    assert status == 429 and b"Too many failed logins" in body and int(headers["retry-after"]) > 60
+    assert "facepi_session" not in attacker.cookies
+    assert gallery_bytes(g) == before
+
+
+def test_a_cross_site_form_changes_nothing(served):
+    server, g = served
+    c = Client(server.port)
+    assert c.login() == 303
+    token = c.token("/people")
+    victim = names_of(g)[0]
+    before = gallery_bytes(g)
+    for fields, headers in (({"name": victim}, {}),  # no token: what another site's form sends
+                            ({"name": victim, "csrf": "forged"}, {}),
+                            ({"name": victim, "csrf": token}, {"Origin": "http://evil.example"})):
+        for path in ("/people/forget", "/undo", "/people/rename"):
+            status, _, body = c.post(path, fields | {"new": "pwned"}, headers)
+            assert status == 403 and b"nothing was changed" in body, (path, fields, headers)
+        assert gallery_bytes(g) == before
+    assert names_of(g)[0] == victim
+    status, _, _ = c.post("/people/rename", {"name": victim, "new": "Renamed", "csrf": token},
+                          {"Origin": f"http://127.0.0.1:{server.port}"})
+    assert status == 303 and "Renamed" in names_of(g)  # the same form, from the page itself, works
+    assert Store(g).log(1)[0].origin == "web"
+
+
+def test_huge_too_many_and_malformed_uploads_change_nothing(served, faces_root):
+    server, g = served
+    c = Client(server.port)
+    assert c.login() == 303
+    token = c.token("/people")
+    before = gallery_bytes(g)
+    photo = sorted((faces_root / "val" / "madonna").glob("*.jpg"))[0].read_bytes()
+    cases = [([("big.jpg", photo + b"\0" * 600_000)], 400, b"larger than 0.5 MB"),
+             ([(f"p{k}.jpg", photo) for k in range(4)], 400, b"more than 3 photos"),
+             ([("photo.jpg", b"<html>not a photo</html>")], 400, b"not a photo"),
+             ([("x.heic", b"\0\0\0\x18ftypheic" + b"\xff" * 500)], 400, b"not a photo")]
+    for files, status, said in cases:
+        got, _, body = c.upload({"csrf": token, "name": "New Person"}, files)
+        assert got == status and said in body and b"Nothing was changed" in body, (got, body[-400:])
+        assert gallery_bytes(g) == before
+    got, _, body = c.upload({"name": "New Person"}, [("p.jpg", photo)])  # no token: not even written
+    assert got == 403 and gallery_bytes(g) == before
+    got, _, body = c.request("POST", "/upload", b"--x\r\ngarbage", {"Content-Type": "multipart/form-data; boundary=x"})
+    assert got in (400, 403) and gallery_bytes(g) == before
+    got, _, body = c.request("POST", "/upload", b"x" * 10, {"Content-Type": "multipart/form-data; boundary=x",
+                                                            "Content-Length": str(50 * 2**20)})
+    assert got == 413 and gallery_bytes(g) == before
+
+
+def test_no_password_no_page_and_the_credential(tmp_path, family4):
+    g = tmp_path / "g.db"
+    shutil.copy(family4, g)
+    none = WebServer(tmp_path, g, password=None)
+    assert none.proc.wait(30) == 2 and "needs a password" in none.err.read_text()
+    short = WebServer(tmp_path, g, password="short")
+    assert short.proc.wait(30) == 2 and "at least 8" in short.err.read_text()
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "web_password").write_text("from the credential\n")
+    server = WebServer(tmp_path, g, env={"CREDENTIALS_DIRECTORY": str(creds)}, password=None).ready()
+    try:
+        assert Client(server.port).login("from the credential") == 303
+        assert "from the credential" not in server.err.read_text()
+    finally:
+        server.stop()
+    bad = subprocess.run([sys.executable, "-m", "facepi", "check-config", "--config", str(server.config)], cwd=ROOT,
+                         capture_output=True, text=True, env={"FACEPI_WEB_LISTEN": "nowhere"})
+    assert bad.returncode == 2 and "web.listen" in bad.stderr and "host:port" in bad.stderr
+
+
+def test_door_events_are_bounded_by_count_and_days_and_none_kept_at_zero(tmp_path, family4):
+    g = tmp_path / "g.db"
+    shutil.copy(family4, g)
+    store = open_store(g)
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    for seq in range(1, 8):
+        ev = {"run": "r1", "seq": seq, "timestamp": f"2099-01-01T00:00:0{seq}+00:00", "camera": "door",
+              "name": "madonna", "distance": 0.3}
+        events.record(store, ev, rng.normal(size=128).astype(np.float32), crop, keep=5, days=7)
+    kept = events.recent(store)
+    assert [e.seq for e in kept] == [7, 6, 5, 4, 3] and np.array_equal(kept[0].crop, crop)
+    old = {"run": "r0", "seq": 1, "timestamp": "2000-01-01T00:00:00+00:00", "camera": "door", "name": "x",
+           "distance": 0.1}
+    events.record(store, old, np.zeros(128, np.float32), None, keep=5, days=7)
+    assert events.get(store, "r0", 1) is None  # older than the days kept: gone at once
+    events.record(store, old, np.zeros(128, np.float32), None, keep=0, days=7)
+    assert events.recent(store) == []  # events_kept = 0 keeps none, and drops what was kept
+    assert store.path.stat().st_mode & 0o777 == 0o600
