@@ -203,8 +203,9 @@ class Page:
         for i, name in enumerate(g.people):
             rows = np.flatnonzero(g.labels == i)
             out.append({"name": name, "faces": [
-                {"row": g.row_ids[r] if g.crops is not None else None, "number": k + 1, "source": g.sources[r], "mark": marks.get(int(r), ("", ""))[0],
-                 "why": marks.get(int(r), ("", ""))[1]} for k, r in enumerate(rows)]})
+                {"row": g.row_ids[r] if g.crops is not None else None, "number": k + 1, "source": g.sources[r],
+                 "mark": marks.get(int(r), ("", ""))[0], "why": marks.get(int(r), ("", ""))[1]}
+                for k, r in enumerate(rows)]})
         return out
 
     async def events(self, request: web.Request) -> web.Response:
