@@ -32,7 +32,7 @@ from facepi.web.auth import LoginLimit, Password, Sessions, same_token
 
 log = logging.getLogger(__name__)
 COOKIE, LOGIN_COOKIE = "facepi_session", "facepi_login"
-OPEN = ("/login", "/style.css")
+OPEN = ("/login", "/style.css", "/favicon.ico")
 PROBLEMS = (GalleryError, VisitorError, ValueError, uploads.UploadError)
 
 
@@ -72,6 +72,7 @@ class Page:
         get, post = app.router.add_get, app.router.add_post
         get("/", self.home)
         get("/style.css", self.style)
+        get("/favicon.ico", lambda request: web.Response(status=204))
         get("/login", self.login_page)
         post("/login", self.login)
         post("/logout", self.logout)
@@ -103,7 +104,7 @@ class Page:
             f"default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; base-uri 'none'; "
             f"frame-ancestors {self.cfg.web.frame_ancestors}")
         resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Referrer-Policy"] = "same-origin"  # with no-referrer, Chrome sends "Origin: null"
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
@@ -140,7 +141,9 @@ class Page:
     async def login_page(self, request: web.Request, message: str = "", status: int = 200) -> web.Response:
         if not message and self.sessions.get(request.cookies.get(COOKIE)):
             raise web.HTTPSeeOther("/people")
-        token = secrets.token_urlsafe(24)
+        token = request.cookies.get(LOGIN_COOKIE, "")  # kept: a second tab (or a favicon request) keeps the first
+        if not (20 <= len(token) <= 64 and token.replace("-", "").replace("_", "").isalnum()):
+            token = secrets.token_urlsafe(24)
         resp = web.Response(status=status, text=pages.login(token, message), content_type="text/html")
         resp.set_cookie(LOGIN_COOKIE, token, max_age=1800, httponly=True, samesite="Strict",
                         secure=self.cfg.web.secure_cookie, path="/login")
