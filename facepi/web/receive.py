@@ -17,6 +17,18 @@ from facepi.web import pages, uploads
 from facepi.web.auth import same_token
 
 FIELD_LIMIT = 4096  # bytes of a text field of the upload form
+ONE_AT_A_TIME = asyncio.Lock()  # one enrolment process at a time: each loads the models (~100-150 MB)
+
+
+async def elsewhere(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a process of its own, started for this upload and ended after it: the models (and
+    the memory decoding phone photos takes) never stay in the page's process, which stays small when idle."""
+    import concurrent.futures
+    import multiprocessing
+
+    async with ONE_AT_A_TIME:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
 async def upload(page: Any, request: web.Request) -> web.Response:
@@ -32,13 +44,8 @@ async def upload(page: Any, request: web.Request) -> web.Response:
         name = check_name(name)
         if not photos:
             raise uploads.UploadError("no photo in the upload")
-        bad = uploads.check_photos(photos)
-        good = [p for p in photos if not any(b.startswith(p.name.split("-", 1)[-1] + ":") for b in bad)]
-        if not good:
-            raise uploads.UploadError("; ".join(bad))
-        lines, groups = await asyncio.to_thread(uploads.enrol, page.gallery, name, good, page.cfg.models.dir,
-                                                page.cfg.models.threads)
-        lines += [("error", b) for b in bad]
+        lines, groups = await elsewhere(uploads.enrol, page.gallery, name, photos, page.cfg.models.dir,
+                                        page.cfg.models.threads)
         for g in groups:
             g["token"] = secrets.token_urlsafe(16)
             session.pending[g["token"]] = {"path": g["path"], "png": g["png"], "folder": folder}
@@ -116,8 +123,8 @@ async def upload_face(page: Any, request: web.Request) -> web.Response:
         return _refused(request, 400, "that group photo is no longer waiting (upload it again)")
     try:
         name = check_name(str(form.get("name", "")))
-        lines, _ = await asyncio.to_thread(uploads.enrol, page.gallery, name, [p["path"]], page.cfg.models.dir,
-                                           page.cfg.models.threads, int(str(form.get("face", "0"))))
+        lines, _ = await elsewhere(uploads.enrol, page.gallery, name, [p["path"]], page.cfg.models.dir,
+                                   page.cfg.models.threads, int(str(form.get("face", "0"))))
         return page.html(request, f"Photos of {name}", pages.upload_result(name, lines, [], session.csrf), "/people")
     except page_problems() as e:
         return _refused(request, 400, mask(str(e)))

@@ -4,18 +4,14 @@ looked at (a header that is not a photo is refused before any model loads), then
 
 from __future__ import annotations
 
-import gc
 import re
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
 from facepi.identity import family
 from facepi.identity.store import load as load_gallery
-
-LOCK = threading.Lock()  # one enrolment at a time: each loads the models (~100 MB) for its own duration
 
 
 class UploadError(Exception):
@@ -36,7 +32,7 @@ def check_photos(paths: list[Path]) -> list[str]:
     """The files that are not photos facepi reads, named: refused before any model loads."""
     from PIL import Image
 
-    from facepi.vision.images import MAX_PIXELS, READERS
+    from facepi.vision.images import MAX_PIXELS, READERS  # registers HEIF with Pillow
 
     bad = []
     for p in paths:
@@ -64,15 +60,14 @@ def enrol(gallery: Path, name: str, photos: list[Path], models_dir: str, threads
           face: int | None = None) -> tuple[list[tuple[str, str]], list[dict]]:
     """Enrol ``photos`` as ``name`` (origin web, never forced). Returns the lines to show (kind, text)
     and the group photos waiting for "which face" (photo, faces, preview PNG, path)."""
-    with LOCK:
-        pipeline = pipeline_for(gallery, models_dir, threads)
-        try:
-            out = family.enrol(gallery, name, pipeline, photos, "web", face=face, models_dir=models_dir or None)
-            groups = _groups(pipeline, out.report.skipped, photos) if face is None else []
-        finally:
-            del pipeline
-            gc.collect()
-    report, lines = out.report, [("note", s) for s in out.settings]
+    bad = check_photos(photos)  # in the upload's own process (receive.elsewhere), before any model loads
+    photos = [p for p in photos if not any(b.startswith(p.name.split("-", 1)[-1] + ":") for b in bad)]
+    if not photos:
+        raise UploadError("; ".join(bad))
+    pipeline = pipeline_for(gallery, models_dir, threads)
+    out = family.enrol(gallery, name, pipeline, photos, "web", face=face, models_dir=models_dir or None)
+    groups = _groups(pipeline, out.report.skipped, photos) if face is None else []
+    report, lines = out.report, [("note", s) for s in out.settings] + [("error", b) for b in bad]
     shown = {str(p): p.name.split("-", 1)[-1] for p in photos}
 
     def plain(text: str) -> str:  # the private upload folder is nobody's business
