@@ -166,3 +166,52 @@ def test_door_events_are_bounded_by_count_and_days_and_none_kept_at_zero(tmp_pat
     events.record(store, old, np.zeros(128, np.float32), None, keep=0, days=7)
     assert events.recent(store) == []  # events_kept = 0 keeps none, and drops what was kept
     assert store.path.stat().st_mode & 0o777 == 0o600
+
+
+def group_photo(faces_root, out):
+    """Two real photos side by side: a group photo (madonna on the left, elton_john on the right)."""
+    from PIL import Image
+
+    a, b = (Image.open(sorted((faces_root / "val" / p).glob("*.jpg"))[0]).convert("RGB") for p in ("madonna",
+                                                                                                   "elton_john"))
+    h = 400
+    a, b = (im.resize((int(im.width * h / im.height), h)) for im in (a, b))
+    both = Image.new("RGB", (a.width + b.width + 40, h), (90, 90, 90))
+    both.paste(a, (0, 0))
+    both.paste(b, (a.width + 40, 0))
+    both.save(out, quality=92)
+    return out
+
+
+def test_a_group_photo_picked_on_its_numbered_preview_and_the_gallery_care(served, faces_root, tmp_path):
+    """A group photo is not enrolled as it is: the page shows its faces numbered (as --face N counts them) and
+    enrols the one picked; then a photo removed, undone, and a person forgotten: all journaled from web."""
+    import re
+
+    server, g = served
+    c = Client(server.port)
+    assert c.login() == 303
+    token = c.token("/people")
+    before = len(open_store(g).gallery().labels)
+    family = group_photo(faces_root, tmp_path / "f.jpg").read_bytes()
+    status, _, body = c.upload({"csrf": token, "name": "madonna"}, [("family.jpg", family)])
+    assert status == 200 and b"2 faces" in body and b"not enrolled" in body, body[-1500:]
+    assert str(tmp_path).encode() not in body and b"facepi-web-" not in body  # no server path shown
+    pending = re.search(rb'src="/img/pending/([A-Za-z0-9_-]+)\.png"', body)
+    assert pending, body[-1500:]
+    pending = pending.group(1).decode()
+    status, headers, png = c.get(f"/img/pending/{pending}.png")
+    assert status == 200 and png[:4] == b"\x89PNG"
+    assert Client(server.port).get(f"/img/pending/{pending}.png")[0] == 303  # another browser: nothing
+    status, _, body = c.post("/upload/face", {"csrf": token, "token": pending, "name": "madonna", "face": "1"})
+    assert status == 200 and b"Enrolled 1 photo(s) of madonna" in body, body[-1500:]
+    assert len(open_store(g).gallery().labels) == before + 1
+    assert c.post("/upload/face", {"csrf": token, "token": pending, "name": "madonna", "face": "1"})[0] == 400
+    assert c.post("/people/remove", {"csrf": token, "name": "madonna", "number": "1"})[0] == 303
+    assert c.post("/undo", {"csrf": token})[0] == 303
+    assert c.post("/people/forget", {"csrf": token, "name": "ben_afflek"})[0] == 303
+    log = Store(g).log(4)
+    assert [(x.what, x.origin) for x in log] == [("forget", "web"), ("undo", "web"), ("remove photo", "web"),
+                                                ("enrol", "web")]
+    status, _, body = c.get("/journal")
+    assert b"forgot ben_afflek" in body and b"<td>web</td>" in body

@@ -66,7 +66,7 @@ def enrol(gallery: Path, name: str, photos: list[Path], models_dir: str, threads
         raise UploadError("; ".join(bad))
     pipeline = pipeline_for(gallery, models_dir, threads)
     out = family.enrol(gallery, name, pipeline, photos, "web", face=face, models_dir=models_dir or None)
-    groups = _groups(pipeline, out.report.skipped, photos) if face is None else []
+    groups = _groups(pipeline, out.report.skipped + out.report.problems, photos) if face is None else []
     report, lines = out.report, [("note", s) for s in out.settings] + [("error", b) for b in bad]
     shown = {str(p): p.name.split("-", 1)[-1] for p in photos}
 
