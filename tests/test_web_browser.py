@@ -3,7 +3,7 @@ browser download), with a real `facepi run` daemon and the real broker: the hous
 people with their faces, adds a new person from three phone photos (one HEIC), renames someone, says "wrong
 name" on an older door event and names a visitor, and the running daemon picks up each change (its gallery
 reloaded, its Home Assistant presence entities following the names). Screenshots of each view are written
-with the test's output (and, with FACEPI_SCREENSHOTS=DIR, copied there: docs/web-*.png come from here)."""
+with the test's output (and, with SCREENSHOTS_DIR=DIR, copied there: docs/web-*.png come from here)."""
 
 from __future__ import annotations
 
@@ -205,6 +205,6 @@ def test_the_household_page_in_a_real_browser_with_the_daemon(tmp_path, broker, 
         lines.finish()
         sub.close()
         print(f"screenshots: {shots}")
-        if os.environ.get("FACEPI_SCREENSHOTS"):
+        if os.environ.get("SCREENSHOTS_DIR"):
             for p in shots.glob("*.png"):
-                shutil.copy(p, Path(os.environ["FACEPI_SCREENSHOTS"]) / p.name)
+                shutil.copy(p, Path(os.environ["SCREENSHOTS_DIR"]) / p.name)
