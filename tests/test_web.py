@@ -215,3 +215,32 @@ def test_a_group_photo_picked_on_its_numbered_preview_and_the_gallery_care(serve
                                                 ("enrol", "web")]
     status, _, body = c.get("/journal")
     assert b"forgot ben_afflek" in body and b"<td>web</td>" in body
+
+
+def test_this_is_on_a_door_event_goes_through_the_enrolment_checks(served, faces_root):
+    """"This is NAME" on a kept event: a stranger's face is enrolled (origin web); somebody else's face offered
+    as madonna is refused by the enrolment's checks and the gallery stays byte-identical."""
+    from facepi.vision.photos import load_pipeline
+
+    server, g = served
+    store = Store(g)
+    pipeline = load_pipeline()
+    for seq, person in ((1, "mindy_kaling"), (2, "elton_john")):
+        r = pipeline.photo(sorted((faces_root / "val" / person).glob("*.jpg"))[1])
+        ev = {"run": "run1", "seq": seq, "timestamp": f"2099-01-01T00:00:0{seq}+00:00", "camera": "door",
+              "name": "unknown", "distance": 0.9}
+        events.record(store, ev, r.embeddings[0], r.faces[0].crop, keep=10, days=7)
+    c = Client(server.port)
+    assert c.login() == 303
+    token = c.token("/events")
+    status, _, body = c.get("/events")
+    assert body.count(b'<tr class="event"') == 2 and c.get("/img/event/run1/1.jpg")[2][:2] == b"\xff\xd8"
+    before = gallery_bytes(g)
+    c.post("/events/name", {"csrf": token, "run": "run1", "seq": "2", "name": "madonna"})
+    status, _, body = c.get("/events")
+    assert b"not named madonna" in body and b"nothing was changed" in body, body[-2000:]
+    assert gallery_bytes(g) == before
+    c.post("/events/name", {"csrf": token, "run": "run1", "seq": "1", "name": "Mindy"})
+    assert "Mindy" in names_of(g)
+    change = store.log(1)[0]
+    assert (change.what, change.origin, change.detail["event"]) == ("name face", "web", "door-door-run1-1")
