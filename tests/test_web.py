@@ -145,6 +145,9 @@ def test_no_password_no_page_and_the_credential(tmp_path, family4):
     bad = subprocess.run([sys.executable, "-m", "facepi", "check-config", "--config", str(server.config)], cwd=ROOT,
                          capture_output=True, text=True, env={"FACEPI_WEB_LISTEN": "nowhere"})
     assert bad.returncode == 2 and "web.listen" in bad.stderr and "host:port" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "facepi", "check-config", "--config", str(server.config)], cwd=ROOT,
+                         capture_output=True, text=True, env={"FACEPI_WEB_FRAME_ANCESTORS": "'self'; script-src *"})
+    assert bad.returncode == 2 and "web.frame_ancestors" in bad.stderr  # no second policy smuggled into the header
 
 
 def test_door_events_are_bounded_by_count_and_days_and_none_kept_at_zero(tmp_path, family4):

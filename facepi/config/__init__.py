@@ -247,6 +247,9 @@ def _check(cfg: Config) -> None:
     if bool(m.cert_file) != bool(m.key_file):
         raise ConfigError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
     listen(cfg.web.listen)
+    if any(c in cfg.web.frame_ancestors for c in ";,\r\n\0") or not cfg.web.frame_ancestors.strip():
+        raise ConfigError(f"web.frame_ancestors = {cfg.web.frame_ancestors!r}: expected sources separated by spaces, "
+                          f"e.g. \"'self' https://ha.example.org\"")
     h = cfg.household
     if h.id and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", h.id):
         raise ConfigError(f"household.id = {h.id!r}: use 1-64 letters, digits, '_' or '-' (empty: off)")
