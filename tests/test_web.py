@@ -71,6 +71,7 @@ def test_the_session_cookie_and_a_wrong_password_refused_and_rate_limited(served
     assert status == 303 and "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
     attacker = Client(server.port)
     assert attacker.post("/login", {"password": "correct horse battery"})[0] == 403  # no login form, no token
+    assert attacker.post("/login", {"password": "x" * 3_000_000})[0] == 413  # never read into memory whole
     for _ in range(5):
         status, _, body = attacker.post("/login", {"csrf": attacker.token("/login"), "password": "guess"})
         assert status == 401 and b"Wrong password" in body

@@ -33,6 +33,7 @@ from facepi.web.auth import LoginLimit, Password, Sessions, same_token
 log = logging.getLogger(__name__)
 COOKIE, LOGIN_COOKIE = "facepi_session", "facepi_login"
 OPEN = ("/login", "/style.css", "/favicon.ico")
+FORM_LIMIT = 256 * 1024
 PROBLEMS = (GalleryError, VisitorError, ValueError, uploads.UploadError)
 
 
@@ -70,9 +71,9 @@ class Page:
         self.models = cfg.models.dir or None
 
     def app(self) -> web.Application:
-        w = self.cfg.web
-        app = web.Application(middlewares=[self.headers, self.guard],
-                              client_max_size=int((w.max_upload_mb * w.max_photos + 1) * 2**20))
+        # a form is small: 256 kB at most is read into memory (a login before any password too); the photos of
+        # /upload are streamed to disk within [web] max_upload_mb x max_photos instead (receive.py)
+        app = web.Application(middlewares=[self.headers, self.guard], client_max_size=FORM_LIMIT)
         get, post = app.router.add_get, app.router.add_post
         get("/", self.home)
         get("/style.css", self.style)
