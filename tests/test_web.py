@@ -101,6 +101,12 @@ def test_a_cross_site_form_changes_nothing(served):
                           {"Origin": f"http://127.0.0.1:{server.port}"})
     assert status == 303 and "Renamed" in names_of(g)  # the same form, from the page itself, works
     assert Store(g).log(1)[0].origin == "web"
+    evil = '<img src=x onerror="alert(1)">'  # a name is anybody's text: shown, never run
+    assert c.post("/people/rename", {"name": "Renamed", "new": evil, "csrf": token})[0] == 303
+    status, headers, body = c.get("/people")
+    assert evil.encode() not in body and b"&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in body
+    assert "default-src 'none'" in headers["content-security-policy"] and "script-src" not in \
+        headers["content-security-policy"]  # and no script may run on the page at all
 
 
 def test_huge_too_many_and_malformed_uploads_change_nothing(served, faces_root):
