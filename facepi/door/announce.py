@@ -20,7 +20,7 @@ from facepi.config import Config
 from facepi.door.publish import Publisher
 from facepi.door.track import Track, Tracker, vote
 from facepi.door.worker import Worker
-from facepi.identity import recent, store
+from facepi.identity import events, recent, store
 from facepi.identity.classify import UNKNOWN, Prediction
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,22 @@ class Announcer:
                         self.seq, d.name, tr.liveness or 0.0, tr.id)
             return
         log.info("event %d: %s (distance %.3f, track %d)", self.seq, name, d.distance, tr.id)
+        if not withheld:  # a face not judged live is never offered to the page's "this is X"
+            self.keep(event, tr)
         if name != UNKNOWN and tr.embeddings:  # what a "that wasn't X" for this event would correct
             face = vote(tr.embeddings, tr.weights)
             self.recognized.append((self.run_id, self.seq, d.name, face, event["timestamp"]))
             if store.exists(self.cfg.recognition.gallery):  # for `facepi gallery wrong NAME` (never migrates)
                 db, camera = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id
                 self.store_worker.submit(lambda: recent.remember(db, d.name, face, camera), lambda _: None)
+
+    def keep(self, event: dict, tr: Track) -> None:
+        """The event with its face crop, for the page's review (``[web] events_kept``; 0: none)."""
+        web = self.cfg.web
+        if web.events_kept > 0 and tr.embeddings and store.exists(self.cfg.recognition.gallery):
+            db, face, crop = store.Store(self.cfg.recognition.gallery), vote(tr.embeddings, tr.weights), tr.crop
+            self.store_worker.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days),
+                                     lambda _: None)
 
     def frame_done(self, t: float) -> None:
         """A frame of time ``t`` was processed: the clock presence runs on."""
