@@ -168,7 +168,7 @@ def published_topics() -> set[str]:
     from facepi.door.commands import COMMANDS
 
     door = ROOT / "facepi" / "door"
-    mqtt = (door / "mqtt.py").read_text()
+    mqtt = (door / "mqtt.py").read_text() + (door / "visitor_topics.py").read_text()
     leaves = set(re.findall(r'topic\("([a-z_]+)"\)', mqtt)) | set(re.findall(r'_state\("([a-z_]+)"', mqtt))
     leaves |= set(COMMANDS)
     ha = (door / "homeassistant.py").read_text()

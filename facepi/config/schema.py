@@ -143,7 +143,7 @@ class MqttConfig:
     host: str = _f("", "broker host; empty: print events as JSON lines on stdout")
     port: int = _f(1883, "broker port", 1, 65535)
     base_topic: str = _f("facepi/{camera_id}", "topic prefix; {camera_id} is replaced")
-    client_id: str = _f("", "MQTT client id (empty: facepi-<camera_id>)")
+    client_id: str = _f("", "MQTT client id (empty: facepi-<camera_id>); commands are read as <client id>-in")
     qos: int = _f(1, "QoS of events", 0, 2)
     keepalive: int = _f(30, "keepalive seconds", 5, 3600)
     username: str = _f("", "user name (the password comes from FACEPI_MQTT_PASSWORD or password_file)")
@@ -172,6 +172,23 @@ class HouseholdConfig:
 
 
 @dataclass
+class WebConfig:
+    listen: str = _f("127.0.0.1:8080", "where facepi web serves its page: host:port (0.0.0.0:8080 for the home "
+                                       "network; the password comes from FACEPI_WEB_PASSWORD or the systemd "
+                                       "credential web_password, and the page refuses to start without one)")
+    events_kept: int = _f(100, "door events kept with their face crop for the page's review (the daemon writes "
+                               "them; 0: keep none)", 0, 10000)
+    events_days: float = _f(7.0, "door events older than this are deleted", 0.01, 365)
+    max_upload_mb: float = _f(25.0, "largest photo one upload may carry (megabytes)", 0.1, 200)
+    max_photos: int = _f(10, "photos one upload may carry", 1, 50)
+    session_hours: float = _f(12.0, "a login lasts this long", 0.1, 720)
+    secure_cookie: bool = _f(False, "mark the session cookie Secure (set it when the page is served over TLS, "
+                                    "e.g. behind a reverse proxy)")
+    frame_ancestors: str = _f("'self'", "who may show the page in a frame (CSP frame-ancestors), e.g. "
+                                        "\"'self' https://ha.example.org\" for a Home Assistant Webpage card")
+
+
+@dataclass
 class Config:
     camera_id: str = _f("door", "camera id: in topics and events (letters, digits, _ and -)")
     camera_name: str = _f("", "human name of the camera (Home Assistant device); empty: from camera_id "
@@ -186,6 +203,7 @@ class Config:
     learning: LearningConfig = field(default_factory=LearningConfig)
     household: HouseholdConfig = field(default_factory=HouseholdConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     mqtt_password: str | None = field(default=None, repr=False, metadata={"secret": True})
     camera_password: str | None = field(default=None, repr=False, metadata={"secret": True})
     household_key: bytes | None = field(default=None, repr=False, metadata={"secret": True})
@@ -207,7 +225,7 @@ def sections(cfg: Config) -> dict[str, Any]:
     """The sections by their TOML names, in the order the files list them."""
     return {"source": cfg.source, "models": cfg.models, "detection": cfg.detection, "motion": cfg.motion,
             "recognition": cfg.recognition, "mqtt": cfg.mqtt, "learning": cfg.learning,
-            "household": cfg.household, "liveness": cfg.liveness}
+            "household": cfg.household, "liveness": cfg.liveness, "web": cfg.web}
 
 
 SECTION_HELP = {
@@ -220,4 +238,5 @@ SECTION_HELP = {
     "mqtt": "the broker, topics and Home Assistant discovery",
     "liveness": "is the face a member's live face, or a photo or a screen held to the camera",
     "household": "one gallery shared by every facepi of the household over the broker, signed with a shared key",
+    "web": "facepi web: the household's page (people, photos, door events, visitors), and the door events it shows",
 }

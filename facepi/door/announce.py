@@ -23,7 +23,7 @@ from facepi.config import Config
 from facepi.door.publish import Publisher
 from facepi.door.track import Announcement, Track, Tracker, vote
 from facepi.door.worker import Worker
-from facepi.identity import recent, store
+from facepi.identity import events, recent, store
 from facepi.identity.classify import UNKNOWN, Prediction
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,8 @@ class Announcer:
             log.info("event %d: %s%s (distance %.3f, track %d)", self.seq, name,
                      f" (correction: was {event['was']})" if event.get("type") == "correction" else "", d.distance,
                      tr.id)
+        if not withheld:  # a face not judged live is never offered to the page's "this is X"
+            self.keep(event, tr)
         face = vote(tr.embeddings, tr.weights) if name != UNKNOWN and tr.embeddings else None
         if face is not None:  # what a "that wasn't X" for this event would correct
             self.recognized.append((self.run_id, self.seq, name, face, event["timestamp"]))
@@ -137,6 +139,14 @@ class Announcer:
                 recent.remember(db, name, face, camera)
 
             self.store_worker.submit(remember, lambda _: None)
+
+    def keep(self, event: dict, tr: Track) -> None:
+        """The event with its face crop, for the page's review (``[web] events_kept``; 0: none)."""
+        web = self.cfg.web
+        if web.events_kept > 0 and tr.embeddings and store.exists(self.cfg.recognition.gallery):
+            db, face, crop = store.Store(self.cfg.recognition.gallery), vote(tr.embeddings, tr.weights), tr.crop
+            self.store_worker.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days),
+                                     lambda _: None)
 
     def frame_done(self, t: float) -> None:
         """A frame of time ``t`` was processed: the clock presence runs on."""

@@ -325,6 +325,7 @@ class Daemon:
             self.emb_ms.append((time.perf_counter() - t1) * 1000)
             for tr, crop, emb in zip(todo, crops, embs, strict=True):
                 joined = self.tracker.add_embedding(tr, emb, t, self._decide)
+                joined.crop = crop
                 self.learning.keep_candidate(joined, crop, emb)
                 if joined is not tr:  # somebody else took this spot: a new track
                     visible[visible.index(tr)] = joined

@@ -69,6 +69,7 @@ class Track:
     live_scores: list[float] = field(default_factory=list)  # liveness per frame scored (door/liveness.py)
     live: bool | None = None  # the visit's liveness verdict; None: not judged (or liveness off)
     liveness: float | None = None  # the visit's combined liveness score
+    crop: np.ndarray | None = None  # the aligned face of its last embedding: kept with its event (facepi web)
 
     def see(self, box: np.ndarray, landmarks: np.ndarray, t: float, frame_size: tuple[int, int] | None) -> None:
         self.box, self.landmarks, self.last_t = box[:4].astype(np.float64), landmarks.copy(), t
