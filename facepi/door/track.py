@@ -157,9 +157,8 @@ class Tracker:
         """Match this frame's faces ([x1, y1, x2, y2, score] rows; frame_size (w, h)) to tracks;
         returns the tracks in view."""
         live = [tr for tr in self.tracks.values() if t - tr.last_t <= self.track_gap]
-        # tracks that end now, held back while a name was being confirmed: the announcer settles them
         self.ended = [tr for tr in self.tracks.values() if t - tr.last_t > self.track_gap and tr.announced is None
-                      and tr.decision is not None and tr.frames >= self.unknown_min_frames]
+                      and tr.decision is not None and tr.frames >= self.unknown_min_frames]  # the announcer settles
         for tr in self.tracks.values():
             if t - tr.last_t > self.track_gap and self.ignored(tr):
                 self._reject(tr)
@@ -312,7 +311,7 @@ class Tracker:
         return p.name if p.name == UNKNOWN or p.distance <= naming.CLEAR * self.threshold else UNKNOWN
 
     @staticmethod
-    def _agreed(tr: Track) -> str:
+    def _agreed(tr: Track) -> str:  # the vote of the recent looks (or, before any, the track's vote)
         return (tr.agreed or tr.decision or Prediction(UNKNOWN, 0.0, 2.0, UNKNOWN)).name
 
     def _name(self, tr: Track, name: str, t: float) -> Announcement | None:
