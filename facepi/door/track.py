@@ -295,9 +295,9 @@ class Tracker:
             return self._name(tr, sure, t)
         if tr.announced == UNKNOWN:
             return None
-        if not (final or left) and naming.leaning(tr.looks, d.name) and \
+        if self._agreed(tr) in self.visiting or not (final or left) and naming.leaning(tr.looks, d.name) and \
                 t - tr.first_t < self.confirm_seconds + naming.HOLD_SECONDS:
-            return None  # a name may be about to be said: "someone at the door" waits a moment for it
+            return None  # a name about to be said waits a moment; a member whose visit goes on is no news
         if not (final or tr.frames >= self.unknown_min_frames) or \
                 not tr.looks_like_a_face(self.min_face_score, self.max_landmark_error, self.min_face_in_view,
                                          self.min_face_width):
