@@ -72,7 +72,12 @@ class MotionConfig:
                                       "brightness matching); a darker scene uses less, down to 5 x its noise", 1, 255)
     min_area: float = _f(0.004, "share of the frame (zone) that must change to be motion", 0.0001, 1)
     alpha: float = _f(0.05, "how fast the background follows the scene, per frame", 0.001, 1)
-    still_interval: float = _f(2.0, "on a still scene, detect once this often (seconds)", 0.1, 600)
+    still_interval: float = _f(2.0, "on a still scene, detect once this often (seconds) for idle_after seconds "
+                                    "after the last motion or face", 0.1, 600)
+    idle_after: float = _f(30.0, "seconds without motion or a face after which the scene is idle", 0, 86400)
+    idle_interval: float = _f(10.0, "on an idle scene, detect the whole frame once this often (seconds): nobody "
+                                    "arrives without moving; this look is the net for a walk-in the gate missed",
+                              0.1, 3600)
     region_margin: float = _f(0.5, "around motion and tracks, detect this much of their size further out", 0, 10)
     region_max_share: float = _f(0.6, "detect on a window (half or three quarters of the frame's sides) only "
                                       "when it is at most this share of the frame", 0, 1)
