@@ -29,7 +29,7 @@ def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None
 @dataclass
 class SourceConfig:
     uri: str = _f("0", "camera: 'picamera2' ('picamera2:1': a Pi 5's second camera), a V4L2 device index or path, "
-                       "an RTSP/HTTP URL, a video file, or a folder of images")
+                       "an RTSP/HTTP URL, a video file (.y4m: raw YUV420, nothing decoded), or a folder of images")
     width: int = _f(640, "capture width for cameras", 64, 4096)
     height: int = _f(480, "capture height for cameras", 48, 4096)
     fps: float = _f(0.0, "pace for image folders (frames per second); 0: 2 fps for folders, "

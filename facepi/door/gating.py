@@ -53,7 +53,7 @@ class DetectGate:
             m = self.gate.update(frame.grey(self.gate.width), w)
         else:
             m = self.gate.update(frame)
-        if m.moving:
+        if m.moving and not m.light:  # a light change is looked at once (below), and is nobody arriving
             self.last_motion_t = t
         if m.light:  # most of the view changed (a new scene, light, someone right at the lens): look at it all
             return full

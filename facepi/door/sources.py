@@ -11,6 +11,7 @@ and a small copy made by the camera's ISP for detection (picamera2).
 from __future__ import annotations
 
 import logging
+import mmap
 import re
 import time
 from pathlib import Path
@@ -191,6 +192,7 @@ class Y4MSource:
         self.fps = 0.0
         self.size = (0, 0)
         self.data: np.ndarray | None = None
+        self.map: mmap.mmap | None = None
         self.first = 0  # byte offset of the first frame
         self.i = 0
 
@@ -216,7 +218,9 @@ class Y4MSource:
         if w % 2 or h % 2 or w <= 0 or h <= 0 or num <= 0 or den <= 0:
             raise SourceError(f"{self.path}: size {w}x{h} at {num}:{den} fps: expected even sides and a rate > 0")
         self.size, self.fps, self.first, self.i = (w, h), num / den, len(header), 0
-        self.data = np.memmap(self.path, np.uint8, mode="r")
+        with open(self.path, "rb") as f:
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.data = np.frombuffer(self.map, np.uint8)  # a plain array over the mapping: views cost nothing
 
     def read(self) -> Shot | None:
         if self.data is None:
@@ -235,7 +239,7 @@ class Y4MSource:
         return Shot(image, t, fmt="I420")
 
     def close(self) -> None:
-        self.data = None
+        self.data = self.map = None  # the mapping goes when the last frame viewing it does
 
 
 def write_y4m(frames, path: Path, fps: float) -> Path:  # type: ignore[no-untyped-def]
