@@ -14,6 +14,8 @@ import logging
 import mmap
 import re
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -36,7 +38,8 @@ class Shot(NamedTuple):
     rgb: np.ndarray  # the frame in ``fmt`` (frames.FORMATS): converted to RGB only when something needs it
     t: float
     captured: float | None = None  # time.monotonic() of the exposure, where the camera says (sensor timestamp)
-    small: np.ndarray | None = None  # the same view, smaller, made by the camera (picamera2's lores): detect on it
+    small: np.ndarray | Callable[[], np.ndarray] | None = None  # the same view, smaller, made by the camera
+    # (picamera2's lores): detect on it; a callable makes it (from YUV) only when a frame is detected on
     fmt: str = "RGB"
     luma: np.ndarray | None = None  # a grey image of the same view (picamera2's lores Y plane): motion reads it
 
@@ -334,8 +337,8 @@ class Picamera2Source:
             if self.lores_format == "BGR888":
                 small = request.make_array("lores")
             elif self.lores_format == "YUV420":
-                buf = request.make_buffer("lores")
-                small = yuv420_to_rgb(buf, self.lores, self.lores_stride)
+                buf = request.make_buffer("lores")  # a copy: it outlives the request
+                small = partial(yuv420_to_rgb, buf, self.lores, self.lores_stride)  # RGB only if detected on
                 luma = np.asarray(buf, np.uint8).reshape(-1)[:self.lores_stride * self.lores[1]].reshape(
                     self.lores[1], self.lores_stride)[:, :self.lores[0]]  # the Y plane: motion reads it as it is
             stamp = request.get_metadata().get("SensorTimestamp")
