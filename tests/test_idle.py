@@ -129,14 +129,16 @@ def test_a_still_door_is_looked_at_every_2_s_after_motion_then_every_10_s(faces_
     person = scene.copy()
     person[100:300, 200:360] = 255 - person[100:300, 200:360]
 
-    def shown(rgb: np.ndarray) -> Frame:
-        noisy = np.clip(rgb + rng.normal(0, 2.0, rgb.shape), 0, 255).astype(np.uint8)
+    noise = [rng.normal(0, 2.0, scene.shape) for _ in range(7)]  # sensor noise, a new draw each frame
+
+    def shown(rgb: np.ndarray, i: int) -> Frame:
+        noisy = np.clip(rgb + noise[i % 7], 0, 255).astype(np.uint8)
         return Frame(cv2.cvtColor(noisy, cv2.COLOR_RGB2YUV_I420), 0.0, 0.0, fmt="I420")
 
     looks = []
     for i in range(900):  # 90 s at 10 fps; something moves at 60 s (one frame)
         t = i / 10
-        roi = gate.where(shown(person if i == 600 else scene), t)
+        roi = gate.where(shown(person if i == 600 else scene, i), t)
         if roi is not None:
             gate.last_detect_t = t  # what detect() records (no detector needed to count)
             looks.append(round(t, 1))

@@ -41,6 +41,7 @@ class DetectGate:
         """A cut in the input (the next file of a folder): the background starts again."""
         if self.gate is not None:
             self.gate.reset()
+        self.last_motion_t = float("-inf")
 
     def where(self, frame: Frame | np.ndarray, t: float) -> Region | None:
         """The motion gate's answer: None (skip this frame), or the rectangle to run the detector on.
@@ -53,8 +54,8 @@ class DetectGate:
             m = self.gate.update(frame.grey(self.gate.width), w)
         else:
             m = self.gate.update(frame)
-        if m.moving and not m.light:  # a light change is looked at once (below), and is nobody arriving
-            self.last_motion_t = t
+        if m.moving and (not m.light or self.last_motion_t == float("-inf")):  # a light change is looked at
+            self.last_motion_t = t  # once (below) and is nobody arriving; a new scene (the start) is watched
         if m.light:  # most of the view changed (a new scene, light, someone right at the lens): look at it all
             return full
         live = [tr.box for tr in self.tracker.tracks.values()
