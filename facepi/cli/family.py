@@ -181,10 +181,12 @@ def gallery_wrong(args: argparse.Namespace) -> int:
 
 
 def gallery_check(args: argparse.Namespace) -> int:
+    from facepi.cli.liveness import check_lines
     from facepi.identity.health import LEGEND_TEXT, check, contact_sheet
 
     gallery = load_gallery(shared.gallery_path(args))
     report = check(gallery)
+    live_lines, report["liveness"] = check_lines(str(shared.gallery_path(args)))
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -202,6 +204,8 @@ def gallery_check(args: argparse.Namespace) -> int:
         print(shared.plain_rule(gallery.meta))
         print(f"threshold {t:.4f}" if t is not None else "threshold: not set")
         print(f"  {report['evidence']}")
+        for line in live_lines:
+            print(line)
         for w in report["warnings"]:
             print(f"warning: {w}")
     if args.sheet:
