@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_idle.py [--before c7f7ab7] [--empty 100] [--json]
     .venv/bin/python bench/bench_idle.py --pi [--empty 100]        # on a Pi: this checkout only
+    .venv/bin/python bench/bench_idle.py --liveness [--minutes 1.5] # the visits clip without and with [liveness]
 
 Two door videos from the 5-celebrity photos (``facepi.demo.door_scene``: sensor noise,
 a slow drift of the light, one exposure step, people sliding in and out), played by
@@ -259,6 +260,9 @@ def main() -> int:
     ap.add_argument("--pi", action="store_true", help="this checkout only (no release to compare, e.g. on a Pi)")
     ap.add_argument("--camera", help="also run on this source (e.g. picamera2) for --camera-seconds, door empty")
     ap.add_argument("--camera-seconds", type=float, default=120.0)
+    ap.add_argument("--liveness", action="store_true", help="instead: this checkout on the visits clip without "
+                    "and with [liveness] (the empty door's CPU must not move)")
+    ap.add_argument("--minutes", type=float, default=2.0, help="length of the visits clip")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", nargs=4, metavar=("ROOT", "VIDEO", "GALLERY", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -280,6 +284,20 @@ def main() -> int:
     _, gallery = prepare(cache, log=log)
     faces = sources.celebrity_faces(cache)
     work = Path(tempfile.mkdtemp(prefix="facepi-idle-"))
+    vseconds = args.minutes * 60
+    visits, names = visits_plan(vseconds, faces)
+    vclip = door_scene(visits, work / "visits.avi", vseconds, FPS, exposure_step=round(0.62 * vseconds, 1))
+    vbusy = [(start - 2.0, start + hold + 4.0) for _, start, hold in visits]  # slide in/out, visit gap
+    if args.liveness:
+        log(f"visits clip: {vseconds:.0f} s, without and with [liveness] ...")
+        runs = parallel({"without_liveness": (ROOT, vclip, gallery),
+                         "with_liveness": (ROOT, vclip, gallery, {"FACEPI_LIVENESS_ENABLED": "1"})})
+        out = {k: cpu_summary(r, vseconds, vbusy) | visit_summary(r, visits, names) for k, r in runs.items()}
+        w, o = out["with_liveness"], out["without_liveness"]
+        out["cpu_empty_with_over_without"] = round(w["cpu_share_empty"] / max(o["cpu_share_empty"], 1e-9), 2)
+        out["liveness"] = runs["with_liveness"]["final"].get("liveness")
+        print(json.dumps(out, indent=None if args.json else 2))
+        return 0
     seconds = args.empty + 8.0
     visitor = [(sorted((faces / "val" / "madonna").glob("*.jpg"))[0], args.empty, 4.0)]
     clip = door_scene(visitor, work / "held_out_style.avi", seconds, FPS, exposure_step=round(args.empty / 2, 1))
@@ -293,9 +311,6 @@ def main() -> int:
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     raw = write_y4m(decoded(), work / "held_out_style.y4m", FPS)  # the same frames, decoded once, stored raw
     busy = [(args.empty - 2.0, seconds + 10)]
-    vseconds = 120.0
-    visits, names = visits_plan(vseconds, faces)
-    vclip = door_scene(visits, work / "visits.avi", vseconds, FPS, exposure_step=round(0.62 * vseconds, 1))
     before = None if args.pi else release_tree(args.before)
     roots = {"now": ROOT} | ({} if before is None else {"before": before})
 

@@ -57,7 +57,7 @@ def recalibrate(gallery: Gallery, models_dir: str | os.PathLike[str] | None = No
     return cal
 
 
-DUPLICATE = 0.03  # cosine distance under which two photos are the same shot (resized, recompressed)
+DUPLICATE = classify.DUPLICATE  # the same shot (resized, recompressed); beside the rules: the page reads it too
 OUTLIER_FAR = 0.05  # an enrol photo matches its person worse than this share of strangers do: an outlier
 
 
