@@ -196,10 +196,12 @@ def gallery_check(args: argparse.Namespace) -> int:
         print(f"  {report['evidence']}")
         for w in report["warnings"]:
             print(f"warning: {w}")
+    for e in report["errors"]:
+        print(f"facepi: error: {e}", file=sys.stderr)
     if args.sheet:
         n = contact_sheet(gallery, report, args.sheet)
         print(f"contact sheet of {n} crop(s): {args.sheet} ({LEGEND_TEXT})", file=sys.stderr)
-    return 1 if report["warnings"] else 0
+    return 2 if report["errors"] else 1 if report["warnings"] else 0
 
 
 def only_for_listing(args: argparse.Namespace) -> None:

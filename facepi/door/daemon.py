@@ -159,7 +159,7 @@ class Daemon:
         self.publisher.on_name = self.learning.ask_naming  # from paho's thread to the visitors thread
         self.publisher.on_wrong = self.learning.ask_correction  # "Wrong name" on the dashboard: to the loop
         self.learning.start()
-        self.publisher.set_people(self.recognizer.gallery.people)
+        self.publisher.set_people(self.recognizer.gallery.people, self.recognizer.gallery.keys())
         self.publisher.start()
         if self.household:
             self.household.start()
@@ -280,7 +280,7 @@ class Daemon:
             return
         self.recognizer, self.reload_error = rec, None
         self.tracker.split_distance = self._split_distance()
-        self.publisher.set_people(rec.gallery.people)
+        self.publisher.set_people(rec.gallery.people, rec.gallery.keys())
         log.info("%s: gallery reloaded", why)
         if "command" in why:
             self.publisher.answer("command", True, f"gallery reloaded: {len(rec.gallery.people)} people")

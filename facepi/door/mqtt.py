@@ -127,6 +127,7 @@ class MqttPublisher:
         self.closing = False
         self.discovery_topic = f"{m.discovery_prefix}/status"
         self.people: list[str] = []
+        self.keys: dict[str, str] = {}  # name -> person key (the gallery's, facepi.identity.names)
         self.discovered: set[str] = set()
         self.on_command: Callable[[str], None] = lambda text: None
         self.on_name: Callable[[str, str], None] = lambda vid, name: None  # (visitor id, name)
@@ -246,7 +247,7 @@ class MqttPublisher:
         self._state("last", json.dumps(payload), 1)  # retained: the dashboard's "Last person" after a restart
         if self.house and payload["name"] != "unknown":  # the household's "<Name> last seen"
             name, cfg = payload["name"], self.cfg
-            self._state(f"{self.house}/seen/{homeassistant.person_key(name)}",
+            self._state(f"{self.house}/seen/{homeassistant.person_key(name, self.keys)}",
                         seen_payload(name, cfg.camera_id, cfg.device_name, payload["timestamp"]), 1)
 
     def _state(self, leaf: str, payload: str | bytes, qos: int) -> None:
@@ -310,20 +311,21 @@ class MqttPublisher:
     def discovery_messages(self) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
         configs = homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
-                                          self.people, cfg.mqtt.snapshot, cfg.learning.enabled)
+                                          self.people, cfg.mqtt.snapshot, cfg.learning.enabled, self.keys)
         if self.house:
             configs |= homeassistant.household_discovery(cfg.household.id, self.house, cfg.mqtt.discovery_prefix,
-                                                         self.people)
+                                                         self.people, self.keys)
         return configs
 
-    def set_people(self, people: list[str]) -> None:
+    def set_people(self, people: list[str], keys: dict[str, str] | None = None) -> None:
         """The gallery's people (at start and after a reload): presence entities follow them; the household's
         last-seen topic of a person forgotten is cleared with the entities."""
         if self.house:
             with self.lock:
                 for name in set(self.people) - set(people):
-                    self.waiting[f"{self.house}/seen/{homeassistant.person_key(name)}"] = ("", 1)
+                    self.waiting[f"{self.house}/seen/{homeassistant.person_key(name, self.keys)}"] = ("", 1)
         self.people = sorted(people)
+        self.keys = {**self.keys, **(keys or {})}  # a forgotten person's key stays known: their topics are cleared
         if self.cfg.mqtt.discovery and self.connected:
             self._publish_discovery()
             self.flush()

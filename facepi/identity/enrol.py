@@ -30,7 +30,8 @@ def new_gallery(pipeline: FacePipeline, kind: str, target_far: float) -> Gallery
     e = pipeline.embedder
     return Gallery(e.model_id, e.dim, meta={
         "classifier": kind, "target_far": target_far, "embedder": e.file, "precision": e.precision,
-        "alignment": pipeline.mode, "margin": pipeline.margin})
+        "alignment": pipeline.mode, "margin": pipeline.margin,
+        "person_keys": {}})  # made by this facepi: every person gets a new key (names.person_keys)
 
 
 def check_fit(kind: str, target_far: float) -> None:

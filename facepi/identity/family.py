@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from facepi.identity.gallery import Gallery, GalleryError, check_name, wrong_model
+from facepi.identity.gallery import Gallery, GalleryError, check_name, shown, wrong_model
+from facepi.identity.names import check_keys, lookalike, new_key, person_keys
 from facepi.identity.recent import last_recognition
 from facepi.identity.store import Change, Conflict, Store, open_store
 
@@ -60,7 +61,9 @@ def _change(path: str | os.PathLike[str], what: str, origin: str, mutate: Mutati
     for _ in range(RETRIES):
         base = store.version()
         current = store.gallery() if store.has_gallery() else None
+        keys = person_keys(current.meta, current.people) if current is not None else {}
         gallery, summary, detail, result = mutate(current)
+        _check_names(gallery, keys)
         try:
             done = store.commit(gallery, base, what, origin, summary, detail, also)
         except Conflict:
@@ -69,6 +72,24 @@ def _change(path: str | os.PathLike[str], what: str, origin: str, mutate: Mutati
         return Done(done, store.gallery(), result)
     raise GalleryError(f"{store.path}: changed by other facepi commands {RETRIES} times while this change was "
                        f"made; try again")
+
+
+def _check_names(gallery: Gallery, before: dict[str, str]) -> None:
+    """Every route's name rules, here once: a new person's name must not read as another person's (case,
+    width, look-alike letters, invisible characters: ``names.skeleton``), and every person keeps a key of
+    their own (``names.person_keys``), written into the gallery's settings with the change."""
+    for name in gallery.people:
+        if name not in before:
+            same = lookalike(name, gallery.people)
+            if same is not None:
+                raise Refused(f"person name {shown(name)} reads as {same!r}, who is enrolled: a new person must "
+                              f"have a name that looks different")
+    keys = {name: before.get(name) or new_key(name) for name in gallery.people}
+    try:
+        check_keys(keys)
+    except ValueError as e:
+        raise Refused(str(e)) from None
+    gallery.meta["person_keys"] = keys
 
 
 def _forced(report: Any, force: bool, origin: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -46,8 +47,9 @@ from typing import Any
 
 import numpy as np
 
-from facepi.identity.gallery import FORMAT, Gallery, GalleryError, db_path, exists, wrong_model  # noqa: F401
+from facepi.identity.gallery import FORMAT, Gallery, GalleryError, db_path, embedding_problem, exists, wrong_model  # noqa: F401
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 UNDO_DEPTH = 20  # changes that can be undone; faces removed longer ago are deleted for good
 CROP = 112
@@ -220,6 +222,7 @@ class Store:
             raise GalleryError(f"{self.path}: settings 'meta' is not JSON ({e}); restore a backup") from None
         rows = con.execute("SELECT id, person, embedding, crop, source, hash FROM faces "
                            "WHERE removed_by IS NULL AND kind = 'face' ORDER BY id").fetchall()
+        rows, quarantined = self._sound(rows, dim)
         people: list[str] = []
         for r in rows:
             if r[1] not in people:
@@ -232,11 +235,27 @@ class Store:
                        if all(r[3] is not None for r in rows) else None)
         g.people, g.sources, g.hashes = people, [r[4] for r in rows], [r[5] for r in rows]
         g.row_ids = [int(r[0]) for r in rows]
-        against = con.execute("SELECT id, person, embedding, source FROM faces "
-                              "WHERE removed_by IS NULL AND kind = 'against' ORDER BY id").fetchall()
+        against, bad = self._sound(con.execute("SELECT id, person, embedding, source FROM faces "
+                                               "WHERE removed_by IS NULL AND kind = 'against' ORDER BY id").fetchall(),
+                                   dim)
+        g.quarantined = quarantined + bad
         g.against = [(str(r[1]), self._array(r[2], np.float32, (dim,), r[0], "embedding").copy(), str(r[3]),
                       int(r[0])) for r in against]
         return g
+
+    def _sound(self, rows: list[Any], dim: int) -> tuple[list[Any], list[tuple[int, str, str]]]:
+        """The rows whose embedding is sound, and the others (quarantined: left out, logged, named by
+        ``facepi gallery check``; one NaN row would make every distance NaN and everyone unknown)."""
+        good, bad = [], []
+        for r in rows:
+            problem = embedding_problem(self._array(r[2], np.float32, (dim,), r[0], "embedding"))
+            if problem is None:
+                good.append(r)
+            else:
+                bad.append((int(r[0]), str(r[1]), problem))
+                log.warning("%s: face row %d of %s left out: its embedding has %s (facepi gallery check; "
+                            "remove it with facepi gallery undo or restore a backup)", self.path, r[0], r[1], problem)
+        return good, bad
 
     def _array(self, blob: Any, dtype: Any, shape: tuple[int, ...], row: int, what: str) -> np.ndarray:
         """A stored array, or GalleryError naming the file and the row: raw numbers only, never unpickled."""
@@ -270,8 +289,10 @@ class Store:
                 con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
             live = {int(r[0]): (r[1], r[2]) for r in con.execute(
                 "SELECT id, person, kind FROM faces WHERE removed_by IS NULL")}
-            keep: set[int] = set()
+            keep = {rid for rid, person, _ in new.quarantined if rid in live and person in new.people}
             ids = list(getattr(new, "row_ids", [None] * len(new.labels)))
+            if bad := new.unsound_rows():
+                raise GalleryError(f"{self.path}: not written: {bad}")
             for k in range(len(new.labels)):
                 rid, person = ids[k], new.people[int(new.labels[k])]
                 if rid is not None and rid in live and live[rid] == (person, "face"):
