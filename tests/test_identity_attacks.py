@@ -170,3 +170,129 @@ def test_a_nan_embedding_is_quarantined_named_and_fails_the_check(gallery4, face
     long = load_gallery(g).embeddings[0] * 3.0  # from another facepi of the household: not unit length
     with pytest.raises(GalleryError, match="length 3"):
         family.apply_record(g, "Elton", [("face", long, "door", "")])
+
+
+# ------------------------------------------------------------------ item 4: the undo window, a person's size
+
+
+def test_repeated_corrections_cannot_push_a_forget_out_of_the_undo_window(gallery4, tmp_path):
+    """Forget madonna, then 25 quick changes (the same "that wasn't elton_john" again and again): walking back
+    still reaches the forget, and madonna's faces come back (before: purged for good after 20)."""
+    g = tmp_path / "gallery.npz"
+    g.write_bytes(gallery4.read_bytes())
+    start = load_gallery(g)
+    ben = start.embeddings[start.labels == start.people.index("ben_afflek")][0]
+    family.forget(g, "madonna")
+    for k in range(25):
+        family.correct(g, "elton_john", ben[None], f"press {k}", origin="ha")
+    for _ in range(26):
+        family.undo(g)
+    back = load_gallery(g)
+    assert back.counts() == start.counts() and not back.against
+
+
+def test_a_persons_evidence_is_capped_and_their_record_always_fits(gallery4, tmp_path):
+    from facepi.identity.family import MAX_EVIDENCE, MAX_FACES
+    from facepi.identity.records import MAX_PAYLOAD, Record, body_of, sign
+
+    g = tmp_path / "gallery.npz"
+    g.write_bytes(gallery4.read_bytes())
+    start = load_gallery(g)
+    others = start.embeddings[start.labels != start.people.index("elton_john")]
+    rng = np.random.default_rng(5)
+    presses = others[rng.integers(0, len(others), 130)] + rng.normal(0, 0.02, (130, start.dim)).astype(np.float32)
+    presses /= np.linalg.norm(presses, axis=1, keepdims=True)
+    for k in range(0, 130, 10):
+        family.correct(g, "elton_john", presses[k:k + 10], f"presses {k}", origin="ha")
+    kept = [a for a in load_gallery(g).against if a[0] == "elton_john"]
+    assert len(kept) == MAX_EVIDENCE and kept[-1][2] == "presses 120" and kept[0][2] == "presses 30"
+    # a household record of someone at both bounds, 512-d (FaceNet), the longest sources a record may hold
+    rows = [("face" if k < MAX_FACES else "against", np.ones(512, np.float32).tobytes(), "s" * 1024, "h" * 64)
+            for k in range(MAX_FACES + MAX_EVIDENCE)]
+    body = body_of("home", "facenet", Record("p" * 64, 2**53 - 1, "h" * 64, "2026-01-01T00:00:00+00:00", "cli",
+                                             False, rows))
+    assert len(sign(b"k" * 32, body)) < MAX_PAYLOAD
+    # more faces than the bound: refused, nothing written
+    with pytest.raises(GalleryError, match=f"at most {MAX_FACES}"):
+        family.apply_record(g, "ben_afflek", [("face", e, "door", "") for e in presses[:MAX_FACES + 1]])
+
+
+# ------------------------------------------------------------------ item 10: restore, a stray .npz, huge images
+
+
+def test_restore_goes_through_the_store_and_a_stale_wal_never_shows(gallery4, tmp_path):
+    g = tmp_path / "gallery.npz"
+    g.write_bytes(gallery4.read_bytes())
+    open_store(g)
+    db = Store(g).path
+    backup = tmp_path / "backup.db"
+    src = sqlite3.connect(db)
+    dst = sqlite3.connect(backup)
+    src.backup(dst)  # what an admin's nightly backup does (sqlite3 .backup)
+    src.close()
+    dst.close()
+    daemon = sqlite3.connect(db)  # a running daemon holds the database open: changes sit in its -wal
+    daemon.execute("SELECT COUNT(*) FROM faces").fetchall()
+    family.forget(g, "madonna")
+    family.forget(g, "elton_john")
+    assert db.with_name(db.name + "-wal").stat().st_size > 0  # the live database's write-ahead log
+    r = cli("gallery", "restore", str(backup), "--gallery", str(g))
+    assert r.returncode == 0, r.stderr
+    assert "restored backup.db" in r.stdout and "undo" in r.stdout
+    assert load_gallery(g).counts() == load_gallery(gallery4).counts()
+    log = Store(g).log()
+    assert (log[0].what, log[0].origin) == ("restore", "cli")
+    family.undo(g)  # the restore is one change: undone, the gallery is as it was before it
+    assert "madonna" not in load_gallery(g).people
+    daemon.close()
+    # a damaged live database is moved aside whole (with its -wal and -shm), the backup written anew
+    db.write_bytes(b"not a database" * 100)
+    r = cli("gallery", "restore", str(backup), "--gallery", str(g))
+    assert r.returncode == 0, r.stderr
+    assert "moved aside" in r.stdout and load_gallery(g).counts() == load_gallery(gallery4).counts()
+    assert len(list(tmp_path.glob("gallery.db.damaged-*"))) == 1
+    r = cli("gallery", "restore", str(db), "--gallery", str(g))
+    assert r.returncode != 0 and "the gallery itself" in r.stderr
+
+
+def test_a_stray_npz_beside_a_database_in_use_is_said(gallery4, tmp_path):
+    g = tmp_path / "gallery.npz"
+    g.write_bytes(gallery4.read_bytes())
+    open_store(g)
+    assert not g.exists() and g.with_name("gallery.npz.bak").exists()  # imported once
+    g.write_bytes(gallery4.read_bytes())  # restored by copying the old format back
+    r = cli("people", "--gallery", str(g))
+    assert r.returncode == 0
+    assert f"{g} is ignored" in r.stderr and "facepi gallery restore" in r.stderr
+
+
+def _png(path: Path, width: int, height: int) -> Path:
+    """A valid grey PNG of any size, written without ever holding its pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = b"\0" * (width + 1)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_huge_png_is_refused_from_its_header(tmp_path):
+    """A 9999x9999 PNG (a few hundred kB) took 682 MB to enrol: refused before decoding now."""
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    png = _png(folder / "bomb.png", 9999, 9999)
+    assert png.stat().st_size < 400_000
+    measured = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.stderr.write(p.stderr); "
+                "sys.exit(p.returncode)")
+    r = subprocess.run([sys.executable, "-c", measured, sys.executable, "-m", "facepi", "enroll", "eve", str(png),
+                        "--gallery", str(tmp_path / "g.npz")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    peak_mb = int(r.stdout.split()[-1]) / 1024
+    assert r.returncode != 0 and "larger than 50 megapixels" in r.stderr and "bomb.png" in r.stderr, r.stderr
+    assert peak_mb < 400, peak_mb  # decoding it whole peaked at 682 MB

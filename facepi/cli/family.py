@@ -123,6 +123,18 @@ def gallery_undo(args: argparse.Namespace) -> int:
     return 0
 
 
+def gallery_restore(args: argparse.Namespace) -> int:
+    from facepi.identity.backup import restore
+    from facepi.identity.store import db_path
+
+    path = shared.gallery_path(args)
+    if args.backup.resolve() == db_path(path).resolve():
+        raise ValueError(f"{args.backup} is the gallery itself; restore from a copy")
+    print(f"Restored: {restore(path, args.backup, 'cli')}")
+    print("A running daemon picks the change up within seconds")
+    return 0
+
+
 def gallery_remove(args: argparse.Namespace) -> int:
     from facepi.identity import family
 
