@@ -296,3 +296,32 @@ def test_a_huge_png_is_refused_from_its_header(tmp_path):
     peak_mb = int(r.stdout.split()[-1]) / 1024
     assert r.returncode != 0 and "larger than 50 megapixels" in r.stderr and "bomb.png" in r.stderr, r.stderr
     assert peak_mb < 400, peak_mb  # decoding it whole peaked at 682 MB
+
+
+# ------------------------------------------------------------------ item 6: template drift by namings
+
+DEV = ROOT.parent / "shared" / "data" / "celeba-dev"
+
+
+@pytest.mark.skipif(not DEV.is_dir(), reason="../shared/data/celeba-dev is absent (research-only data, outside "
+                                             "the repository)")
+def test_namings_of_mixed_visits_no_longer_move_a_members_template():
+    """bench/drift.py on real CelebA photos and the real embedder (morphs embedded, not simulated): visits of a
+    morph of the member beside the look-alike attacker's own faces, named as the member 5 times each. Before:
+    the attacker's unseen photos came to be named as the member; now none of the attacker's faces is learnt
+    and no more of their unseen photos are named than before the attack."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import drift
+    import learning
+
+    from facepi.vision.photos import load_pipeline
+
+    dev = learning.load_dev(DEV, limit=75)  # cached with test_grouping's
+    embedder = load_pipeline(embedder=dev.embedder).embedder
+    t = drift.attack(dev, embedder, members=8, rounds=5, alpha=0.6)
+    before, after = t["before"], t["after"]
+    assert before["unseen"][1] >= before["unseen"][0] + 5, before  # the attack works on the old rule
+    assert after["own_added"] == 0, after
+    assert after["unseen"][1] <= after["unseen"][0] + 1, after
+    assert after["others"][1] <= after["others"][0] + 1, after
+    assert after["genuine_refused"] <= before["genuine_refused"] + 0.15 * after["namings"], (before, after)
