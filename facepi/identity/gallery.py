@@ -90,6 +90,10 @@ class GalleryError(Exception):
     pass
 
 
+class Conflict(GalleryError):
+    """The gallery changed between reading it and writing the change: redo it on the fresh one."""
+
+
 def wrong_model(path: str | os.PathLike[str], model: str, expect: str) -> GalleryError:
     return GalleryError(f"{path}: built with embedding model {model!r}, but this facepi uses {expect!r}; "
                         f"embeddings of different models cannot be compared. Re-enrol from the original photos: "

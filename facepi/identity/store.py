@@ -46,7 +46,16 @@ from typing import Any
 
 import numpy as np
 
-from facepi.identity.gallery import FORMAT, Gallery, GalleryError, db_path, embedding_problem, exists, wrong_model  # noqa: F401
+from facepi.identity.gallery import (  # noqa: F401 - re-exported
+    FORMAT,
+    Conflict,
+    Gallery,
+    GalleryError,
+    db_path,
+    embedding_problem,
+    exists,
+    wrong_model,
+)
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -79,10 +88,6 @@ CREATE TABLE IF NOT EXISTS household (
     person TEXT PRIMARY KEY, lamport INTEGER NOT NULL, host TEXT NOT NULL, digest TEXT NOT NULL,
     payload BLOB NOT NULL);
 """
-
-
-class Conflict(GalleryError):
-    """The gallery changed between reading it and writing the change: redo it on the fresh one."""
 
 
 def stamp(path: str | os.PathLike[str]) -> tuple[tuple[int, int], ...] | None:
@@ -384,8 +389,8 @@ class Store:
 
     # ------------------------------------------------------------ migration and export
     def migrate(self) -> Path | None:
-        """Import an earlier ``.npz`` gallery beside the database (first use); see ``facepi.identity.backup``."""
-        from facepi.identity.backup import migrate
+        """Import an earlier ``.npz`` gallery beside the database (first use); see ``facepi.identity.legacy``."""
+        from facepi.identity.legacy import migrate
 
         return migrate(self)
 
@@ -404,7 +409,7 @@ def load(path: str | os.PathLike[str], expect_model: str | None = None) -> Galle
     store = Store(p)
     if store.path.exists() and (store.has_gallery() or not p.is_file() or p.suffix != ".npz"):
         if p.suffix == ".npz" and p.is_file():
-            from facepi.identity.backup import stray_npz
+            from facepi.identity.legacy import stray_npz
 
             stray_npz(store)
         return store.gallery(expect_model)
