@@ -87,24 +87,26 @@ def test_renaming_someone_to_their_own_name_in_capitals_is_allowed(gallery4, tmp
 
 
 def test_a_colliding_name_gets_its_own_entities_on_a_real_broker(broker, gallery4, faces_root, tmp_path):
-    """An upgraded gallery: madonna keeps her old entity ids (her automations survive); a visitor named
-    with a name of the same old key gets entities and a household topic of its own, and its visits never
-    touch madonna's presence or last-seen."""
-    g = old_gallery(gallery4, tmp_path / "state" / "gallery.npz")
-    # the attack: elton_john's faces named with madonna's old key (through the guarded path, from MQTT)
-    family.rename(g, "elton_john", COLLIDES, origin="mqtt")
-    key = tmp_path / "household.key"
-    key.write_text("a household key of more than 16 bytes\n")
+    """The finding, replayed: an upgraded gallery (madonna keeps her old entity ids, so her automations
+    survive), a stranger at the door, a broker client names the stranger's visitor over MQTT. A name that
+    reads as madonna is refused; one with madonna's old key is accepted but gets entities and a household
+    topic of its own: the stranger's next visits never touch madonna's presence or last-seen."""
     from facepi.demo import make_video
 
-    photos = one_face_photos(sorted((faces_root / "val" / "elton_john").glob("*.jpg"))[:1], tmp_path)
-    video = make_video(photos * 4, tmp_path / "door.avi", fps=8, hold=2.0, gap=2.5)
+    g = old_gallery(gallery4, tmp_path / "state" / "gallery.npz")
+    key = tmp_path / "household.key"
+    key.write_text("a household key of more than 16 bytes\n")
+    work = tmp_path / "w"
+    work.mkdir()
+    mindy = one_face_photos(sorted((faces_root / "val" / "mindy_kaling").glob("*.jpg")), work)
+    video = make_video([mindy[0]] + [mindy[1]] * 6, tmp_path / "door.avi", fps=8, hold=2.0, gap=3.0)
     sub = Subscriber(broker.port)
     proc = run_daemon(["--source", str(video), "--classifier", str(g), "--mqtt-host", "127.0.0.1",
                        "--mqtt-port", str(broker.port)],
                       env={"FACEPI_HOUSEHOLD_ID": "home", "FACEPI_HOUSEHOLD_KEY_FILE": str(key),
-                           "FACEPI_RECOGNITION_VISIT_GAP": "2.0"})
-    house = "facepi/household/home"
+                           "FACEPI_LEARNING_ENABLED": "1", "FACEPI_LEARNING_PATH": str(tmp_path / "visitors.npz"),
+                           "FACEPI_MQTT_SNAPSHOT": "1"})
+    base, house = "facepi/door", "facepi/household/home"
     hers = f"homeassistant/binary_sensor/facepi_door/present_{legacy_key('madonna')}/config"  # before the upgrade
 
     def retained(fragment: str) -> dict[str, dict]:
@@ -121,11 +123,23 @@ def test_a_colliding_name_gets_its_own_entities_on_a_real_broker(broker, gallery
     def presence() -> dict[str, str]:
         return {c["name"]: t for t, c in retained("/facepi_door/present_").items()}
 
+    def answers() -> list[dict]:
+        return [a for a in (json.loads(p) for p in sub.on(f"{base}/learning") if p)
+                if a.get("command") == "name_visitor"]
+
     try:
-        assert sub.wait_for(lambda: len(presence()) == 4, 60), presence()
+        assert sub.wait_for(lambda: sub.on(f"{base}/visitor_info")[-1:] not in ([], [b""]), 60)
+        vid = json.loads(sub.on(f"{base}/visitor_info")[-1])["visitor"]
+        sub.client.publish(f"{base}/name_visitor", json.dumps({"visitor": vid, "name": "\u041cadonna"}), qos=1)
+        assert sub.wait_for(lambda: answers(), 30)
+        assert not answers()[0]["ok"] and "reads as 'madonna'" in answers()[0]["message"], answers()
+        time.sleep(5.2)  # one naming per 5 s
+        sub.client.publish(f"{base}/name_visitor", json.dumps({"visitor": vid, "name": COLLIDES}), qos=1)
+        assert sub.wait_for(lambda: len(answers()) == 2, 30)
+        assert answers()[1]["ok"], answers()
         assert sub.wait_for(lambda: any(p.get("person") == COLLIDES for p in retained(f"{house}/seen/").values()),
-                            90), retained(f"{house}/seen/")
-        time.sleep(1.0)
+                            60), retained(f"{house}/seen/")
+        assert sub.wait_for(lambda: f"{COLLIDES} in view" in presence(), 10), presence()
         now = presence()
         assert now["madonna in view"] == hers  # her entity id survives the upgrade ...
         assert now[f"{COLLIDES} in view"] != hers  # ... and the look-alike key gets entities of its own

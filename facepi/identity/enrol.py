@@ -203,7 +203,7 @@ def enroll_crops(gallery: Gallery, name: str, embeddings: np.ndarray, crops: np.
         if "agree_distance" not in gallery.meta:
             recalibrate(gallery, models_dir)
         _one_person(embeddings, labels, float(gallery.meta["agree_distance"]), report)
-        if report.problems:
+        if report.problems and not force:  # only the command line forces (family._forced)
             return report
     known = dict(zip(gallery.hashes, gallery.labels.tolist(), strict=True))
     keep, hashes = [], []
