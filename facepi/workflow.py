@@ -100,18 +100,23 @@ class ClassifyResult:
     score: float | None
     distance: float | None
     error: str | None = None
+    live: bool | None = None  # with liveness: judged live on this camera's calibration
+    liveness: float | None = None  # P(live)
+    resembles: str | None = None  # judged not live: the member the face would have been named
 
     @property
     def correct(self) -> bool | None:
         return None if self.truth is None else self.name == self.truth
 
 
-def classify_folder(recognizer: Recognizer, data_dir: Path, progress: Progress | None = None
-                    ) -> tuple[list[ClassifyResult], float | None]:
+def classify_folder(recognizer: Recognizer, data_dir: Path, progress: Progress | None = None,
+                    liveness: tuple[Any, Any] | None = None) -> tuple[list[ClassifyResult], float | None]:
     """Classify photos in DATA_DIR/<person>/ (accuracy known) or directly in DATA_DIR.
 
     A folder named after somebody not enrolled expects ``unknown``: that is what a
     door camera should say to them. Photos with no face count as wrong.
+    ``liveness``: (LivenessModel, Calibration): every face is also judged live or not; one judged
+    not live is never named a member (``name`` unknown, the member in ``resembles``).
     """
     if not data_dir.is_dir():
         raise ImageError(f"{data_dir}: not a folder")
@@ -124,12 +129,19 @@ def classify_folder(recognizer: Recognizer, data_dir: Path, progress: Progress |
         raise ImageError(f"{data_dir}: no images (looked in it and its sub-folders)")
     results = []
     for i, (path, truth) in enumerate(items):
-        r = recognizer.pipeline.photo(path)
+        r = recognizer.pipeline.photo(path, keep_image=liveness is not None)
         if r.error:
             results.append(ClassifyResult(str(path), truth, None, None, None, r.error))
         else:
             p = recognizer.predict(r.embeddings[:1])[0]
-            results.append(ClassifyResult(str(path), truth, p.name, p.score, p.distance))
+            result = ClassifyResult(str(path), truth, p.name, p.score, p.distance)
+            if liveness is not None:
+                model, calibration = liveness
+                result.liveness = model.score(r.image, r.faces[0].box)
+                result.live = calibration.is_live(result.liveness)
+                if not result.live and p.name != classify.UNKNOWN:
+                    result.name, result.resembles = classify.UNKNOWN, p.name
+            results.append(result)
         if progress:
             progress(i + 1, len(items))
     judged = [r for r in results if r.truth is not None]

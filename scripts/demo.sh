@@ -24,8 +24,17 @@ for line in open(sys.argv[1], encoding="utf-8"):
         continue
     if isinstance(event, dict) and "name" in event:
         events.append(event["name"])
-if not events and "--mqtt-host" in sys.argv[2]:
-    print("demo: the events went to the MQTT broker (see them with: mosquitto_sub -v -t 'facepi/#')")
+flags = sys.argv[2].split()
+def flag(name):
+    for i, f in enumerate(flags):
+        if f == name and i + 1 < len(flags):
+            return flags[i + 1]
+        if f.startswith(name + "="):
+            return f.split("=", 1)[1]
+    return None
+if not events and flag("--mqtt-host"):
+    where = f" -h {flag('--mqtt-host')}" + (f" -p {flag('--mqtt-port')}" if flag("--mqtt-port") else "")
+    print(f"demo: the events went to the MQTT broker (see them with: mosquitto_sub{where} -v -t 'facepi/#')")
 else:
     named = [n for n in events if n != "unknown"]
     who = f" ({', '.join(sorted(set(named)))})" if named else ""

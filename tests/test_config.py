@@ -85,7 +85,9 @@ def test_camera_password_from_environment_file_or_systemd_credentials(tmp_path):
 
 def test_check_config_prints_toml_that_loads_back_as_the_same_config(tmp_path):
     f = tmp_path / "facepi.toml"
-    f.write_text('camera_id = "porch"\n[source]\nuri = "/srv/door.mp4"\nfast = true\n[motion]\nenabled = false\n'
+    (tmp_path / "door.mp4").write_bytes(b"")  # check-config looks for the file (it opens nothing)
+    f.write_text(f'camera_id = "porch"\n[source]\nuri = "{tmp_path / "door.mp4"}"\nfast = true\n[motion]\n'
+                 'enabled = false\n'
                  'zone = [0.1, 0.1, 0.9, 0.1, 0.5, 0.9]\n[detection]\nthresholds = [0.5, 0.6, 0.75]\n'
                  '[mqtt]\nhost = "broker.lan"\ntls = false\nbase_topic = "home/\\"door\\"/{camera_id}"\n')
     proc = subprocess.run([sys.executable, "-m", "facepi", "check-config", "--config", str(f)], cwd=ROOT,
@@ -230,3 +232,53 @@ def test_demo_script_ends_with_a_summary_and_what_to_run_next(tmp_path):
     assert lines[-2] == (f"demo: {len(names)} visit(s): {len(named)} named ({', '.join(sorted(set(named)))}), "
                          f"{len(names) - len(named)} unknown")
     assert f"{co}/.venv/bin/facepi" in lines[-1] and len(names) >= 5
+
+
+def test_check_config_fails_on_a_missing_video_and_names_a_missing_gallery(tmp_path, gallery4):
+    """A typo'd video path fails check-config with "no such file" (run says the same); a gallery that is not
+    there yet is named with what to do, and is no failure (a fresh install has none until an enrol)."""
+    f = tmp_path / "facepi.toml"
+    video, gallery = tmp_path / "door.mkv", tmp_path / "nodir" / "gallery.npz"
+    f.write_text(f'[source]\nuri = "{video}"\n[recognition]\ngallery = "{gallery}"\n')
+    proc = subprocess.run([sys.executable, "-m", "facepi", "check-config", "--config", str(f)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and f"source '{video}': no such file or folder" in proc.stderr, proc.stderr
+    assert f"no gallery yet at {gallery} (nor its folder {gallery.parent}: make it first)" in proc.stderr
+    run = subprocess.run([sys.executable, "-m", "facepi", "run", "--config", str(f), "--gallery", str(gallery4)],
+                         cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "no such file or folder" in run.stderr, run.stderr[-2000:]
+    assert "XNNPACK delegate" not in run.stderr and "model mtcnn_pnet.tflite: ai-edge-litert" in run.stderr
+    video.write_bytes(b"")
+    gallery.parent.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "facepi", "check-config", "--config", str(f)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and f"no gallery yet at {gallery}: enrol someone first" in proc.stderr, proc.stderr
+    assert not list(gallery.parent.iterdir())  # looked at, nothing made
+
+
+@pytest.mark.parametrize("text, said", [
+    ('[mqtt]\nhost = broker.lan\n', 'text needs quotes, e.g. host = "broker.lan"'),
+    ('[motion]\nenabled = True\n', "use true or false (lower case, no quotes) in 'enabled = True'"),
+    ('[source]\nhost = "broker.lan"\n', "source.host: unknown key: it belongs in [mqtt]"),
+    ('[mqtt]\ncamera_id = "porch"\n', "it belongs at the top of the file, before any [section]"),
+])
+def test_a_mistyped_config_says_what_to_write(tmp_path, text, said):
+    f = tmp_path / "facepi.toml"
+    f.write_text(text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(f, env={})
+    assert said in str(e.value) and str(f) in str(e.value)
+
+
+def test_a_command_on_the_built_in_default_gallery_says_which(tmp_path, monkeypatch, capsys):
+    from facepi import cli
+
+    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "facepi.toml")
+    monkeypatch.delenv("FACEPI_GALLERY", raising=False)
+    monkeypatch.delenv("FACEPI_RECOGNITION_GALLERY", raising=False)
+    cli.main(["people"])
+    err = capsys.readouterr().err
+    assert (f"no --gallery and no config file ({tmp_path / 'facepi.toml'}): using the default gallery "
+            f"{config.Config().recognition.gallery}") in err
+    assert err.count("using the default gallery") == 1

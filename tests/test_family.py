@@ -162,6 +162,8 @@ def test_an_impostor_is_refused_on_the_cli_unless_forced_and_the_force_is_record
     assert entry.detail["forced"] and any("does not match madonna" in p for p in entry.detail["overrode"])
     shown = cli("gallery", "log", "--gallery", str(home))
     assert "FORCED past" in shown.stdout and "enrolled" in shown.stdout
+    assert f"photos: {', '.join(map(str, entry.detail['photos']))}" in shown.stdout  # which photos, without --json
+    assert mindy[0].name in shown.stdout
     assert cli("gallery", "undo", "--gallery", str(home)).returncode == 0
     assert len(load_gallery(home).labels) == rows
     # a genuine new photo of an enrolled person still goes in without force

@@ -174,6 +174,8 @@ def test_a_face_in_a_group_photo_is_chosen_by_number_from_a_numbered_preview(fac
     green = (png[:, :, 1] > 200) & (png[:, :, 0] < 30) & (png[:, :, 2] < 30)  # the boxes and number tags
     cols = np.flatnonzero(green.any(axis=0))
     assert cols.min() < png.shape[1] / 2 < cols.max()  # a box on each side
+    again = run_cli("enroll", "mindy_kaling", str(group), "--gallery", str(g))  # tried again: the same file
+    assert re.search(r"numbered in (\S+\.png)", again.stderr).group(1) == str(preview), again.stderr
     preview.unlink()
 
     r = run_cli("enroll", "mindy_kaling", str(group), "--gallery", str(g), "--face", "2")

@@ -109,10 +109,16 @@ def test_gallery_file_cannot_execute_code(tmp_path, pipeline, embedded):
 def test_enroll_forget_people(tmp_path, faces_root, capsys):
     gallery = tmp_path / "state" / "gallery.npz"
     train = faces_root / "train"
+    # a typo'd folder is refused before any work, and nothing is created (no gallery where no door looks)
+    assert facepi_main(["enroll", "madonna", str(train / "madonna"), "--gallery", str(gallery)]) == 2
+    assert "no such folder (nothing created" in capsys.readouterr().err and not gallery.parent.exists()
+    gallery.parent.mkdir()
     # One of madonna's web photos is tiny and stylised: named as an outlier and skipped (exit 3: enrolled,
     # some photos skipped), then enrolled as told.
     assert facepi_main(["enroll", "madonna", str(train / "madonna"), "--gallery", str(gallery)]) == 3
-    assert "far from madonna's other photos" in capsys.readouterr().err and "madonna" in load_gallery(gallery).people
+    err = capsys.readouterr().err
+    assert "far from madonna's other photos" in err and "madonna" in load_gallery(gallery).people
+    assert f"no gallery at {gallery} (kept in gallery.db beside it) yet: a new one is made there" in err
     assert facepi_main(["enroll", "madonna", str(train / "madonna"), "--gallery", str(gallery), "--force",
                         "--verbose"]) == 0
     out = capsys.readouterr().out
@@ -130,6 +136,10 @@ def test_enroll_forget_people(tmp_path, faces_root, capsys):
     assert load_gallery(gallery).people == ["madonna", "ben_afflek"]
     assert facepi_main(["forget", "nobody", "--gallery", str(gallery)]) == 2
     assert "'nobody' is not enrolled" in capsys.readouterr().err
+    # one photo is enough to enrol, and said at enrol time to be thin
+    assert facepi_main(["enroll", "mindy_kaling", str(sorted((train / "mindy_kaling").glob("*.jpg"))[0]),
+                        "--gallery", str(gallery)]) == 0
+    assert "mindy_kaling has 1 photo(s) in the gallery; 3-5" in capsys.readouterr().err
 
 
 def test_small_galleries_use_the_models_measured_rule(pipeline, embedded):

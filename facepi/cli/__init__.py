@@ -16,6 +16,7 @@ from pathlib import Path
 from facepi import __version__
 from facepi.cli import family, photos, service, shared
 from facepi.cli.ha import add_ha_parser
+from facepi.cli.liveness import add_liveness_parser
 from facepi.cli.shared import DEFAULT_GALLERY
 from facepi.vision import runtime
 
@@ -94,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("data_dir", type=Path)
     c.add_argument("classifier_file", type=Path)
     c.add_argument("--json", action="store_true")
+    c.add_argument("--liveness", action="store_true",
+                   help="also judge each face live or not (a photo, a screen) by --camera-id's calibration; "
+                        "a face judged not live is never named a member")
+    c.add_argument("--camera-id", help="with --liveness: the camera the photos come from")
     c.set_defaults(func=photos.classify)
 
     e = sub.add_parser("enroll", parents=[common, gal, fit], help="add a person's photos to the gallery")
@@ -207,13 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     r = sub.add_parser("run", parents=[conf, daemon], help="the door-camera daemon: recognise and publish")
     r.add_argument("--source", help="camera index, /dev/video*, 'picamera2', RTSP/HTTP URL, video file or folder")
-    r.add_argument("--classifier", help="gallery file (facepi train / enroll)")
+    r.add_argument("--gallery", "--classifier", dest="classifier",
+                   help="the gallery (as every other command's --gallery; --classifier is its older name)")
     r.set_defaults(func=service.run)
     dm = sub.add_parser("demo", parents=[conf, daemon], help="the daemon on the bundled demo input (real photos)")
     dm.set_defaults(func=service.demo)
     cc = sub.add_parser("check-config", parents=[conf], help="validate the configuration and print it")
     cc.set_defaults(func=service.check_config)
     add_ha_parser(sub)
+    add_liveness_parser(sub, common, gal)
     return p
 
 

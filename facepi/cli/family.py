@@ -24,6 +24,8 @@ def enroll(args: argparse.Namespace) -> int:
     path = shared.gallery_path(args)
     check_writable(path)
     exists = db_path(path).exists() or path.exists()
+    if not exists:
+        print(f"facepi: note: no gallery at {shared.stored_in(path)} yet: a new one is made there", file=sys.stderr)
     meta = load_gallery(path).meta if exists else {}
     if exists:
         args.embedder = args.embedder or meta.get("embedder")  # keep the gallery's model unless told
@@ -57,9 +59,13 @@ def enroll(args: argparse.Namespace) -> int:
               f"{db_path(path) if db_path(path).exists() else path} unchanged", file=sys.stderr)
         return 2
     gallery = done.gallery
-    print(f"Enrolled {report.added} photo(s) of {name} in {db_path(path)} "
+    print(f"Enrolled {report.added} photo(s) of {name} in {shared.stored_in(path)} "
           f"({len(gallery.people)} people, {len(gallery.labels)} photos; undo: facepi gallery undo)")
     print(shared.plain_rule(gallery.meta))
+    if gallery.counts().get(name, 0) < 3:
+        print(f"facepi: note: {name} has {gallery.counts().get(name, 0)} photo(s) in the gallery; 3-5 from different "
+              f"days, light and angles make the door far surer (add more: facepi enroll {name} MORE_PHOTOS)",
+              file=sys.stderr)
     if args.verbose:
         shared.print_calibration(gallery.meta)
     if report.skipped:
@@ -109,6 +115,8 @@ def gallery_log(args: argparse.Namespace) -> int:
         state = f"  (undone by {c.undone_by})" if c.undone_by else ""
         forced = "  FORCED past: " + "; ".join(c.detail["overrode"]) if c.detail.get("forced") else ""
         print(f"{c.id:>4}  {c.at}  {c.origin:<9} {c.what:<13} {c.summary}{state}{forced}")
+        if c.detail.get("photos"):  # which photos went in: what a household looks for in the log
+            print(f"{'':>6}photos: {', '.join(map(str, c.detail['photos']))}")
     if not changes:
         print("no changes recorded yet (an .npz gallery moves into its database at its first change)")
     return 0
@@ -185,10 +193,12 @@ def gallery_wrong(args: argparse.Namespace) -> int:
 
 
 def gallery_check(args: argparse.Namespace) -> int:
+    from facepi.cli.liveness import check_lines
     from facepi.identity.health import LEGEND_TEXT, check, contact_sheet
 
     gallery = load_gallery(shared.gallery_path(args))
     report = check(gallery)
+    live_lines, report["liveness"] = check_lines(str(shared.gallery_path(args)))
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -206,6 +216,8 @@ def gallery_check(args: argparse.Namespace) -> int:
         print(shared.plain_rule(gallery.meta))
         print(f"threshold {t:.4f}" if t is not None else "threshold: not set")
         print(f"  {report['evidence']}")
+        for line in live_lines:
+            print(line)
         for w in report["warnings"]:
             print(f"warning: {w}")
     for e in report["errors"]:

@@ -100,23 +100,34 @@ def train(args: argparse.Namespace) -> int:
 
 
 def classify(args: argparse.Namespace) -> int:
+    from facepi.cli.liveness import for_classify
     from facepi.identity.recognize import Recognizer
     from facepi.vision.detect import DetectorParams
     from facepi.workflow import classify_folder
 
+    liveness = for_classify(args)
     rec = Recognizer(args.classifier_file, args.models, args.embedder, args.threads,
                      DetectorParams(minsize=args.minsize))
-    results, accuracy = classify_folder(rec, args.data_dir, None if args.json else shared.progress("classifying"))
+    results, accuracy = classify_folder(rec, args.data_dir, None if args.json else shared.progress("classifying"),
+                                        liveness)
+    extra = ("live", "liveness", "resembles")
     if args.json:
-        print(json.dumps({"accuracy": accuracy, "threshold": rec.classifier.threshold,
-                          "classifier": rec.classifier.kind, "model": rec.pipeline.embedder.name,
-                          "results": [r.__dict__ | {"correct": r.correct} for r in results]}, indent=1))
+        out = {"accuracy": accuracy, "threshold": rec.classifier.threshold,
+               "classifier": rec.classifier.kind, "model": rec.pipeline.embedder.name}
+        if liveness:
+            out["liveness"] = liveness[1].to_json()
+        out["results"] = [{k: v for k, v in r.__dict__.items() if liveness or k not in extra} | {"correct": r.correct}
+                          for r in results]
+        print(json.dumps(out, indent=1))
     else:
         for i, r in enumerate(results):
             if r.error:
                 print(f"{i:4d}  {r.path}: NO FACE ({r.error})")
             else:
-                print(f"{i:4d}  {r.path}: {r.name} {r.score:.3f} (distance {r.distance:.3f})")
+                live = "" if r.live is None else (f"  live {r.liveness:.4g}" if r.live else
+                                                  f"  NOT LIVE {r.liveness:.4g}"
+                                                  + (f" (resembles {r.resembles})" if r.resembles else ""))
+                print(f"{i:4d}  {r.path}: {r.name} {r.score:.3f} (distance {r.distance:.3f}){live}")
         if accuracy is not None:
             print(f"Accuracy: {accuracy:.3f}")
     return 1 if any(r.error for r in results) else 0

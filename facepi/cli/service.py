@@ -20,8 +20,39 @@ def check_config(args: argparse.Namespace) -> int:
         origin = f"no config file ({path} not found): built-in defaults, then FACEPI_* environment"
     print(f"# {origin}")
     print(config.describe(cfg))
+    problems, notes = _files(cfg)
+    for n in notes:
+        print(f"facepi: note: {n}", file=sys.stderr)
+    if problems:
+        for p in problems:
+            print(f"facepi: error: {p}", file=sys.stderr)
+        print(f"configuration NOT OK ({origin}): fix the above", file=sys.stderr)
+        return 2
     print(f"configuration OK ({origin})", file=sys.stderr)
     return 0
+
+
+def _files(cfg) -> tuple[list[str], list[str]]:
+    """What the configuration names on disk, looked at without opening a camera or the broker: the source
+    (a video file, image folder or device that is not there fails) and the gallery (none yet is said, not
+    failed: a fresh install has none until someone is enrolled)."""
+    from pathlib import Path
+
+    from facepi.door.sources import SourceError, check_uri
+    from facepi.identity.gallery import db_path
+
+    problems, notes = [], []
+    try:
+        check_uri(cfg.source.uri)
+    except SourceError as e:
+        problems.append(f"source.uri: {e}")
+    gallery = Path(cfg.recognition.gallery)
+    if not db_path(gallery).exists() and not gallery.exists():
+        folder = "" if gallery.parent.is_dir() else f" (nor its folder {gallery.parent}: make it first)"
+        notes.append(f"recognition.gallery: no gallery yet at {gallery}{folder}: enrol someone first "
+                     f"(facepi enroll NAME PHOTOS --gallery {gallery})"
+                     + ("; the household's doors fill it" if cfg.household.id else ""))
+    return problems, notes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +76,7 @@ def demo(args: argparse.Namespace) -> int:
 
     video, gallery = prepare(log=lambda m: print(m, file=sys.stderr))
     args.source, args.classifier = str(video), str(gallery)
-    print(f"demo: facepi run --source {video} --classifier {gallery}"
-          f"{' --mqtt-host ' + args.mqtt_host if args.mqtt_host else ''}", file=sys.stderr)
+    broker = (f" --mqtt-host {args.mqtt_host}" if args.mqtt_host else "") + \
+        (f" --mqtt-port {args.mqtt_port}" if args.mqtt_port else "")
+    print(f"demo: facepi run --source {video} --gallery {gallery}{broker}", file=sys.stderr)
     return run(args)

@@ -39,8 +39,25 @@ def store_paths(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def gallery_path(args: argparse.Namespace) -> Path:
-    """--gallery, else $FACEPI_GALLERY, else the config's [recognition] gallery: the one the daemon serves."""
-    return Path(args.gallery or os.environ.get("FACEPI_GALLERY") or store_paths(args)[0])
+    """--gallery, else $FACEPI_GALLERY, else the config's [recognition] gallery: the one the daemon serves.
+    With none of these (no config file either) the built-in default is used, and said once."""
+    chosen = args.gallery or os.environ.get("FACEPI_GALLERY")
+    if chosen:
+        return Path(chosen)
+    path = Path(store_paths(args)[0])
+    if not config_path(args).exists() and not getattr(args, "_default_said", False):
+        args._default_said = True
+        print(f"facepi: note: no --gallery and no config file ({config_path(args)}): using the default gallery "
+              f"{path}", file=sys.stderr)
+    return path
+
+
+def stored_in(path: Path) -> str:
+    """Where a gallery path's people really are: a ``.npz`` path keeps them in the database beside it."""
+    from facepi.identity.store import db_path
+
+    db = db_path(path)
+    return str(path) if db == path else f"{path} (kept in {db.name} beside it)"
 
 
 def store_path(args: argparse.Namespace) -> Path | None:

@@ -86,13 +86,38 @@ def _apply(obj: Any, table: dict[str, Any], prefix: str) -> None:
         name = f"{prefix}{key}"
         f = fields.get(key)
         if f is None:
-            raise ConfigError(f"{name}: unknown key (allowed here: {', '.join(sorted(fields))})")
+            raise ConfigError(f"{name}: unknown key{_belongs(key, prefix)} (allowed here: {', '.join(sorted(fields))})")
         if dataclasses.is_dataclass(getattr(obj, key)):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: expected a [{key}] table")
             _apply(getattr(obj, key), value, f"{name}.")
         else:
             setattr(obj, key, _coerce(name, value, f, from_text=False))
+
+
+def _belongs(key: str, prefix: str) -> str:
+    """Where a key that is unknown here does belong ("it belongs in [mqtt]"), if anywhere."""
+    homes = [f"[{section}]" for section, obj in sections(Config()).items()
+             if section != prefix.rstrip(".") and key in {f.name for f in dataclasses.fields(obj)}]
+    if not homes and prefix and key in {f.name for f in dataclasses.fields(Config())}:
+        return ": it belongs at the top of the file, before any [section]"
+    return f": it belongs in {' or '.join(homes)}" if homes else ""
+
+
+def _toml_hint(text: str, error: tomllib.TOMLDecodeError) -> str:
+    """The TOML parser's words with a hint for the two mistakes people make: text without quotes, and
+    True/False (Python's) for true/false."""
+    import re
+
+    at = re.search(r"line (\d+)", str(error))
+    lines = text.splitlines()
+    line = lines[int(at.group(1)) - 1] if at and 0 < int(at.group(1)) <= len(lines) else ""
+    value = line.split("=", 1)[1].split("#", 1)[0].strip() if "=" in line else ""
+    if value in ("True", "False", "TRUE", "FALSE", "yes", "no", "on", "off"):
+        return f": use true or false (lower case, no quotes) in {line.strip()!r}"
+    if value and not value.startswith(('"', "'", "[", "{")) and value[0] not in "-+0123456789":
+        return f": text needs quotes, e.g. {line.split('=', 1)[0].strip()} = \"{value}\""
+    return ""
 
 
 def load(path: Path | None = None, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None,
@@ -139,13 +164,16 @@ def _from_file(path: Path | None, require_file: bool) -> Config:
     if path is None:
         return cfg
     try:
-        table = tomllib.loads(path.read_text())
+        text = path.read_text()
+        table = tomllib.loads(text)
     except FileNotFoundError:
         if require_file:
             raise ConfigError(f"{path}: no such config file") from None
         return cfg
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e}){_toml_hint(text, e)}") from None
     try:
         _apply(cfg, table, "")
     except ConfigError as e:

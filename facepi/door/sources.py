@@ -285,9 +285,26 @@ def make_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
                 max_bad_frames: int = 50, detect_scale: float = 1.0) -> Source:
     if m := re.fullmatch(r"picamera2(?::([0-9]))?", uri):  # "picamera2:1": the second camera of a Pi 5
         return Picamera2Source(width, height, timeout, detect_scale, int(m.group(1) or 0))
-    path = Path(uri)
-    if path.is_dir():
-        return FolderSource(path, fps or 2.0)
-    if not (uri.isdigit() or "://" in uri or uri.startswith("/dev/") or path.is_file()):
-        raise SourceError(f"source {mask(uri)!r}: not a camera index, /dev path, URL, video file or image folder")
+    check_uri(uri)
+    if Path(uri).is_dir():
+        return FolderSource(Path(uri), fps or 2.0)
     return OpenCVSource(uri, width, height, timeout, max_bad_frames)
+
+
+def check_uri(uri: str) -> None:
+    """SourceError if ``source.uri`` cannot be a source: a file, folder or device that is not there is said as
+    such ("no such file"), anything else that is no camera index, /dev path, URL, file or folder as that.
+    Opens nothing: check-config uses it too."""
+    if re.fullmatch(r"picamera2(?::([0-9]))?", uri) or uri.isdigit() or "://" in uri:
+        return
+    path = Path(uri)
+    if path.is_dir() or path.is_file():
+        return
+    if uri.startswith("/dev/"):
+        if not path.exists():
+            raise SourceError(f"source {uri!r}: no such device (is the camera plugged in? v4l2-ctl --list-devices "
+                              f"lists them)")
+        return
+    if "/" in uri or path.suffix:
+        raise SourceError(f"source {mask(uri)!r}: no such file or folder")
+    raise SourceError(f"source {mask(uri)!r}: not a camera index, /dev path, URL, video file or image folder")

@@ -170,15 +170,19 @@ def enroll(gallery: Gallery, pipeline: FacePipeline, name: str, paths: list[Path
 
 def _several_faces(r: PhotoFaces, n: int) -> str:
     """Why a group photo is not enrolled as it is, in words, with a numbered preview to choose from."""
+    import hashlib
     import tempfile
 
+    from facepi.fileio import atomic_write_bytes
     from facepi.vision.faces import from_the_left, preview_png
 
     try:
         rgb, _ = read_photo(r.path, DECODE_PIXELS)
-        fd, preview = tempfile.mkstemp(prefix=f"facepi-faces-{r.path.stem}-", suffix=".png")
-        with os.fdopen(fd, "wb") as f:  # 0600: faces are personal
-            f.write(preview_png(rgb, r.boxes))
+        # one preview per photo, written again on every try (they used to pile up in /tmp); 0600: faces
+        # are personal; replaced by rename, so a link planted under its name is replaced, never followed
+        tag = hashlib.sha256(str(r.path.resolve()).encode()).hexdigest()[:10]
+        preview = Path(tempfile.gettempdir()) / f"facepi-faces-{os.getuid()}-{tag}-{r.path.stem[:40]}.png"
+        atomic_write_bytes(preview, preview_png(rgb, r.boxes), mode=0o600)
         shown = f"the faces are numbered in {preview}"
     except (ImageError, OSError, ValueError) as e:
         shown = f"no preview ({e})"

@@ -168,7 +168,9 @@ class Store:
         """A new database, 0600 from its first byte (face templates are biometric data), and complete
         before anyone can open it: made under a private name and linked into place, so a second facepi
         (another camera's instance on the same gallery) never finds it without its tables."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.parent.is_dir():  # a typo'd path must not become a gallery no door reads
+            raise GalleryError(f"{self.path}: no such folder {self.path.parent} (nothing created: a typo in the "
+                               f"path? make the folder first if it is meant)")
         if self.path.exists():
             return
         new = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")

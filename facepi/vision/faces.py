@@ -43,6 +43,7 @@ class PhotoFaces:
     # which of them was chosen (0-based); boxes in the decoded photo, like ``faces``
     boxes: np.ndarray = field(default_factory=lambda: np.empty((0, 5), np.float32))
     chosen: int | None = None
+    image: np.ndarray | None = None  # the decoded RGB photo the boxes refer to (``keep_image``: liveness)
 
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
@@ -160,7 +161,7 @@ class FacePipeline:
         return faces, others, boxes[numbered], (int(chosen[0]) if len(chosen) else None)
 
     def photo(self, path: Path, select: str | int = "central", accept_aligned: bool = True,
-              embed: bool = True) -> PhotoFaces:
+              embed: bool = True, keep_image: bool = False) -> PhotoFaces:
         """Read, detect, align and embed one photo; errors are returned, not raised.
 
         A photo that already is an aligned crop (square, exactly the model's size, as
@@ -173,7 +174,8 @@ class FacePipeline:
             return PhotoFaces(path, [], empty, str(e))
         if accept_aligned and rgb.shape[:2] == (self.size, self.size):
             face = Face(np.array([0, 0, self.size, self.size, 1.0]), np.zeros((5, 2)), rgb)
-            return PhotoFaces(path, [face], self.embedder.embed(rgb[None]), aligned_input=True)
+            return PhotoFaces(path, [face], self.embedder.embed(rgb[None]), aligned_input=True,
+                              image=rgb if keep_image else None)
         try:
             faces, others, boxes, chosen = self.choose(rgb, select)
         except ValueError as e:  # --face N in a photo with fewer faces
@@ -181,4 +183,5 @@ class FacePipeline:
         if not faces:
             return PhotoFaces(path, [], empty, f"{path}: no face found", scale=scale)
         embeddings = self.embedder.embed(np.stack([f.crop for f in faces])) if embed else empty
-        return PhotoFaces(path, faces, embeddings, scale=scale, others=others, boxes=boxes, chosen=chosen)
+        return PhotoFaces(path, faces, embeddings, scale=scale, others=others, boxes=boxes, chosen=chosen,
+                          image=rgb if keep_image else None)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import sys
+import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +138,36 @@ def make_interpreter(model: bytes, num_threads: int = 0) -> Any:
     return cls(model_content=model, num_threads=resolve_threads(num_threads))
 
 
+_XNNPACK_NOTE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+_quiet_done = False
+
+
+def allocate(interpreter: Any) -> None:
+    """``allocate_tensors()``, without the line LiteRT's C++ prints once per process on the first one
+    ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."): every facepi command printed it, and
+    ``backend()`` says the same in facepi's own log. Only for that first call, file descriptor 2 goes to a
+    temporary file; whatever else was written there meanwhile is passed on to stderr unchanged."""
+    global _quiet_done
+    if _quiet_done:
+        interpreter.allocate_tensors()
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            interpreter.allocate_tensors()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            text = caught.read()
+            _quiet_done = True
+            rest = text.replace(_XNNPACK_NOTE, b"", 1)
+            if rest:
+                os.write(2, rest)
+
+
 def backend(interpreter: Any, threads: int) -> dict[str, Any]:
     """What an allocated interpreter really runs on: runtime, delegate, threads.
 
@@ -220,7 +252,7 @@ class Model:
             it = next(iter(self.cache.values()))[0]
         else:
             it = make_interpreter(self.model, self.threads)
-            it.allocate_tensors()
+            allocate(it)
         return backend(it, resolve_threads(self.threads))
 
     @property
@@ -243,7 +275,7 @@ class Model:
             inp = it.get_input_details()[0]
             if tuple(inp["shape"]) != shape:
                 it.resize_tensor_input(inp["index"], list(shape), strict=False)
-            it.allocate_tensors()
+            allocate(it)
             details = it.get_output_details()
             outs = {o.get("role", o["name"]): details[_position(details, o["name"])] for o in self.spec.outputs}
             hit = [it, it.get_input_details()[0], outs, -1, before]
