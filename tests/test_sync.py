@@ -63,6 +63,7 @@ def enrol(path: Path, name: str, embs: np.ndarray, sources: list[str], blank: Ga
 
 
 def host(tmp_path: Path, name: str, blank: Gallery) -> HouseholdSync:
+    (tmp_path / name).mkdir(parents=True, exist_ok=True)  # a gallery's folder must exist (nothing is created on a typo)
     return HouseholdSync(tmp_path / name / "gallery.db", HOME, KEY, name, blank=blank)
 
 
@@ -382,6 +383,7 @@ def test_two_cameras_of_one_pi_share_its_gallery_in_the_household(real, tmp_path
     a second Pi. A change on either side reaches the other once, whichever engine of the first Pi sees it."""
     blank, rows = real
     p = list(rows)
+    (tmp_path / "pi1").mkdir()
     front = HouseholdSync(tmp_path / "pi1" / "gallery.db", HOME, KEY, "front_door", blank=blank)
     back = HouseholdSync(tmp_path / "pi1" / "gallery.db", HOME, KEY, "back_door", blank=blank)
     garage = host(tmp_path, "garage", blank)
