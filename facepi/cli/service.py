@@ -80,3 +80,29 @@ def demo(args: argparse.Namespace) -> int:
         (f" --mqtt-port {args.mqtt_port}" if args.mqtt_port else "")
     print(f"demo: facepi run --source {video} --gallery {gallery}{broker}", file=sys.stderr)
     return run(args)
+
+
+def web(args: argparse.Namespace) -> int:
+    """The household's page (facepi.web): the configuration without any credential of the camera or the
+    broker, the password from FACEPI_WEB_PASSWORD or the systemd credential web_password (none: refused)."""
+    import logging
+
+    from facepi import config
+    from facepi.redact import MaskingFilter
+    from facepi.web.auth import Password
+
+    cfg = config.load(shared.config_path(args), require_file=args.config is not None, secrets=False,
+                      overrides={"web.listen": args.listen})
+    password = Password.from_environment()
+    try:
+        from facepi.web.app import serve
+    except ImportError as e:
+        raise ValueError(f"facepi web needs aiohttp, the web extra: pip install 'facepi[web]' ({e})") from None
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(MaskingFilter())
+    logging.basicConfig(level=cfg.log_level.upper(), handlers=[handler],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import os
+
+    return serve(cfg, password, args.gallery or os.environ.get("FACEPI_GALLERY") or None)

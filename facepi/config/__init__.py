@@ -26,11 +26,13 @@ from facepi.config.schema import (  # noqa: F401
     DetectionConfig,
     HouseholdConfig,
     LearningConfig,
+    LivenessConfig,
     ModelsConfig,
     MotionConfig,
     MqttConfig,
     RecognitionConfig,
     SourceConfig,
+    WebConfig,
     sections,
 )
 from facepi.config.text import describe, example  # noqa: F401  (check-config, the example file)
@@ -121,14 +123,16 @@ def _toml_hint(text: str, error: tomllib.TOMLDecodeError) -> str:
 
 
 def load(path: Path | None = None, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None,
-         require_file: bool = False) -> Config:
-    """Defaults < TOML file < FACEPI_* environment < overrides ({'mqtt.host': ...})."""
+         require_file: bool = False, secrets: bool = True) -> Config:
+    """Defaults < TOML file < FACEPI_* environment < overrides ({'mqtt.host': ...}). ``secrets`` False: no
+    password, key or credential is read (``facepi web`` never holds the camera's or the broker's)."""
     env = dict(os.environ) if env is None else env
     path = Path(path) if path else None
     cfg = _from_file(path, require_file)
     for name, value in env.items():
         if not name.startswith("FACEPI_") or name in ("FACEPI_MQTT_PASSWORD", "FACEPI_SOURCE_PASSWORD",
-                                                      "FACEPI_CACHE", "FACEPI_MODELS", "FACEPI_GALLERY"):
+                                                      "FACEPI_WEB_PASSWORD", "FACEPI_CACHE", "FACEPI_MODELS",
+                                                      "FACEPI_GALLERY"):
             continue
         _set_dotted(cfg, _env_key(cfg, name), value, name, from_text=True)
     for key, value in (overrides or {}).items():
@@ -136,6 +140,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None, overrides:
             _set_dotted(cfg, key, value, f"--{key.split('.')[-1].replace('_', '-')}", from_text=False)
     try:
         _check(cfg)
+        if not secrets:
+            return cfg
         cfg.mqtt_password = _secret(env, "FACEPI_MQTT_PASSWORD", "mqtt.password_file", cfg.mqtt.password_file,
                                     "mqtt_password")
         cfg.camera_password = _secret(env, "FACEPI_SOURCE_PASSWORD", "source.password_file",
@@ -241,6 +247,10 @@ def _check(cfg: Config) -> None:
         raise ConfigError("mqtt.cert_file/key_file/ca_file are set but mqtt.tls = false: set mqtt.tls = true")
     if bool(m.cert_file) != bool(m.key_file):
         raise ConfigError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
+    listen(cfg.web.listen)
+    if any(c in cfg.web.frame_ancestors for c in ";,\r\n\0") or not cfg.web.frame_ancestors.strip():
+        raise ConfigError(f"web.frame_ancestors = {cfg.web.frame_ancestors!r}: expected sources separated by spaces, "
+                          f"e.g. \"'self' https://ha.example.org\"")
     h = cfg.household
     if h.id and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", h.id):
         raise ConfigError(f"household.id = {h.id!r}: use 1-64 letters, digits, '_' or '-' (empty: off)")
@@ -250,6 +260,15 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"household.topic = {h.topic!r}: must be a topic without the wildcards '+' and '#'")
     if h.id and cfg.camera_id == f"household_{h.id}":  # its Home Assistant ids would be the household device's
         raise ConfigError(f"camera_id = {cfg.camera_id!r} is the household's own id in Home Assistant: choose another")
+
+
+def listen(value: str) -> tuple[str, int]:
+    """``[web] listen`` as (host, port), or ConfigError saying what is expected."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() or c in "/@" for c in host):
+        raise ConfigError(f"web.listen = {value!r}: expected host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
+    return host, int(port)
 
 
 MIN_HOUSEHOLD_KEY = 16  # bytes: an HMAC-SHA256 key shorter than this is guessable

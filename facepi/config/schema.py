@@ -115,6 +115,27 @@ class LearningConfig:
 
 
 @dataclass
+class LivenessConfig:
+    enabled: bool = _f(False, "check that a face about to be named a member is live (not a photo or a screen); "
+                              "strangers and an empty door are never checked. Calibrate each camera first: "
+                              "facepi liveness calibrate FRAMES --camera-id ID (its --bpcer: the share of live "
+                              "faces refused, 1 %)")
+    frames: int = _f(3, "frames of a member's visit scored before it is judged (and announced)", 1, 30)
+    uncalibrated_threshold: float = _f(0.9, "a camera without a calibration judges a visit live at P(live) >= this "
+                                            "(measured on both dev cameras: NUAA refuses 32 % of live visits and "
+                                            "accepts no photo, MSU refuses none and accepts 31 % of attacks); the "
+                                            "status says so", 0.01, 0.999)
+    adapt: bool = _f(True, "keep a calibrated camera's threshold fresh from members' visits judged live")
+    adapt_margin: float = _f(0.2, "a visit feeds the fresh threshold only if recognised this share inside the "
+                                  "accept distance (a look-alike or a doubtful face never does)", 0, 0.9)
+    adapt_frames: int = _f(100, "frames of such visits gathered before the threshold is freshened", 10, 10000)
+    adapt_hours: float = _f(24.0, "the threshold is freshened at most once in this many hours (each time by at "
+                                  "most 0.5 log-odds)", 0.01, 8760)
+    adapt_floor: float = _f(0.0, "how far (log-odds) freshening may loosen below the last calibration; 0: never "
+                                 "looser than calibrated", 0, 1)
+
+
+@dataclass
 class MqttConfig:
     host: str = _f("", "broker host; empty: print events as JSON lines on stdout")
     port: int = _f(1883, "broker port", 1, 65535)
@@ -148,6 +169,23 @@ class HouseholdConfig:
 
 
 @dataclass
+class WebConfig:
+    listen: str = _f("127.0.0.1:8080", "where facepi web serves its page: host:port (0.0.0.0:8080 for the home "
+                                       "network; the password comes from FACEPI_WEB_PASSWORD or the systemd "
+                                       "credential web_password, and the page refuses to start without one)")
+    events_kept: int = _f(100, "door events kept with their face crop for the page's review (the daemon writes "
+                               "them; 0: keep none)", 0, 10000)
+    events_days: float = _f(7.0, "door events older than this are deleted", 0.01, 365)
+    max_upload_mb: float = _f(25.0, "largest photo one upload may carry (megabytes)", 0.1, 200)
+    max_photos: int = _f(10, "photos one upload may carry", 1, 50)
+    session_hours: float = _f(12.0, "a login lasts this long", 0.1, 720)
+    secure_cookie: bool = _f(False, "mark the session cookie Secure (set it when the page is served over TLS, "
+                                    "e.g. behind a reverse proxy)")
+    frame_ancestors: str = _f("'self'", "who may show the page in a frame (CSP frame-ancestors), e.g. "
+                                        "\"'self' https://ha.example.org\" for a Home Assistant Webpage card")
+
+
+@dataclass
 class Config:
     camera_id: str = _f("door", "camera id: in topics and events (letters, digits, _ and -)")
     camera_name: str = _f("", "human name of the camera (Home Assistant device); empty: from camera_id "
@@ -161,6 +199,8 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
     household: HouseholdConfig = field(default_factory=HouseholdConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     mqtt_password: str | None = field(default=None, repr=False, metadata={"secret": True})
     camera_password: str | None = field(default=None, repr=False, metadata={"secret": True})
     household_key: bytes | None = field(default=None, repr=False, metadata={"secret": True})
@@ -182,7 +222,7 @@ def sections(cfg: Config) -> dict[str, Any]:
     """The sections by their TOML names, in the order the files list them."""
     return {"source": cfg.source, "models": cfg.models, "detection": cfg.detection, "motion": cfg.motion,
             "recognition": cfg.recognition, "mqtt": cfg.mqtt, "learning": cfg.learning,
-            "household": cfg.household}
+            "household": cfg.household, "liveness": cfg.liveness, "web": cfg.web}
 
 
 SECTION_HELP = {
@@ -193,5 +233,7 @@ SECTION_HELP = {
     "recognition": "naming faces, tracks and visits",
     "learning": "keep unknown visitors' best door crops to name them later",
     "mqtt": "the broker, topics and Home Assistant discovery",
+    "liveness": "is the face a member's live face, or a photo or a screen held to the camera",
     "household": "one gallery shared by every facepi of the household over the broker, signed with a shared key",
+    "web": "facepi web: the household's page (people, photos, door events, visitors), and the door events it shows",
 }

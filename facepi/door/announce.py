@@ -20,7 +20,7 @@ from facepi.config import Config
 from facepi.door.publish import Publisher
 from facepi.door.track import Track, Tracker, vote
 from facepi.door.worker import Worker
-from facepi.identity import recent, store
+from facepi.identity import events, recent, store
 from facepi.identity.classify import UNKNOWN, Prediction
 
 log = logging.getLogger(__name__)
@@ -69,23 +69,49 @@ class Announcer:
                 self.publish(tr, tr.decision, now)
 
     def publish(self, tr: Track, d: Prediction, captured: float, rgb: np.ndarray | None = None) -> None:
+        """One event. With liveness on, a member's face not judged live is never said under the member's
+        name: ``name`` is unknown, ``live`` false (or null: not judged) and ``resembles`` names the member;
+        a visit judged not live also goes to the ``spoof`` topic (with its picture where snapshots may)."""
         self.seq += 1
         x1, y1, x2, y2 = (float(v) for v in tr.box[:4])
+        withheld = self.tracker.liveness and d.name != UNKNOWN and tr.live is not True
+        name = UNKNOWN if withheld else d.name
         event = {"camera": self.cfg.camera_id, "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                 "name": d.name, "score": round(d.score, 4), "distance": round(d.distance, 4),
+                 "name": name, "score": round(d.score, 4), "distance": round(d.distance, 4),
                  "box": [round(x1), round(y1), round(x2 - x1), round(y2 - y1)], "track_id": tr.id,
                  "seq": self.seq, "run": self.run_id, "model": self.model}
+        if tr.live is not None or withheld:
+            event |= {"live": tr.live, "liveness": None if tr.liveness is None else round(tr.liveness, 4)}
+        if withheld:
+            event["resembles"] = d.name
         self.publisher.event(event)
         self.latency_ms.append((time.monotonic() - captured) * 1000)
-        if self.cfg.mqtt.snapshot and rgb is not None:
-            self.publisher.snapshot(snapshot_jpeg(rgb, tr.box, "Stranger" if d.name == "unknown" else d.name))
-        log.info("event %d: %s (distance %.3f, track %d)", self.seq, d.name, d.distance, tr.id)
-        if d.name != UNKNOWN and tr.embeddings:  # what a "that wasn't X" for this event would correct
+        label = f"Not live (like {d.name})" if withheld else "Stranger" if name == UNKNOWN else name
+        jpeg = snapshot_jpeg(rgb, tr.box, label) if self.cfg.mqtt.snapshot and rgb is not None else None
+        if jpeg is not None:
+            self.publisher.snapshot(jpeg)
+        if withheld and tr.live is False:
+            self.publisher.spoof(event, jpeg)
+            log.warning("event %d: a face like %s judged NOT live (liveness %.3f, track %d): announced as a spoof",
+                        self.seq, d.name, tr.liveness or 0.0, tr.id)
+            return
+        log.info("event %d: %s (distance %.3f, track %d)", self.seq, name, d.distance, tr.id)
+        if not withheld:  # a face not judged live is never offered to the page's "this is X"
+            self.keep(event, tr)
+        if name != UNKNOWN and tr.embeddings:  # what a "that wasn't X" for this event would correct
             face = vote(tr.embeddings, tr.weights)
             self.recognized.append((self.run_id, self.seq, d.name, face, event["timestamp"]))
             if store.exists(self.cfg.recognition.gallery):  # for `facepi gallery wrong NAME` (never migrates)
                 db, camera = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id
                 self.store_worker.submit(lambda: recent.remember(db, d.name, face, camera), lambda _: None)
+
+    def keep(self, event: dict, tr: Track) -> None:
+        """The event with its face crop, for the page's review (``[web] events_kept``; 0: none)."""
+        web = self.cfg.web
+        if web.events_kept > 0 and tr.embeddings and store.exists(self.cfg.recognition.gallery):
+            db, face, crop = store.Store(self.cfg.recognition.gallery), vote(tr.embeddings, tr.weights), tr.crop
+            self.store_worker.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days),
+                                     lambda _: None)
 
     def frame_done(self, t: float) -> None:
         """A frame of time ``t`` was processed: the clock presence runs on."""

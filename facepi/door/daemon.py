@@ -38,6 +38,7 @@ from facepi.door.capture import Capture, Frame
 from facepi.door.gating import DetectGate
 from facepi.door.household import DoorHousehold, blank_if_missing
 from facepi.door.learning import Learning
+from facepi.door.liveness import DoorLiveness
 from facepi.door.notify import Notifier
 from facepi.door.publish import make_publisher
 from facepi.door.reload import GalleryReload
@@ -109,6 +110,8 @@ class Daemon:
         self.learning = Learning(cfg, self.publisher, self.store_worker, lambda: self.recognizer.gallery, join_rule,
                                  self.announcer.recognized, self.reloads.ask, self.stop_event)
         self.household = DoorHousehold.for_daemon(cfg, self.recognizer.gallery.meta.get("embedder"))
+        self.liveness = DoorLiveness(cfg, save=self._save_calibration) if cfg.liveness.enabled else None
+        self.tracker.liveness = self.liveness is not None
 
     @property
     def latency_ms(self) -> deque[float]:
@@ -263,6 +266,9 @@ class Daemon:
         return True
 
     def _final_announcements(self) -> None:
+        if self.liveness:  # a visit cut short is judged on the frames it has (a member's never on none)
+            self.liveness.finish(list(self.tracker.tracks.values()), self.tracker,
+                                 self.recognizer.classifier.threshold)
         self.announcer.final(self._decide)
         self.learning.learn(self.tracker, final=True)
 
@@ -279,6 +285,8 @@ class Daemon:
                 self.publisher.answer("command", False, error or "gallery not reloaded")
             return
         self.recognizer, self.reload_error = rec, None
+        if self.liveness:  # `facepi liveness calibrate` writes beside the gallery: a new calibration is taken up
+            self.liveness.reload()
         self.tracker.split_distance = self._split_distance()
         self.publisher.set_people(rec.gallery.people, rec.gallery.keys())
         log.info("%s: gallery reloaded", why)
@@ -311,16 +319,39 @@ class Daemon:
             self.emb_ms.append((time.perf_counter() - t1) * 1000)
             for tr, crop, emb in zip(todo, crops, embs, strict=True):
                 joined = self.tracker.add_embedding(tr, emb, t, self._decide)
+                joined.crop = crop
                 self.learning.keep_candidate(joined, crop, emb)
                 if joined is not tr:  # somebody else took this spot: a new track
                     visible[visible.index(tr)] = joined
                 if debug:
                     self.announcer.publish(joined, self._decide(emb), captured)
+        if self.liveness and visible:
+            self.liveness.check(rgb, visible, t, self.tracker, self.recognizer.classifier.threshold,
+                                self.cfg.learning.enabled)
         for tr in visible:
             self.announcer.maybe(tr, t, captured, rgb)
         self.gating.remember(visible, t)
         self.learning.learn(self.tracker)
         self.announcer.frame_done(t)
+
+    def _save_calibration(self, cal: Any) -> None:
+        """The freshened calibration, written beside the gallery by the store worker (never on the loop);
+        one calibrated again meanwhile (``facepi liveness calibrate``: a new anchor) is kept and taken up."""
+        from facepi.identity import liveness as rules
+
+        gallery = self.cfg.recognition.gallery
+
+        def save() -> bool:
+            try:
+                stored = rules.load(gallery, cal.camera_id)
+                if stored is not None and stored.anchor != cal.anchor:
+                    return False
+                rules.save(gallery, cal)
+            except Exception as e:  # kept in memory; said, never fatal
+                log.error("liveness: the freshened calibration could not be saved in %s: %s", gallery, e)
+            return True
+
+        self.store_worker.submit(save, lambda ok: ok or (self.liveness and self.liveness.reload()))
 
     def _decide(self, embedding: np.ndarray) -> Prediction:
         return self.recognizer.predict(embedding[None])[0]
@@ -345,4 +376,6 @@ class Daemon:
                 "visitor_store_queue": self.store_worker.pending, "visitor_store_dropped": self.store_worker.dropped,
                 "events_dropped": self.publisher.dropped, "uptime_s": round(up, 1),
                 "people": len(self.recognizer.gallery.people), "model": self.pipeline.embedder.name,
-                "reload_error": self.reload_error} | ({"household": self.household.status()} if self.household else {})
+                "reload_error": self.reload_error} \
+            | ({"household": self.household.status()} if self.household else {}) \
+            | ({"liveness": self.liveness.status()} if self.liveness else {})

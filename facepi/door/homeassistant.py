@@ -12,6 +12,9 @@ One device per camera ("Front door"), with:
   announcement with the face box drawn);
 - diagnostics from the ``status`` topic (fps, latency p95, source, frames and events
   dropped, gallery size, model) and a **Reload gallery** button (``command`` topic);
+- with ``[liveness]`` on: **Spoof** (event entity on the ``spoof`` topic: fires ``spoof`` once per visit
+  judged not live, with the member it resembled), **Liveness** (diagnostic: calibrated or not, the
+  threshold in use; the rest as attributes) and, with snapshots, **Spoof picture** (image);
 - with ``[learning]`` on: **Learning** (sensor: every command's answer, what the last visit or
   naming did, or why it was refused); with ``mqtt.snapshot`` on as well (a visitor's face leaves
   the Pi only where snapshots may): **Last unknown visitor** (image: the best door crop of the
@@ -62,7 +65,7 @@ def person_key(name: str, keys: dict[str, str] | None = None) -> str:
 
 
 def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: list[str],
-              snapshot: bool, learning: bool = False,
+              snapshot: bool, learning: bool = False, liveness: bool = False,
               keys: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Every discovery config: topic -> payload."""
     uid = f"facepi_{camera_id}"
@@ -80,7 +83,8 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
         return entity("sensor", key, name=name, state_topic=f"{base}/status", value_template=template,
                       entity_category="diagnostic", **fields)
 
-    event_json = ('{{ {"event_type": "unknown" if value_json.name == "unknown" else "recognized", '
+    event_json = ('{{ {"event_type": "spoof" if value_json.live is defined and value_json.live == false else '
+                  '"unknown" if value_json.name == "unknown" else "recognized", '
                   '"name": value_json.name, "score": value_json.score, "distance": value_json.distance, '
                   '"camera": value_json.camera, "timestamp": value_json.timestamp, "box": value_json.box} '
                   '| tojson }}')
@@ -89,7 +93,8 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
                value_template=f'{{{{ {literal(STRANGER)} if value_json.name == "unknown" else value_json.name }}}}',
                json_attributes_topic=f"{base}/last", icon="mdi:account-eye"),
         entity("event", "recognition", name="Recognition", state_topic=f"{base}/event",
-               event_types=["recognized", "unknown"], value_template=event_json, device_class="motion",
+               event_types=["recognized", "unknown"] + (["spoof"] if liveness else []), value_template=event_json,
+               device_class="motion",
                icon="mdi:face-recognition"),
         entity("binary_sensor", "someone", name="Someone in view", state_topic=f"{base}/person",
                value_template="{{ 'ON' if value_json | length > 0 else 'OFF' }}", device_class="occupancy"),
@@ -116,6 +121,21 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
     if snapshot:
         configs.update([entity("image", "snapshot", name="Snapshot", image_topic=f"{base}/snapshot",
                                content_type="image/jpeg")])
+    if liveness:
+        spoof_json = ('{{ {"event_type": "spoof", "resembles": value_json.resembles, "liveness": value_json.liveness, '
+                      '"camera": value_json.camera, "timestamp": value_json.timestamp, "box": value_json.box} '
+                      '| tojson }}')
+        configs.update([
+            entity("event", "spoof", name="Spoof", state_topic=f"{base}/spoof", event_types=["spoof"],
+                   value_template=spoof_json, icon="mdi:shield-alert"),
+            diagnostic("liveness", "Liveness", "{{ value_json.liveness.says if value_json.liveness is defined "
+                       "else 'off' }}", json_attributes_topic=f"{base}/status",
+                       json_attributes_template="{{ (value_json.liveness if value_json.liveness is defined "
+                                                "else {}) | tojson }}", icon="mdi:shield-account"),
+        ])
+        if snapshot:
+            configs.update([entity("image", "spoof_snapshot", name="Spoof picture",
+                                   image_topic=f"{base}/spoof_snapshot", content_type="image/jpeg")])
     if learning:
         configs.update([entity("sensor", "learning", name="Learning", state_topic=f"{base}/learning",
                                value_template="{{ value_json.message }}", json_attributes_topic=f"{base}/learning",

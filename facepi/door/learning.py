@@ -42,7 +42,8 @@ class Learning:
         self.cfg, self.publisher, self.store_worker = cfg, publisher, store_worker
         self.gallery, self.join_rule, self.recognized = gallery, join_rule, recognized
         self.ask_reload, self.stop = ask_reload, stop
-        self.visits = StrangerVisits(2 * cfg.learning.crops_per_visitor)  # faces per stranger's visit
+        # faces per stranger's visit (with liveness on: only a visit judged live is ever stored)
+        self.visits = StrangerVisits(2 * cfg.learning.crops_per_visitor, cfg.liveness.enabled)
         self.corrections_asked: queue.SimpleQueue[tuple[str, int, str]] = queue.SimpleQueue()
         # namings (visitor id, name) and "the store changed" (None), done by the visitors thread
         self.visitor_work: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=NAMINGS_WAITING)

@@ -283,6 +283,12 @@ class MqttPublisher:
     def snapshot(self, jpeg: bytes) -> None:
         self._state("snapshot", jpeg, 0)  # retained, the newest only: the dashboard's image entity
 
+    def spoof(self, payload: dict[str, Any], jpeg: bytes | None) -> None:
+        """A visit judged not live: Home Assistant's per-camera Spoof event, and its picture where snapshots may."""
+        self._publish(self.topic("spoof"), json.dumps(payload), self.cfg.mqtt.qos, False)
+        if jpeg:
+            self._state("spoof_snapshot", jpeg, 0)
+
     def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:
         """The visitor shown on the dashboard ("Last unknown visitor") and which one it is, both
         retained; ``b""`` and None clear both from the broker (empty retained messages)."""
@@ -311,7 +317,8 @@ class MqttPublisher:
     def discovery_messages(self) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
         configs = homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
-                                          self.people, cfg.mqtt.snapshot, cfg.learning.enabled, self.keys)
+                                          self.people, cfg.mqtt.snapshot, cfg.learning.enabled,
+                                          cfg.liveness.enabled, self.keys)
         if self.house:
             configs |= homeassistant.household_discovery(cfg.household.id, self.house, cfg.mqtt.discovery_prefix,
                                                          self.people, self.keys)

@@ -4,7 +4,8 @@ set, else ``StdoutPublisher`` (the same event JSON, one line each). What MQTT ca
 Topics under ``<base>`` (default ``facepi/<camera_id>``): ``availability``
 (``online`` retained after connecting; ``offline`` as Last Will and on clean
 shutdown), ``event`` (one JSON message per recognition), ``person`` (retained:
-names in view), ``status`` (retained health), optional ``snapshot`` (JPEG); with learning on,
+names in view), ``status`` (retained health), optional ``snapshot`` (JPEG); with liveness on, ``spoof``
+(one JSON message per visit judged not live) and, with snapshots, ``spoof_snapshot`` (retained JPEG); with learning on,
 ``visitor`` (retained JPEG, only with ``mqtt.snapshot``), ``visitor_info`` (retained: which visitor
 that image shows) and ``learning`` (retained: every command's answer).
 Commands arrive on ``command`` (``reload``) and ``name_visitor`` (JSON ``{"visitor": "V7", "name":
@@ -59,6 +60,9 @@ class StdoutPublisher:
 
     def snapshot(self, jpeg: bytes) -> None:
         pass
+
+    def spoof(self, payload: dict[str, Any], jpeg: bytes | None) -> None:
+        pass  # the event line says it already ("live": false)
 
     def flush(self) -> None:
         pass

@@ -38,6 +38,8 @@ from facepi.identity.classify import UNKNOWN, Prediction
 from facepi.vision.align import landmark_error
 from facepi.vision.detect import iou_matrix
 
+SPOOF = "\0spoof:"  # visiting's key for a member's spoofed visit (no name starts with NUL)
+
 
 @dataclass
 class Track:
@@ -57,6 +59,10 @@ class Track:
     announced: str | None = None  # the name last announced (or deliberately not) for this track
     visitor: int | None = None  # the unknown visitor this track was found to be
     suspect: bool = False  # born where a face the gate turned down was: ignored until judged itself
+    live_scores: list[float] = field(default_factory=list)  # liveness per frame scored (door/liveness.py)
+    live: bool | None = None  # the visit's liveness verdict; None: not judged (or liveness off)
+    liveness: float | None = None  # the visit's combined liveness score
+    crop: np.ndarray | None = None  # the aligned face of its last embedding: kept with its event (facepi web)
 
     def see(self, box: np.ndarray, landmarks: np.ndarray, t: float, frame_size: tuple[int, int] | None) -> None:
         self.box, self.landmarks, self.last_t = box[:4].astype(np.float64), landmarks.copy(), t
@@ -125,6 +131,7 @@ class Tracker:
     min_face_in_view: float = 0.85
     min_face_width: float = 0.0  # pixels: the detector's minsize (its refined boxes can come out smaller)
     rejected_memory: float = 30.0  # seconds a spot whose face the gate turned down is remembered
+    liveness: bool = False  # a member is named (present, announced) only once the visit is judged live
     tracks: dict[int, Track] = field(default_factory=dict)
     visiting: dict[str, float] = field(default_factory=dict)  # announced name -> last time in view
     last_announced: dict[str, float] = field(default_factory=dict)
@@ -196,8 +203,21 @@ class Tracker:
         self.rejected = [(b, last) for b, last in self.rejected if iou_matrix(box, b[None])[0, 0] < self.iou]
         self.rejected.append((tr.box.copy(), tr.last_t))
 
+    def unproven(self, tr: Track) -> bool:
+        """A member's face not (yet) judged live, with liveness on: not named, not present."""
+        return self.liveness and tr.decision is not None and tr.decision.name != UNKNOWN and tr.live is not True
+
+    def judged(self, tr: Track, live: bool, score: float) -> None:
+        """The visit's liveness verdict: a live member is present from this frame on."""
+        tr.live, tr.liveness = live, score
+        self._in_view(tr, tr.last_t)
+
     def _in_view(self, tr: Track, t: float) -> None:
         if tr.decision is None:
+            return
+        if self.unproven(tr):  # a spoof presented on: the same spoofed visit, not news again
+            if tr.live is False and SPOOF + tr.decision.name in self.visiting:
+                self.visiting[SPOOF + tr.decision.name] = t
             return
         if tr.decision.name != UNKNOWN or tr.announced == UNKNOWN:  # a stranger once the gate let them in
             self.present[tr.decision.name] = t
@@ -237,6 +257,8 @@ class Tracker:
         d = tr.decision
         if d is None or tr.announced == d.name:
             return False
+        if self.unproven(tr):
+            return tr.live is False and self._spoof(tr, t)
         if d.name == UNKNOWN:
             if not (final or tr.frames >= self.unknown_min_frames) or \
                     not tr.looks_like_a_face(self.min_face_score, self.max_landmark_error, self.min_face_in_view,
@@ -254,6 +276,16 @@ class Tracker:
             return False
         self.last_announced[d.name] = t
         return True
+
+    def _spoof(self, tr: Track, t: float) -> bool:
+        """A visit judged not live: said once per visit (a spoof of the same member within visit_gap is the
+        same presentation), never as the member, and never present."""
+        assert tr.decision is not None
+        key = SPOOF + tr.decision.name
+        tr.announced = tr.decision.name
+        seen = key in self.visiting
+        self.visiting[key] = t
+        return not seen
 
     def _new_stranger(self, tr: Track, t: float) -> bool:
         face = vote(tr.embeddings, tr.weights)
@@ -300,10 +332,12 @@ class StrangerVisits:
     (a face turned away for longer than ``track_gap``) is given the same visitor again, so
     its faces are gathered here by visitor, not by track: keyed by track, one visit was
     stored as two. A track's faces wait with the track (it may still turn out to be someone
-    enrolled); they join the visit only if it ends as an unknown visitor.
+    enrolled); they join the visit only if it ends as an unknown visitor (with liveness on: one
+    judged live; a photo's faces never reach the visitor store, so naming can never enrol them).
     """
 
     keep: int  # the best faces kept per track and per visit
+    need_live: bool = False  # liveness on: only a visit judged live becomes a visitor (never a photo's faces)
     tracks: dict[int, tuple[Track, list[Face]]] = field(default_factory=dict)
     visits: dict[int, list[Face]] = field(default_factory=dict)  # visitor -> its faces so far
 
@@ -315,7 +349,8 @@ class StrangerVisits:
         """The visits that are over (``final``: all of them, the scene ends): their best faces, best first."""
         for tid in [tid for tid in self.tracks if final or tid not in tracker.tracks]:
             tr, faces = self.tracks.pop(tid)
-            if tr.visitor is not None and tr.decision is not None and tr.decision.name == UNKNOWN:
+            if tr.visitor is not None and tr.decision is not None and tr.decision.name == UNKNOWN and \
+                    (tr.live is True or not self.need_live):
                 self._best(self.visits.setdefault(tr.visitor, []), faces)
         alive = {tr.visitor for tr in tracker.tracks.values()}
         over = [v for v in self.visits if final or (v not in tracker.strangers and v not in alive)]

@@ -45,6 +45,7 @@ UNKNOWN = "unknown"
 CLASSIFIERS = ("centroid", "svm")
 DEFAULT_TARGET_FAR = 0.01
 RESOLVE = 10  # comparisons needed per accepted stranger before a rate counts as measured
+DUPLICATE = 0.03  # cosine distance under which two photos are the same shot (resized, recompressed)
 CLUSTERING = 3  # stranger accepts cluster: the union bound over n people is divided by this too
 
 

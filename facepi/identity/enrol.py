@@ -60,7 +60,7 @@ def recalibrate(gallery: Gallery, models_dir: str | os.PathLike[str] | None = No
     return cal
 
 
-DUPLICATE = 0.03  # cosine distance under which two photos are the same shot (resized, recompressed)
+DUPLICATE = classify.DUPLICATE  # the same shot (resized, recompressed); beside the rules: the page reads it too
 OUTLIER_FAR = 0.05  # an enrol photo matches its person worse than this share of strangers do: an outlier
 DOOR = "door-"  # the start of a door-named face's source (after "NAME/"): not part of the anchor
 LEARN = 0.6  # a door-named face of someone enrolled must be within this share of their accept distance

@@ -55,8 +55,8 @@ def _change(path: str | os.PathLike[str], what: str, origin: str, mutate: Mutati
            also: Callable[[sqlite3.Connection, int], None] | None = None) -> Done:
     """Read the gallery, ``mutate`` it (returns the gallery, a summary, the evidence and any result;
     raises to refuse), write it with its journal entry; recomputed if another writer came first."""
-    if origin not in ("cli", "mqtt", "ha", "daemon", "household"):
-        raise ValueError(f"origin {origin!r}: expected cli, mqtt, ha, daemon or household")
+    if origin not in ("cli", "mqtt", "ha", "daemon", "household", "web"):
+        raise ValueError(f"origin {origin!r}: expected cli, mqtt, ha, daemon, household or web")
     store = open_store(path)
     for _ in range(RETRIES):
         base = store.version()
@@ -222,6 +222,29 @@ def name_visitor(path: str | os.PathLike[str], vid: str, name: str, origin: str 
             raise VisitorError(f"{vid}: no longer stored (forgotten, named or expired meanwhile)")
 
     return _change(path, "name visitor", origin, mutate, also=drop_visitor)
+
+
+def name_face(path: str | os.PathLike[str], name: str, embedding: np.ndarray, crop: np.ndarray, label: str,
+              origin: str = "web", models_dir: str | os.PathLike[str] | None = None) -> Done:
+    """"This is NAME" on one door event: its face (embedding and crop) enrolled as ``name`` through the
+    same checks as a visitor's naming (look-alike, outlier, somebody else's); never forced."""
+    from facepi.identity.enrol import enroll_crops
+
+    name = check_name(name)
+
+    def mutate(current: Gallery | None) -> tuple[Gallery, str, dict[str, Any], Any]:
+        g = _existing(current, path)
+        if np.shape(embedding) != (g.dim,):
+            raise GalleryError(f"{label}: a face of shape {np.shape(embedding)}, expected ({g.dim},)")
+        report = enroll_crops(g, name, np.asarray(embedding, np.float32)[None], np.asarray(crop)[None], [label],
+                              False, models_dir)
+        if not report.added:
+            raise Refused(f"{label} not named {name}: " + "; ".join(report.problems or report.notes
+                                                                    or ["nothing to add"]), report.problems)
+        detail = _forced(report, False, origin) | {"event": label, "name": name, "added": report.added}
+        return g, f"named the face of {label} as {name}", detail, report
+
+    return _change(path, "name face", origin, mutate)
 
 
 def _recalibrated(gallery: Gallery, models_dir: str | os.PathLike[str] | None) -> Gallery:

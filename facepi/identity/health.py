@@ -14,12 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from facepi.fileio import atomic_write_bytes
 from facepi.identity import classify
-from facepi.identity.enrol import DUPLICATE
+from facepi.identity.classify import DUPLICATE
 from facepi.identity.gallery import Gallery
 
 RED, ORANGE = (220, 30, 30), (255, 150, 0)
@@ -94,6 +93,8 @@ def check(gallery: Gallery) -> dict[str, Any]:
 
 def _legend(width: int) -> np.ndarray:
     """A strip above the crops: each frame colour as a swatch, and what it means in words."""
+    import cv2  # drawing only: the health report itself (the page's marks) needs no OpenCV
+
     line = 22
     strip = np.full((len(LEGEND) * line + 6, width, 3), 255, np.uint8)
     for i, (colour, text) in enumerate(LEGEND):
@@ -105,6 +106,8 @@ def _legend(width: int) -> np.ndarray:
 
 def contact_sheet(gallery: Gallery, report: dict[str, Any], path: Path, columns: int = 8) -> int:
     """Write a PNG with one row block per person; returns how many crops it shows."""
+    import cv2
+
     if gallery.crops is None or not len(gallery.crops):
         raise ValueError(f"{path}: this gallery stores no enrolment crops (enrolled before facepi stored "
                          f"them, or empty); enrol again to see them")

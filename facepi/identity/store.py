@@ -13,7 +13,7 @@ Layout:
   their change is more than ``UNDO_DEPTH`` changes and ``UNDO_DAYS`` days old. ``kind = 'against'`` rows are
   faces that were wrongly named as ``person`` ("that wasn't X"): evidence, never a match.
 - ``journal``: every change (enrol, forget, naming, photo removed, rename, correction,
-  train, migration, undo): when, what, from where (cli / mqtt / ha / migration), a
+  train, migration, undo): when, what, from where (cli / mqtt / ha / web / migration), a
   one-line summary, its evidence (JSON), and the gallery settings before and after.
 - ``settings``: the gallery's model, dimension and settings (classifier, threshold, ...).
 - ``visitors`` / ``visitor_faces``: unknown visitors kept by the door (opt-in learning).
@@ -63,7 +63,7 @@ UNDO_DEPTH = 20  # changes that can be undone, and every change of the last UNDO
 UNDO_DAYS = 7  # by a change older than both are deleted for good
 CROP = 112
 VISITOR_WAIT = 600.0  # seconds a visit waits for a long change (an enrol): written off the frame loop
-ORIGINS = ("cli", "mqtt", "ha", "migration", "daemon", "household")
+ORIGINS = ("cli", "mqtt", "ha", "migration", "daemon", "household", "web")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);

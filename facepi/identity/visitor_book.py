@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facepi.fileio import atomic_write_bytes
@@ -188,6 +187,8 @@ class VisitorBook:
 
 def sheet(store: Visitors, path: Path, columns: int = 5) -> int:
     """A PNG with one row per visitor (id, visits, last seen) and its best crops; returns the rows."""
+    import cv2  # only the sheet draws: listing and naming visitors (the page) need no OpenCV
+
     if not store.visitors:
         raise VisitorError("no visitors stored: nothing to draw")
     s = store.crops.shape[1]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from facepi.identity.classify import CLUSTERING
@@ -80,6 +79,8 @@ class Visitor:
 
 def sharpness(crop: np.ndarray) -> float:
     """Variance of the Laplacian of the grey crop: low for blur (Frigate penalises blur the same way)."""
+    import cv2  # here, not at the top: the page (facepi web) lists visitors without OpenCV
+
     return float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
 
 
