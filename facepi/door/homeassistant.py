@@ -196,9 +196,31 @@ def household_discovery(household_id: str, topic: str, prefix: str, people: list
     return configs
 
 
-def household_filter(prefix: str, household_id: str) -> str:
-    """The topic filter matching every discovery config of the household device (``is_household``)."""
-    return discovery_filter(prefix, f"household_{household_id}")
+MANIFEST_TOPICS = 2000  # topics one manifest may list: tens of people make ~4 each; anything beyond is ignored
+MANIFEST_BYTES = 200_000
+
+
+def manifest(topics: set[str]) -> str:
+    """What a door publishes (retained, ``<base>/entities``): every retained topic of its entities, so that
+    the next run clears those gone meanwhile without reading anything else under the discovery prefix."""
+    return json.dumps({"v": 1, "topics": sorted(topics)}, separators=(",", ":"))
+
+
+def manifest_topics(payload: bytes, allowed: Any) -> list[str]:
+    """The topics a manifest lists that ``allowed(topic)`` (this door's own namespace), at most
+    MANIFEST_TOPICS; [] for anything malformed or too large (a manifest written by someone else can at most
+    have this door clear topics of its own namespace that it does not use now)."""
+    if len(payload) > MANIFEST_BYTES:
+        return []
+    try:
+        d = json.loads(payload)
+    except (ValueError, RecursionError):
+        return []
+    topics = d.get("topics") if isinstance(d, dict) else None
+    if not isinstance(topics, list):
+        return []
+    return [t for t in topics[:MANIFEST_TOPICS] if isinstance(t, str) and "+" not in t and "#" not in t
+            and allowed(t)]
 
 
 def is_household(topic: str, prefix: str, household_id: str) -> bool:
