@@ -163,7 +163,7 @@ class Daemon:
         self.publisher.on_name = self.learning.ask_naming  # from paho's thread to the visitors thread
         self.publisher.on_wrong = self.learning.ask_correction  # "Wrong name" on the dashboard: to the loop
         self.learning.start()
-        self.publisher.set_people(self.recognizer.gallery.people)
+        self.publisher.set_people(self.recognizer.gallery.people, self.recognizer.gallery.keys())
         self.publisher.start()
         if self.household:
             self.household.start()
@@ -289,7 +289,7 @@ class Daemon:
         if self.liveness:  # `facepi liveness calibrate` writes beside the gallery: a new calibration is taken up
             self.liveness.reload()
         self.tracker.split_distance = self._split_distance()
-        self.publisher.set_people(rec.gallery.people)
+        self.publisher.set_people(rec.gallery.people, rec.gallery.keys())
         log.info("%s: gallery reloaded", why)
         if "command" in why:
             self.publisher.answer("command", True, f"gallery reloaded: {len(rec.gallery.people)} people")
