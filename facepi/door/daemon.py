@@ -167,7 +167,7 @@ class Daemon:
         self.publisher.on_wrong = self.learning.ask_correction  # "Wrong name" on the dashboard: to the loop
         self.publisher.on_show = self.learning.ask_show  # the dashboard's visitor select
         self.learning.start()
-        self.publisher.set_people(self.recognizer.gallery.people)
+        self.publisher.set_people(self.recognizer.gallery.people, self.recognizer.gallery.keys())
         self.publisher.start()
         if self.household:
             self.household.start()
@@ -294,7 +294,7 @@ class Daemon:
             self.liveness.reload()
         self.tracker.split_distance = self._split_distance()
         self.tracker.threshold = rec.classifier.threshold
-        self.publisher.set_people(rec.gallery.people)
+        self.publisher.set_people(rec.gallery.people, rec.gallery.keys())
         log.info("%s: gallery reloaded", why)
         if "command" in why:
             self.publisher.answer("command", True, f"gallery reloaded: {len(rec.gallery.people)} people")

@@ -86,6 +86,7 @@ class MqttPublisher(VisitorTopics):
         self.closing = False
         self.discovery_topic = f"{m.discovery_prefix}/status"
         self.people: list[str] = []
+        self.keys: dict[str, str] = {}  # name -> person key (the gallery's, facepi.identity.names)
         self.visitors, self.owned = [], {}  # stored visitors' ids (the visitor select); owned topics (restored)
         self.discovered: set[str] = set()  # this door's discovery configs (and household topics) now
         self.entities_topic = self.topic("entities")  # retained: what this door published (homeassistant.manifest)
@@ -207,7 +208,7 @@ class MqttPublisher(VisitorTopics):
 
     def _expected(self) -> set[str]:
         """Every retained topic of this door's entities now (its manifest; under self.lock)."""
-        return self.discovered | ({f"{self.house}/seen/{homeassistant.person_key(n)}" for n in self.people}
+        return self.discovered | ({f"{self.house}/seen/{homeassistant.person_key(n, self.keys)}" for n in self.people}
                                   if self.house else set())
 
     def _say(self, text: str, level: int) -> None:
@@ -246,7 +247,7 @@ class MqttPublisher(VisitorTopics):
         self._state("last", json.dumps(payload), 1)  # retained: the dashboard's "Last person" after a restart
         if self.house and payload["name"] != "unknown":  # the household's "<Name> last seen"
             name, cfg = payload["name"], self.cfg
-            self._state(f"{self.house}/seen/{homeassistant.person_key(name)}",
+            self._state(f"{self.house}/seen/{homeassistant.person_key(name, self.keys)}",
                         seen_payload(name, cfg.camera_id, cfg.device_name, payload["timestamp"]), 1)
 
     def _state(self, leaf: str, payload: str | bytes, qos: int) -> None:
@@ -337,20 +338,21 @@ class MqttPublisher(VisitorTopics):
         cfg = self.cfg
         configs = homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
                                           self.people, cfg.mqtt.snapshot, cfg.learning.enabled,
-                                          cfg.liveness.enabled, self.visitors)
+                                          cfg.liveness.enabled, self.keys, self.visitors)
         if self.house:
             configs |= homeassistant.household_discovery(cfg.household.id, self.house, cfg.mqtt.discovery_prefix,
-                                                         self.people)
+                                                         self.people, self.keys)
         return configs
 
-    def set_people(self, people: list[str]) -> None:
+    def set_people(self, people: list[str], keys: dict[str, str] | None = None) -> None:
         """The gallery's people (at start and after a reload): presence entities follow them; the household's
         last-seen topic of a person forgotten is cleared with the entities."""
         if self.house:
             with self.lock:
                 for name in set(self.people) - set(people):
-                    self.waiting[f"{self.house}/seen/{homeassistant.person_key(name)}"] = ("", 1)
+                    self.waiting[f"{self.house}/seen/{homeassistant.person_key(name, self.keys)}"] = ("", 1)
         self.people = sorted(people)
+        self.keys = {**self.keys, **(keys or {})}  # a forgotten person's key stays known: their topics are cleared
         if self.cfg.mqtt.discovery and self.connected:
             self._publish_discovery()
             self.flush()

@@ -71,7 +71,7 @@ class StdoutPublisher:
     def flush(self) -> None:
         pass
 
-    def set_people(self, people: list[str]) -> None:
+    def set_people(self, people: list[str], keys: dict[str, str] | None = None) -> None:
         pass
 
     def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:
