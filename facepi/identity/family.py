@@ -338,30 +338,16 @@ def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, lab
 
 def wrong_event(path: str | os.PathLike[str], seq: int, run: str | None = None, name: str | None = None,
                 origin: str = "cli", models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
-    """"That wasn't X" for the door's event ``seq`` (of ``run``; None: the newest run with that seq), any of
-    the last recent.EVENTS: accepted once per event (a replay is refused), never on an ``unknown`` one."""
+    """"That wasn't X" for the door's recognition ``seq`` (of ``run``; None: the newest run with that seq), any
+    of the last recent.EVENTS: accepted once per event (a replay is refused), never on an ``unknown`` one."""
     from facepi.identity import recent
 
-    store = Store(path)
-    ev = recent.event(store, seq, run)
-    if ev is None:
-        raise Refused(f"no event {seq}{f' of run {run}' if run else ''} among the door's last {recent.EVENTS} "
-                      f"recognitions: an unknown event has no name to correct (facepi gallery log shows the "
-                      f"corrections made)")
-    if ev.person == "unknown" or ev.embedding is None:
-        raise Refused(f"event {seq} was a stranger (unknown): there is no name to correct")
-    if name is not None and name != ev.person:
-        raise Refused(f"event {seq} named {ev.person}, not {name}")
-    if ev.corrected_by is not None:
-        raise Refused(f"event {seq} ({ev.person}) was corrected already (change {ev.corrected_by}); "
-                      f"a correction counts once")
-
-    def once(con: sqlite3.Connection, cid: int) -> None:
-        if not recent.mark_corrected(con, ev.run, ev.seq, cid):
-            raise Refused(f"event {seq} ({ev.person}) was corrected already; a correction counts once")
-
+    try:
+        ev = recent.addressed(Store(path), seq, run, name)
+    except GalleryError as e:
+        raise Refused(str(e)) from None
     return correct(path, ev.person, ev.embedding[None], f"event {seq} at {ev.camera}, {ev.at}", origin, models_dir,
-                   force, once)
+                   force, lambda con, cid: recent.mark_corrected(con, ev.run, ev.seq, cid))  # once, in its change
 
 
 def wrong_last(path: str | os.PathLike[str], name: str, origin: str = "cli",

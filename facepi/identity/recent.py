@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facepi.identity.gallery import GalleryError
 from facepi.identity.store import Store, _blob, now_iso
 
 EVENTS = 50  # events kept for "wrong name" by id
@@ -75,10 +76,12 @@ def event(store: Store, seq: int, run: str | None = None) -> Event | None:
     return Event(r[0], int(r[1]), r[2], r[3], r[4], emb, r[6])
 
 
-def mark_corrected(con: sqlite3.Connection, run: str, seq: int, change: int) -> bool:
-    """In a change's transaction: the event is corrected by ``change``; False if it was already."""
-    return con.execute("UPDATE recent_events SET corrected_by = ? WHERE run = ? AND seq = ? AND corrected_by IS NULL",
-                       (change, run, seq)).rowcount == 1
+def mark_corrected(con: sqlite3.Connection, run: str, seq: int, change: int) -> None:
+    """In a change's transaction: the event is corrected by ``change``; GalleryError (the change is rolled
+    back) if another correction of it came first."""
+    if con.execute("UPDATE recent_events SET corrected_by = ? WHERE run = ? AND seq = ? AND corrected_by IS NULL",
+                   (change, run, seq)).rowcount != 1:
+        raise GalleryError(f"event {seq} was corrected already; a correction counts once")
 
 
 def corrected(store: Store, run: str, seq: int) -> int | None:
@@ -92,3 +95,19 @@ def corrected(store: Store, run: str, seq: int) -> int | None:
         except sqlite3.OperationalError:
             return None
     return None if r is None else r[0]
+
+
+def addressed(store: Store, seq: int, run: str | None = None, name: str | None = None) -> Event:
+    """The recognition a "wrong name" by id may correct; GalleryError saying why not (none such, another
+    name, corrected already)."""
+    ev = event(store, seq, run)
+    if ev is None or ev.embedding is None or ev.person == "unknown":
+        raise GalleryError(f"no event {seq}{f' of run {run}' if run else ''} among the door's last {EVENTS} "
+                           f"recognitions: an unknown event has no name to correct (facepi gallery log shows the "
+                           f"corrections made)")
+    if name is not None and name != ev.person:
+        raise GalleryError(f"event {seq} named {ev.person}, not {name}")
+    if ev.corrected_by is not None:
+        raise GalleryError(f"event {seq} ({ev.person}) was corrected already (change {ev.corrected_by}); "
+                           f"a correction counts once")
+    return ev
