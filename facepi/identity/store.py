@@ -51,6 +51,7 @@ from facepi.identity.gallery import FORMAT, Gallery, GalleryError, db_path, exis
 SCHEMA_VERSION = 1
 UNDO_DEPTH = 20  # changes that can be undone; faces removed longer ago are deleted for good
 CROP = 112
+BUSY_WAIT = [30.0]  # seconds a connection waits for another writer; the web page sets a few (set_busy_wait)
 VISITOR_WAIT = 600.0  # seconds a visit waits for a long change (an enrol): written off the frame loop
 ORIGINS = ("cli", "mqtt", "ha", "migration", "daemon", "household", "web")
 
@@ -77,6 +78,10 @@ CREATE TABLE IF NOT EXISTS household (
     person TEXT PRIMARY KEY, lamport INTEGER NOT NULL, host TEXT NOT NULL, digest TEXT NOT NULL,
     payload BLOB NOT NULL);
 """
+
+
+class Busy(GalleryError):
+    """Another writer held the database's write lock longer than this caller waits: nothing was changed."""
 
 
 class Conflict(GalleryError):
@@ -129,9 +134,10 @@ class Store:
 
     # ------------------------------------------------------------ connection
     @contextlib.contextmanager
-    def connect(self, write: bool = False, wait: float = 30.0) -> Iterator[sqlite3.Connection]:
+    def connect(self, write: bool = False, wait: float | None = None) -> Iterator[sqlite3.Connection]:
         """A connection; with ``write``, inside ``BEGIN IMMEDIATE`` (committed on success), waiting at most
-        ``wait`` seconds for another writer."""
+        ``wait`` seconds (default ``BUSY_WAIT``) for another writer; past it, ``Busy``."""
+        wait = BUSY_WAIT[0] if wait is None else wait
         if not self.path.exists():
             if not write:
                 raise GalleryError(f"{self.path}: no such gallery (create it with 'facepi train' or 'facepi enroll')")
@@ -152,6 +158,11 @@ class Store:
                 con.execute("COMMIT")
             else:
                 yield con
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):  # another writer holds it: the gallery is fine
+                raise Busy(f"{self.path}: the gallery is busy (another change is being written); try again in a "
+                           f"moment") from None
+            raise GalleryError(f"{self.path}: not a facepi gallery database ({e})") from None
         except sqlite3.DatabaseError as e:
             raise GalleryError(f"{self.path}: not a facepi gallery database ({e})") from None
         finally:
@@ -407,4 +418,9 @@ def load(path: str | os.PathLike[str], expect_model: str | None = None) -> Galle
     return Gallery.load_npz(p, expect_model)
 
 
-__all__ = ["FORMAT", "Change", "Conflict", "Store", "db_path", "exists", "load", "open_store"]
+def set_busy_wait(seconds: float) -> None:
+    """How long this process's connections wait for another writer (the page: a few seconds, then Busy)."""
+    BUSY_WAIT[0] = float(seconds)
+
+
+__all__ = ["FORMAT", "Busy", "Change", "Conflict", "Store", "db_path", "exists", "load", "open_store"]

@@ -41,6 +41,11 @@ READERS = {"JPEG": "opencv", "MPO": "opencv", "PNG": "opencv", "BMP": "opencv", 
 Image.init()
 IMAGE_SUFFIXES = {ext for ext, fmt in Image.registered_extensions().items() if fmt in READERS}
 MAX_PIXELS = 100_000_000  # larger than any phone's photo (a 108 MP sensor is 12000x9000)
+# The formats decoded at full size (all but JPEG, which is decoded reduced in the DCT) cost w x h x 3 bytes
+# at once, and libheif/Pillow hold about two such copies at the peak: FULL_DECODE_PIXELS (a 48 MP phone
+# photo, 8064x6048, with a little room) keeps that near 300 MB, within the page's MemoryMax=500M with the
+# models loaded beside it. Checked from the header, before anything is decoded.
+FULL_DECODE_PIXELS = 50_000_000
 # A photo is detected on a copy of at most DETECT_PIXELS (1000x750 at 4:3: a face of
 # minsize 20 there is 3 % of the picture, smaller than any enrolment or door face) and
 # decoded at no less than DECODE_PIXELS, where its crops are cut. MTCNN's memory grows
@@ -87,6 +92,12 @@ def header_size(path: Path, data: bytes | np.ndarray) -> tuple[int, int, str]:
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)") from None
 
 
+def too_large(path: Path | str, w: int, h: int, limit: int, what: str = "a photo") -> str:
+    """The words for a photo refused by its size (from its header: nothing was decoded)."""
+    return (f"{path}: too large: {w}x{h} is {w * h / 1e6:.0f} MP; {what} may have at most {limit // 1_000_000} MP "
+            f"(refused before decoding; resize it)")
+
+
 def reduction(pixels: int, min_pixels: float) -> int:
     """The largest power-of-two decode reduction (1, 2, 4, 8) that keeps at least ``min_pixels``."""
     k = 1
@@ -116,34 +127,48 @@ def read_photo(path: str | Path, min_pixels: float | None = None) -> tuple[np.nd
         raise ImageError(f"{path}: empty file")
     w, h, fmt = header_size(path, data)
     if w * h > MAX_PIXELS:
-        raise ImageError(f"{path}: {w}x{h} is larger than {MAX_PIXELS // 1_000_000} megapixels "
-                         f"(refused before decoding)")
+        raise ImageError(too_large(path, w, h, MAX_PIXELS))
     if fmt not in READERS:
         raise ImageError(f"{path}: a {fmt} image; facepi reads {', '.join(sorted(READERS))} "
                          f"(files ending {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if fmt not in ("JPEG", "MPO") and w * h > FULL_DECODE_PIXELS:
+        raise ImageError(too_large(path, w, h, FULL_DECODE_PIXELS, f"a {fmt} image"))
     if READERS[fmt] == "pillow":
-        rgb = _pillow_decode(path, data, reduction(w * h, min_pixels) if min_pixels else 1)
+        rgb = _pillow_decode(path, data, reduction(w * h, min_pixels) if min_pixels else 1, fmt)
         return rgb, max(rgb.shape[:2]) / max(w, h)
     k = reduction(w * h, min_pixels) if min_pixels and fmt in ("JPEG", "MPO") else 1
     image = cv2.imdecode(data, REDUCED[k])
+    del data  # the file's bytes are not needed past here
     if image is None:
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), max(image.shape[:2]) / max(w, h)
+    if min_pixels and k == 1 and image.shape[0] * image.shape[1] > 4 * min_pixels:
+        image = shrink(image, 4 * min_pixels)[0]  # a large PNG/WebP/TIFF: one smaller copy, the full one freed
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image), max(image.shape[:2]) / max(w, h)
 
 
-def _pillow_decode(path: Path, data: np.ndarray, k: int) -> np.ndarray:
+def _pillow_decode(path: Path, data: np.ndarray, k: int, fmt: str = "") -> np.ndarray:
     """Decode with Pillow, upright, as RGB uint8, reduced ``k`` times in each direction (k = 1: full size).
 
-    No reduced decoding exists for these formats: the photo is decoded whole, then reduced at once
-    (a 12 MP HEIC is 36 MB of pixels for that moment)."""
+    No reduced decoding exists for these formats: the photo is decoded whole (a 48 MP HEIC is 145 MB of
+    pixels for that moment), reduced at once, and only the reduced copy is turned upright and converted:
+    never a second full-size copy."""
     try:
+        if fmt == "HEIF":  # libheif's own buffer, viewed (not copied) by numpy, then one small copy
+            heif = pillow_heif.open_heif(io.BytesIO(memoryview(data)), convert_hdr_to_8bit=True)
+            full = np.asarray(heif)
+            small = Image.fromarray(to_rgb(shrink(full, full.shape[0] * full.shape[1] / k**2)[0] if k > 1
+                                           else full, str(path), bgr=False))
+            small.info["exif"] = heif.info.get("exif") or b""
+            del full, heif
+            return np.asarray(ImageOps.exif_transpose(small), dtype=np.uint8)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(memoryview(data))) as im:
-                im = ImageOps.exif_transpose(im).convert("RGB")
-                if k > 1:
-                    im = im.reduce(k)
-                return np.asarray(im, dtype=np.uint8)
+                im.load()
+                small = im.reduce(k) if k > 1 else im
+                small.info = dict(small.info) | {"exif": im.info.get("exif", b"")}
+                small = ImageOps.exif_transpose(small.convert("RGB"))
+                return np.asarray(small, dtype=np.uint8)
     except Exception:  # libheif, libavif and Pillow raise various errors on a damaged file
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)") from None
 
