@@ -215,3 +215,28 @@ def test_a_killed_enrolment_child_is_a_plain_page(served, faces_root):
     assert killed and status == 400, (killed, status, body[-600:])
     assert re.search(rb"needs more memory than the page has: resize it or use facepi enroll", body)
     assert gallery_bytes(g) == before and server.proc.poll() is None
+
+
+def test_an_event_marked_wrong_says_so_and_is_not_offered_again(served, faces_root):
+    from facepi.identity import events
+    from facepi.vision.photos import load_pipeline
+
+    server, g = served
+    store = Store(g)
+    r = load_pipeline().photo(sorted((faces_root / "val" / "mindy_kaling").glob("*.jpg"))[1])
+    ev = {"run": "run1", "seq": 1, "timestamp": "2099-01-01T10:00:00+00:00", "camera": "door", "name": "madonna",
+          "distance": 0.5}  # a stranger named madonna by the door
+    events.record(store, ev, r.embeddings[0], r.faces[0].crop, keep=10, days=7)
+    c = Client(server.port)
+    assert c.login() == 303
+    token = c.token("/events")
+    body = c.get("/events")[2]
+    assert b'action="/events/wrong"' in body and b"2099-01-01T10:00:00" not in body and b"2099" in body
+    assert c.post("/events/wrong", {"csrf": token, "run": "run1", "seq": "1"})[0] == 303
+    body = c.get("/events")[2]
+    change = store.log(1)[0]
+    assert change.what == "correction" and b'action="/events/wrong"' not in body, body[-1500:]
+    assert f"marked not madonna (change {change.id})".encode() in body
+    before = gallery_bytes(g)
+    assert c.post("/events/wrong", {"csrf": token, "run": "run1", "seq": "1"})[0] == 303  # an old page's button
+    assert b"already marked as not madonna" in c.get("/events")[2] and gallery_bytes(g) == before
