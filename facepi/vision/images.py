@@ -13,10 +13,12 @@ its side, where no detector finds it. So:
   a 48 MP one to 3 MP, which is plenty for a 112-160 px face crop;
 - OpenCV applies the EXIF orientation while decoding (every flag but
   ``IMREAD_UNCHANGED`` does), so what comes out is upright;
-- HEIC/HEIF (every iPhone's default), AVIF and GIF are decoded by Pillow (HEIF through
-  pillow-heif, the maintained libheif binding): libheif applies the photo's rotation
-  (``irot``, which an iPhone writes beside its EXIF Orientation) and ``exif_transpose``
-  any EXIF orientation left, so these come out upright too.
+- HEIC/HEIF (every iPhone's default) is decoded by pillow-heif (the maintained libheif
+  binding), which applies the photo's rotation (``irot``, which an iPhone writes beside its
+  EXIF Orientation, void then), reduced straight from libheif's buffer; AVIF and GIF by
+  Pillow, reduced before ``exif_transpose``: upright, and never a second full-size copy;
+- the formats without reduced decoding (all but JPEG) may have at most
+  ``FULL_DECODE_PIXELS``, checked from the header before decoding.
 
 Which files count as photos is derived from the formats read here (``READERS``), so a
 folder holds exactly the photos that work one by one.
@@ -154,13 +156,11 @@ def _pillow_decode(path: Path, data: np.ndarray, k: int, fmt: str = "") -> np.nd
     never a second full-size copy."""
     try:
         if fmt == "HEIF":  # libheif's own buffer, viewed (not copied) by numpy, then one small copy
-            heif = pillow_heif.open_heif(io.BytesIO(memoryview(data)), convert_hdr_to_8bit=True)
-            full = np.asarray(heif)
-            small = Image.fromarray(to_rgb(shrink(full, full.shape[0] * full.shape[1] / k**2)[0] if k > 1
-                                           else full, str(path), bgr=False))
-            small.info["exif"] = heif.info.get("exif") or b""
-            del full, heif
-            return np.asarray(ImageOps.exif_transpose(small), dtype=np.uint8)
+            # libheif has applied the photo's rotation (irot/imir); its EXIF Orientation is void then (Pillow's
+            # HEIF plugin resets it to 1 for that reason: pillow_heif.set_orientation), so no exif_transpose
+            full = np.asarray(pillow_heif.open_heif(io.BytesIO(memoryview(data)), convert_hdr_to_8bit=True))
+            return np.ascontiguousarray(to_rgb(shrink(full, full.shape[0] * full.shape[1] / k**2)[0] if k > 1
+                                               else full, str(path), bgr=False))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(memoryview(data))) as im:
