@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from facepi.demo import door_scene  # noqa: E402
+from facepi.door.frames import Frame  # noqa: E402
 from facepi.door.motion import MotionGate  # noqa: E402
 
 FPS, HOLD, GAP, LEAD = 15.0, 2.0, 4.0, 4.0
@@ -81,7 +82,7 @@ def measure(visits_video: Path, empty_video: Path, visits: list[tuple[Path, floa
     thresholds = []
     for i, rgb in enumerate(frames(visits_video)):
         frame = dark(rgb, brightness, rng)
-        m = gate.update(frame)
+        m = gate.update(Frame(frame, i / FPS, 0.0).grey(gate.width), frame.shape[1])  # as the daemon does
         thresholds.append(getattr(gate, "threshold", gate.pixel_threshold))
         if i > 0 and m.moving:
             moving_at.append(i / FPS)
@@ -91,7 +92,7 @@ def measure(visits_video: Path, empty_video: Path, visits: list[tuple[Path, floa
     gate.reset()
     false, n, most = 0, 0, 0.0
     for i, rgb in enumerate(frames(empty_video)):
-        m = gate.update(dark(rgb, brightness, rng))
+        m = gate.update(Frame(dark(rgb, brightness, rng), i / FPS, 0.0).grey(gate.width), rgb.shape[1])
         if i >= FPS:
             n += 1
             false += int(m.moving)

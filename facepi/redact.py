@@ -19,12 +19,32 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urluns
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>(?:(?!://)[^\n'\"<>])*@)")
 # user:password@host without "//" (a typo, "rtsp:/admin:pw@host", or no scheme at all): masked the same way
 _BARE_LOGIN = re.compile(r"(?<![\w*])[^\s/:@'\"<>]+:(?:(?!//)[^\s'\"<>])+@(?=[\w.\-\[]+)")
-# Logins in the query string, as Reolink (?user=&password=), Foscam (?usr=&pwd=) and token URLs carry them.
-# A value runs to the next "&name=" (an "&" inside a password does not end it), "#", a space or a quote.
-SECRET_PARAMS = ("user", "username", "usr", "login", "loginuse", "password", "passwd", "pass", "pwd", "loginpas",
-                 "user_pwd", "token", "access_token", "auth", "apikey", "api_key", "key", "secret")
-_QUERY = re.compile(r"(?i)(?P<name>[?&;](?:" + "|".join(SECRET_PARAMS) + r")=)"
-                    r"(?P<value>(?:[^&#\s'\"<>]|&(?![A-Za-z_][\w.\-]*=))*)")
+# Query-string values are masked unless the parameter is known to be harmless: cameras name their logins every
+# way there is (Reolink ?user=&password=, Foscam ?usr=&pwd=, ?pw=, ?psw=, &p=, ?passcode=, ?sig=, token URLs), so
+# a list of secret names always misses one; a list of harmless names only costs a masked value too many.
+HARMLESS_PARAMS = frozenset((
+    "cmd", "action", "channel", "chn", "ch", "stream", "streamtype", "subtype", "substream", "profile", "fps",
+    "framerate", "rate", "resolution", "res", "width", "height", "quality", "compression", "format", "fmt", "codec",
+    "encode", "mode", "type", "camera", "cam", "video", "audio", "bitrate", "transport", "rtsp_transport", "tcp",
+    "unicast", "proto", "protocol", "view", "rotate", "flip", "mirror",
+))
+USER_PARAMS = ("user", "username", "usr", "login", "loginuse", "u", "name", "account", "uid")  # not remembered
+# A parameter starts after "?", "&", ";" or "#"; its value runs to the next "&name=" (an "&" inside a password
+# does not end it), "#", a space or a quote.
+_QUERY = re.compile(r"(?P<name>[?&;#][\w.%\-\[\]]+=)(?P<value>(?:[^&#\s'\"<>]|&(?![\w.%\-\[\]]+=))*)")
+
+
+def _param(name: str) -> str:
+    """A parameter's name as compared: decoded, lower case."""
+    return unquote(name).lower()
+
+
+def _masked_param(m: re.Match[str]) -> str:
+    name = m["name"]
+    harmless = _param(name[1:-1]) in HARMLESS_PARAMS
+    return m[0] if harmless or not m["value"] else f"{name}*"
+
+
 _known: set[str] = set()  # secrets this process was given (see remember): masked verbatim wherever they appear
 
 
@@ -44,19 +64,20 @@ def remember_uri(uri: str) -> None:
     except ValueError:
         return
     values = [parts.password or ""]
-    values += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in SECRET_PARAMS
-               and k.lower() not in ("user", "username", "usr", "login", "loginuse")]
+    for query in (parts.query, parts.fragment):
+        values += [v for k, v in parse_qsl(query, keep_blank_values=True)
+                   if _param(k) not in HARMLESS_PARAMS and _param(k) not in USER_PARAMS]
     remember(*values, *(unquote(v) for v in values))
 
 
 def mask(text: str) -> str:
-    """``text`` with the logins of every URL in it masked: user info becomes ``*:*``, secret query values
-    ``*``, and every remembered secret ``***``."""
+    """``text`` with the logins of every URL in it masked: user info becomes ``*:*``, every query value
+    ``*`` but those of HARMLESS_PARAMS, and every remembered secret ``***``."""
     for secret in sorted(_known, key=len, reverse=True):
         text = text.replace(secret, "***")
     text = _USERINFO.sub(lambda m: f"{m['scheme']}*:*@", text)
     text = _BARE_LOGIN.sub("*:*@", text)
-    return _QUERY.sub(lambda m: f"{m['name']}*", text)
+    return _QUERY.sub(_masked_param, text)
 
 
 def with_password(uri: str, username: str, password: str | None) -> str:

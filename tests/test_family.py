@@ -96,10 +96,14 @@ def test_undo_walks_back_twenty_changes_however_many_undos_it_takes(tmp_path):
         g = db.gallery()
         g.rename(old, new)
         db.commit(g, db.version(), "rename", "cli", f"{old} -> {new}")
+    con = sqlite3.connect(db.path)  # made more than UNDO_DAYS ago (within them, every change can be undone)
+    con.execute("UPDATE journal SET at = '2020-01-01T00:00:00+00:00'")
+    con.commit()
+    con.close()
     for _ in range(20):
         db.undo()
     assert "bob5" in db.gallery().people
-    with pytest.raises(GalleryError, match="older than the last 20 changes"):
+    with pytest.raises(GalleryError, match="older than the last 20 changes and 7 days"):
         db.undo()
 
 

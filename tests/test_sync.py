@@ -63,6 +63,7 @@ def enrol(path: Path, name: str, embs: np.ndarray, sources: list[str], blank: Ga
 
 
 def host(tmp_path: Path, name: str, blank: Gallery) -> HouseholdSync:
+    (tmp_path / name).mkdir(parents=True, exist_ok=True)  # a Pi's gallery folder is there (a missing one: refused)
     return HouseholdSync(tmp_path / name / "gallery.db", HOME, KEY, name, blank=blank)
 
 
@@ -116,7 +117,7 @@ def test_a_record_round_trips_and_every_bad_one_is_refused_untouched(real, tmp_p
     assert rec.person == people[0] and rec.digest == a.people()[people[0]] and not rec.deleted
     assert json.loads(body)["model"] == blank.model and body == json.dumps(json.loads(body), sort_keys=True,
                                                                            separators=(",", ":"))
-    b.outgoing()
+    mine = dict(b.outgoing())  # b's own person: junk written over its topic is answered with this record
     before = fingerprint(b)
     caplog.set_level(logging.INFO, "facepi")
     good_topic, good = out[0]
@@ -139,7 +140,8 @@ def test_a_record_round_trips_and_every_bad_one_is_refused_untouched(real, tmp_p
     }
     for reason, messages in cases.items():
         for topic, payload in messages:
-            assert b.incoming(topic, payload) == [], reason
+            back = b.incoming(topic, payload)
+            assert back == ([(topic, mine[topic])] if topic in mine and reason != "other model" else []), reason
         assert b.refused[reason] == len(messages), (reason, dict(b.refused))
     assert fingerprint(b) == before  # not a byte of the gallery changed
     text = caplog.text
@@ -382,6 +384,7 @@ def test_two_cameras_of_one_pi_share_its_gallery_in_the_household(real, tmp_path
     a second Pi. A change on either side reaches the other once, whichever engine of the first Pi sees it."""
     blank, rows = real
     p = list(rows)
+    (tmp_path / "pi1").mkdir()
     front = HouseholdSync(tmp_path / "pi1" / "gallery.db", HOME, KEY, "front_door", blank=blank)
     back = HouseholdSync(tmp_path / "pi1" / "gallery.db", HOME, KEY, "back_door", blank=blank)
     garage = host(tmp_path, "garage", blank)
@@ -430,6 +433,16 @@ def test_junk_from_a_broker_client_stops_nothing(real, tmp_path, broker, caplog)
         warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("facepi")]
         assert len(warnings) <= 2 * 2 * 20, len(warnings)  # per engine: per reason, at most 20 topics said
         assert not [r for r in caplog.records if r.exc_info], "a message raised out of the engine"
+        # a message larger than any record never reaches the engines (MQTT 5 Maximum Packet Size): before, each
+        # read it whole into memory and refused it
+        big = (b"x" * (4 << 20), sum(h.refused["too large"] for h in (a, b)))
+        forged_before = [h.refused["bad signature"] for h in (a, b)]
+        junk.client.publish(f"{BASE}/gallery/{'f' * 16}", big[0], qos=1).wait_for_publish(10)
+        junk.client.publish(*forged(blank.model, blank.dim, key=b"not this household's key at all"),
+                            qos=1).wait_for_publish(5)  # after it, on the same connection: arrives after it
+        assert wait(lambda: [h.refused["bad signature"] for h in (a, b)] > forged_before and all(
+            h.refused["bad signature"] > n for h, n in zip((a, b), forged_before, strict=True)), 10)
+        assert sum(h.refused["too large"] for h in (a, b)) == big[1], "a 4 MB message reached an engine"
         tomb = topic_for(BASE, p[0])
         junk.client.publish(tomb, b"", qos=1, retain=True).wait_for_publish(5)  # the tombstone cleared
         fresh = Subscriber(broker.port, topics=(tomb,), name="fresh")
@@ -439,5 +452,88 @@ def test_junk_from_a_broker_client_stops_nothing(real, tmp_path, broker, caplog)
             fresh.close()
     finally:
         junk.close()
+        for r in runs:
+            r.stop()
+
+
+def held(port: int, topic: str) -> bytes:
+    """The broker's retained message on ``topic`` for a client connecting now (b"" when there is none)."""
+    fresh = Subscriber(port, topics=(topic,), name=f"fresh-{time.monotonic_ns()}")
+    try:
+        fresh.wait_for(lambda: fresh.on(topic), 1.0)
+    finally:
+        fresh.close()
+    with fresh.lock:
+        return next((p for t, p, r in fresh.messages if r), b"")
+
+
+def test_a_record_cleared_again_and_again_is_restored_and_a_later_door_gets_everyone(real, tmp_path, broker,
+                                                                                    monkeypatch):
+    """Issue 28 item 5: a person's retained record cleared three times within the repair interval. Before, the
+    first clear was repaired and the others skipped for good (rate-limited, never retried): the record was gone
+    from the broker, and a door that joined later never got that person. Now a held-back repair is due after
+    the backoff and is published then: the broker holds the record again, and a new door gets everyone."""
+    from facepi.identity import sync as engine
+
+    monkeypatch.setattr(engine, "REPAIR_SECONDS", 1.0)  # the backoff's first step (5 s in service)
+    blank, rows = real
+    p = list(rows)
+    a, b = host(tmp_path, "a", blank), host(tmp_path, "b", blank)
+    runs = [adapter(a, broker), adapter(b, broker)]
+    mallory = Subscriber(broker.port, topics=(f"{BASE}/nothing",), name="mallory")
+    try:
+        enrol(a.path, p[0], *rows[p[0]], blank)
+        enrol(b.path, p[1], *rows[p[1]], blank)
+        assert wait(lambda: same(a, b) and len(a.people()) == 2)
+        topic = topic_for(BASE, p[0])
+        assert wait(lambda: held(broker.port, topic) != b"", 5)
+        for _ in range(3):
+            mallory.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+            time.sleep(0.1)
+        assert wait(lambda: held(broker.port, topic) != b"", 10), "the record stayed cleared"
+        c = host(tmp_path, "c", blank)  # a door that joins later
+        runs.append(adapter(c, broker))
+        assert wait(lambda: c.store.path.exists() and same(a, b, c), 15), "the new door is missing someone"
+        assert sorted(c.people()) == sorted(p[:2])
+    finally:
+        mallory.close()
+        for r in runs:
+            r.stop()
+
+
+def test_a_counter_far_ahead_is_refused_so_no_record_freezes_the_household(real, tmp_path, broker, caplog):
+    """Issue 28 item 9: with the household key, one record with the Lamport counter at 2^53 - 1. Before, every
+    facepi took its counter up to it, so every later change needed a counter past the largest a record may
+    hold and was refused by every Pi, for good. Now a counter more than MAX_JUMP past the highest seen is
+    refused (and logged); a door that was offline for a while, a few changes ahead, still catches up."""
+    blank, rows = real
+    p = list(rows)
+    a, b = host(tmp_path, "a", blank), host(tmp_path, "b", blank)
+    runs = [adapter(a, broker), adapter(b, broker)]
+    mallory = Subscriber(broker.port, topics=(f"{BASE}/nothing",), name="mallory")
+    caplog.set_level(logging.INFO, "facepi")
+    try:
+        enrol(a.path, p[0], *rows[p[0]], blank)
+        assert wait(lambda: p[0] in b.people())
+        mallory.client.publish(*forged(blank.model, blank.dim, lamport=2**53 - 1), qos=1,
+                               retain=True).wait_for_publish(5)
+        time.sleep(0.5)  # both engines have it
+        enrol(a.path, p[1], *rows[p[1]], blank)  # the household still changes: on A, seen on B
+        family.forget(b.path, p[0])  # and on B, seen on A
+        assert wait(lambda: same(a, b) and sorted(a.people()) == [p[1]]), f"a change was refused: {dict(b.refused)}"
+        assert a.refused["counter jump"] and b.refused["counter jump"], dict(b.refused)
+        assert "eve" not in a.people() and "eve" not in b.people()
+        assert any("counter jump" in r.getMessage() and "more than" in r.getMessage() for r in caplog.records)
+        # a door offline for 1,000 changes comes back: within the margin, applied
+        counter = sqlite3.connect(a.store.path).execute("SELECT value FROM settings WHERE key = ?",
+                                                        (sync.COUNTER,)).fetchone()[0]
+        ahead = forged(blank.model, blank.dim, person="late", lamport=int(counter) + 1000)
+        mallory.client.publish(*ahead, qos=1, retain=True).wait_for_publish(5)
+        assert wait(lambda: "late" in a.people() and "late" in b.people()), dict(a.refused)
+        from facepi.identity.sync import MAX_JUMP
+
+        assert int(counter) + 1000 < MAX_JUMP
+    finally:
+        mallory.close()
         for r in runs:
             r.stop()

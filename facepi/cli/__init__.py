@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("old")
     rn.add_argument("new")
     rn.set_defaults(func=family.gallery_rename)
+    rs = gsub.add_parser("restore", parents=[gal], help="restore a backup (a copy of gallery.db, or an .npz export) "
+                                                        "as one change: undoable, never a stale -wal")
+    rs.add_argument("backup", type=Path, help="the backup file (.db or .npz)")
+    rs.set_defaults(func=family.gallery_restore)
     ex = gsub.add_parser("export", parents=[gal], help="write the gallery as .npz (the seed's format)")
     ex.add_argument("output", type=Path)
     ex.set_defaults(func=family.gallery_export)

@@ -131,6 +131,18 @@ def gallery_undo(args: argparse.Namespace) -> int:
     return 0
 
 
+def gallery_restore(args: argparse.Namespace) -> int:
+    from facepi.identity.backup import restore
+    from facepi.identity.store import db_path
+
+    path = shared.gallery_path(args)
+    if args.backup.resolve() == db_path(path).resolve():
+        raise ValueError(f"{args.backup} is the gallery itself; restore from a copy")
+    print(f"Restored: {restore(path, args.backup, 'cli')}")
+    print("A running daemon picks the change up within seconds")
+    return 0
+
+
 def gallery_remove(args: argparse.Namespace) -> int:
     from facepi.identity import family
 
@@ -208,10 +220,12 @@ def gallery_check(args: argparse.Namespace) -> int:
             print(line)
         for w in report["warnings"]:
             print(f"warning: {w}")
+    for e in report["errors"]:
+        print(f"facepi: error: {e}", file=sys.stderr)
     if args.sheet:
         n = contact_sheet(gallery, report, args.sheet)
         print(f"contact sheet of {n} crop(s): {args.sheet} ({LEGEND_TEXT})", file=sys.stderr)
-    return 1 if report["warnings"] else 0
+    return 2 if report["errors"] else 1 if report["warnings"] else 0
 
 
 def only_for_listing(args: argparse.Namespace) -> None:

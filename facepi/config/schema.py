@@ -29,7 +29,7 @@ def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None
 @dataclass
 class SourceConfig:
     uri: str = _f("0", "camera: 'picamera2' ('picamera2:1': a Pi 5's second camera), a V4L2 device index or path, "
-                       "an RTSP/HTTP URL, a video file, or a folder of images")
+                       "an RTSP/HTTP URL, a video file (.y4m: raw YUV420, nothing decoded), or a folder of images")
     width: int = _f(640, "capture width for cameras", 64, 4096)
     height: int = _f(480, "capture height for cameras", 48, 4096)
     fps: float = _f(0.0, "pace for image folders (frames per second); 0: 2 fps for folders, "
@@ -72,7 +72,12 @@ class MotionConfig:
                                       "brightness matching); a darker scene uses less, down to 5 x its noise", 1, 255)
     min_area: float = _f(0.004, "share of the frame (zone) that must change to be motion", 0.0001, 1)
     alpha: float = _f(0.05, "how fast the background follows the scene, per frame", 0.001, 1)
-    still_interval: float = _f(2.0, "on a still scene, detect once this often (seconds)", 0.1, 600)
+    still_interval: float = _f(2.0, "on a still scene, detect once this often (seconds) for idle_after seconds "
+                                    "after the last motion or face", 0.1, 600)
+    idle_after: float = _f(30.0, "seconds without motion or a face after which the scene is idle", 0, 86400)
+    idle_interval: float = _f(10.0, "on an idle scene, detect the whole frame once this often (seconds): nobody "
+                                    "arrives without moving; this look is the net for a walk-in the gate missed",
+                              0.1, 3600)
     region_margin: float = _f(0.5, "around motion and tracks, detect this much of their size further out", 0, 10)
     region_max_share: float = _f(0.6, "detect on a window (half or three quarters of the frame's sides) only "
                                       "when it is at most this share of the frame", 0, 1)
@@ -140,7 +145,7 @@ class MqttConfig:
     host: str = _f("", "broker host; empty: print events as JSON lines on stdout")
     port: int = _f(1883, "broker port", 1, 65535)
     base_topic: str = _f("facepi/{camera_id}", "topic prefix; {camera_id} is replaced")
-    client_id: str = _f("", "MQTT client id (empty: facepi-<camera_id>)")
+    client_id: str = _f("", "MQTT client id (empty: facepi-<camera_id>); commands are read as <client id>-in")
     qos: int = _f(1, "QoS of events", 0, 2)
     keepalive: int = _f(30, "keepalive seconds", 5, 3600)
     username: str = _f("", "user name (the password comes from FACEPI_MQTT_PASSWORD or password_file)")

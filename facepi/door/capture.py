@@ -8,24 +8,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
-import numpy as np
-
+from facepi.door.frames import Frame
 from facepi.door.sources import Shot, Source, SourceError
 from facepi.redact import mask
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Frame:
-    rgb: np.ndarray
-    t: float  # seconds: media time for files, monotonic time for live sources
-    captured: float  # time.monotonic() when captured (latency is measured from here)
-    index: int
-    cut: bool = False  # an unrelated scene: no face continues from the previous frame (photos)
-    small: np.ndarray | None = None  # a smaller copy from the camera, for detection
 
 
 class Capture:
@@ -183,7 +171,8 @@ class Capture:
                 if delay > 0 and self._sleep(delay):
                     return
             captured = shot.captured if shot.captured is not None else time.monotonic()
-            frame = Frame(shot.rgb, t, captured, self.count, getattr(self.source, "cuts", False), shot.small)
+            frame = Frame(shot.rgb, t, captured, self.count, getattr(self.source, "cuts", False), shot.small, shot.fmt,
+                          shot.luma)
             self.count += 1
             with self.cond:
                 if self.fast and not self.source.live:

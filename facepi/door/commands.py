@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 MAX_COMMAND_BYTES = 1024  # a naming or a correction is a few dozen bytes; nothing larger is parsed or echoed
 COMMANDS = ("command", "name_visitor", "wrong_name")  # the topics facepi takes commands on
 COMMAND_INTERVAL = 5.0  # seconds: at most one command of each kind from MQTT this often
+LOG_INTERVAL = 30.0  # seconds: at most one log line per kind of refusal this often, the rest counted
 NAMING_FORMAT = '{"visitor": "V7", "name": "alice"}'
 
 
@@ -64,18 +66,58 @@ def correction_request(text: str) -> tuple[str, int, str]:
     return name.strip(), seq, run
 
 
+class RateLog:
+    """Refusals logged at a bounded rate: the first of a kind at once, then at most one line per ``interval``
+    carrying how many more there were (``tick`` says the count left over once a flood stops). A flood of junk
+    commands is a few lines, not one per message (journald would rate-limit the real lines away); the keys
+    are a fixed set (command kind and reason), so this holds no memory per message or per sender."""
+
+    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
+        self.logger, self.interval = logger, interval
+        self.lock = threading.Lock()  # paho's thread refuses, the daemon's ticks
+        self.last: dict[str, float] = {}  # key -> when its last line was logged
+        self.more: dict[str, tuple[int, str]] = {}  # key -> (refusals not logged since, the newest one's text)
+
+    def warning(self, key: str, text: str) -> None:
+        with self.lock:
+            self._warning(key, text)
+
+    def _warning(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self.last.get(key, float("-inf")) >= self.interval:
+            count, _ = self.more.pop(key, (0, ""))
+            self.last[key] = now
+            self.logger.warning("%s%s", text, f" (and {count} more like it in the last {self.interval:.0f} s)"
+                                if count else "")
+        else:
+            self.more[key] = (self.more.get(key, (0, ""))[0] + 1, text)
+
+    def tick(self, final: bool = False) -> None:
+        """Say the counts whose interval has passed (a flood that stopped is still reported); ``final``: all
+        of them (at shutdown)."""
+        now = time.monotonic()
+        with self.lock:
+            for key in [k for k in self.more if final or now - self.last.get(k, float("-inf")) >= self.interval]:
+                count, text = self.more.pop(key)
+                self.logger.warning("%d more like this in the last %.0f s, the newest: %s", count,
+                                    now - self.last.get(key, now), text)
+                self.last[key] = now
+
+
 class CommandGate:
     """Every check a command passes before anything acts on it, each refusal answered (``answer``).
 
     A retained command is old: the broker hands it over on every (re)connect, so running it would repeat
     a reload or a naming each time; it is ignored and logged once per topic. Then: not empty, small, known,
     well-formed (parsed before the rate limit: junk never uses up the household's slot), and each kind at
-    most once per ``COMMAND_INTERVAL``."""
+    most once per ``COMMAND_INTERVAL``. Refusals are logged through ``RateLog`` (a flood is a few lines);
+    their answers are bounded by the publisher (``MqttPublisher.answer``), apart from the events."""
 
     def __init__(self, learning: bool, answer: Callable[[str, bool, str], None]) -> None:
         self.learning, self.answer = learning, answer
         self.last: dict[str, float] = {}  # command kind -> when it last ran (its own rate limit)
         self.retained_said: set[str] = set()  # command topics whose retained message was logged
+        self.said = RateLog(log)
 
     def check(self, kind: str, topic: str, payload: bytes, retained: bool) -> tuple[str, Any] | None:
         """(the text, the parsed request) of a command that may run now, else None (refused and said)."""
@@ -88,8 +130,8 @@ class CommandGate:
         if not payload:  # somebody clearing a retained command: nothing to do
             return None
         if len(payload) > MAX_COMMAND_BYTES:
-            log.warning("ignored a %d-byte message on %s: commands are at most %d bytes", len(payload), topic,
-                        MAX_COMMAND_BYTES)
+            self.said.warning(f"{kind} size", f"ignored a {len(payload)}-byte message on {topic}: commands are "
+                              f"at most {MAX_COMMAND_BYTES} bytes")
             self.answer(kind, False, f"ignored: a {kind} message is at most {MAX_COMMAND_BYTES} bytes")
             return None
         text = payload.decode("utf-8", "replace").strip()
@@ -97,19 +139,20 @@ class CommandGate:
             self.answer(kind, False, "not named: learning is off ([learning] enabled = false)")
             return None
         if kind == "command" and text != "reload":
-            log.warning("ignored command %r on %s: the known command is 'reload'", text[:40], topic)
+            self.said.warning("command unknown", f"ignored command {text[:40]!r} on {topic}: the known command "
+                              "is 'reload'")
             self.answer(kind, False, f"unknown command {text[:40]!r}: the known command is 'reload'")
             return None
         try:
             request = correction_request(text) if kind == "wrong_name" else \
                 naming_request(text) if kind == "name_visitor" else ()
         except ValueError as e:
-            log.warning("%s refused: %s", kind, e)
+            self.said.warning(f"{kind} malformed", f"{kind} refused: {e}")
             self.answer(kind, False, f"{'not corrected' if kind == 'wrong_name' else 'not named'}: {e}")
             return None
         now = time.monotonic()
         if now - self.last.get(kind, float("-inf")) < COMMAND_INTERVAL:
-            log.warning("ignored a %s command: one per %.0f s", kind, COMMAND_INTERVAL)
+            self.said.warning(f"{kind} rate", f"ignored a {kind} command: one per {COMMAND_INTERVAL:.0f} s")
             self.answer(kind, False, f"ignored: at most one {kind} per {COMMAND_INTERVAL:.0f} s")
             return None
         self.last[kind] = now

@@ -34,7 +34,8 @@ import numpy as np
 
 from facepi.config import Config
 from facepi.door.announce import Announcer
-from facepi.door.capture import Capture, Frame
+from facepi.door.capture import Capture
+from facepi.door.frames import Frame
 from facepi.door.gating import DetectGate
 from facepi.door.household import DoorHousehold, blank_if_missing
 from facepi.door.learning import Learning
@@ -162,7 +163,7 @@ class Daemon:
         self.publisher.on_name = self.learning.ask_naming  # from paho's thread to the visitors thread
         self.publisher.on_wrong = self.learning.ask_correction  # "Wrong name" on the dashboard: to the loop
         self.learning.start()
-        self.publisher.set_people(self.recognizer.gallery.people)
+        self.publisher.set_people(self.recognizer.gallery.people, self.recognizer.gallery.keys())
         self.publisher.start()
         if self.household:
             self.household.start()
@@ -250,7 +251,7 @@ class Daemon:
                 self._final_announcements()
                 self.tracker.cut()
                 self.gating.reset()
-            self.process(frame.rgb, frame.t, frame.captured, frame.small)
+            self.process(frame, frame.t, frame.captured)
         except Exception:
             self.frame_errors += 1
             self.errors_in_a_row += 1
@@ -288,21 +289,23 @@ class Daemon:
         if self.liveness:  # `facepi liveness calibrate` writes beside the gallery: a new calibration is taken up
             self.liveness.reload()
         self.tracker.split_distance = self._split_distance()
-        self.publisher.set_people(rec.gallery.people)
+        self.publisher.set_people(rec.gallery.people, rec.gallery.keys())
         log.info("%s: gallery reloaded", why)
         if "command" in why:
             self.publisher.answer("command", True, f"gallery reloaded: {len(rec.gallery.people)} people")
 
     # ------------------------------------------------------------------ per frame
-    def process(self, rgb: np.ndarray, t: float, captured: float, small: np.ndarray | None = None) -> None:
-        """One frame: detect (where the gate says, on ``small`` where the camera made one), track, embed,
-        announce."""
+    def process(self, rgb: Frame | np.ndarray, t: float, captured: float, small: np.ndarray | None = None) -> None:
+        """One frame: detect (where the gate says, on the camera's small copy where it made one), track,
+        embed, announce. The frame is made RGB only when the detector runs or a face is in view: an empty
+        door's frame never is."""
+        frame = rgb if isinstance(rgb, Frame) else Frame(rgb, t, captured, small=small)
         t0 = time.perf_counter()
-        roi = self.gating.where(rgb, t)
+        roi = self.gating.where(frame, t)
         if roi is None:
             boxes, points = np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
         else:
-            boxes, points = self.gating.detect(self.pipeline.detector, rgb, roi, t, small)
+            boxes, points = self.gating.detect(self.pipeline.detector, frame.rgb, roi, t, frame.detect_copy())
             self.det_ms.append((time.perf_counter() - t0) * 1000)
         t1 = time.perf_counter()
         self.frames += 1
@@ -310,11 +313,11 @@ class Daemon:
         self.frame_times.append(now)
         while self.frame_times and now - self.frame_times[0] > FPS_WINDOW:
             self.frame_times.popleft()
-        visible = self.tracker.update(boxes, points, t, (rgb.shape[1], rgb.shape[0]))
+        visible = self.tracker.update(boxes, points, t, frame.size)
         debug = self.cfg.recognition.debug_every_frame
         todo = [tr for tr in visible if self.tracker.wants_embedding(tr, t) or debug]
         if todo:
-            crops = np.stack([self.pipeline.align(rgb, tr.box, tr.landmarks) for tr in todo])
+            crops = np.stack([self.pipeline.align(frame.rgb, tr.box, tr.landmarks) for tr in todo])
             embs = self.pipeline.embedder.embed(crops)
             self.emb_ms.append((time.perf_counter() - t1) * 1000)
             for tr, crop, emb in zip(todo, crops, embs, strict=True):
@@ -326,10 +329,10 @@ class Daemon:
                 if debug:
                     self.announcer.publish(joined, self._decide(emb), captured)
         if self.liveness and visible:
-            self.liveness.check(rgb, visible, t, self.tracker, self.recognizer.classifier.threshold,
+            self.liveness.check(frame.rgb, visible, t, self.tracker, self.recognizer.classifier.threshold,
                                 self.cfg.learning.enabled)
         for tr in visible:
-            self.announcer.maybe(tr, t, captured, rgb)
+            self.announcer.maybe(tr, t, captured, frame.rgb)
         self.gating.remember(visible, t)
         self.learning.learn(self.tracker)
         self.announcer.frame_done(t)

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from facepi.config import Config
+from facepi.door.frames import Frame
 from facepi.door.motion import MotionGate, region, window
 from facepi.door.track import Track, Tracker
 from facepi.vision.detect import Detector, iou_matrix
@@ -32,6 +33,7 @@ class DetectGate:
         self.zone_cache: np.ndarray | None = None
         self.detected = 0  # frames the detector ran on (the rest: a still scene, skipped by the gate)
         self.last_detect_t = float("-inf")
+        self.last_motion_t = float("-inf")  # the last frame that moved or had a face in view
         self.last_face_t = float("-inf")
         self.last_faces: list[np.ndarray] = []
 
@@ -39,14 +41,21 @@ class DetectGate:
         """A cut in the input (the next file of a folder): the background starts again."""
         if self.gate is not None:
             self.gate.reset()
+        self.last_motion_t = float("-inf")
 
-    def where(self, rgb: np.ndarray, t: float) -> Region | None:
-        """The motion gate's answer: None (skip this frame), or the rectangle to run the detector on."""
-        h, w = rgb.shape[:2]
+    def where(self, frame: Frame | np.ndarray, t: float) -> Region | None:
+        """The motion gate's answer: None (skip this frame), or the rectangle to run the detector on.
+        The gate reads the frame's small luma image only: an empty frame is never converted to RGB."""
+        h, w = frame.shape[:2]
         full = (0, 0, w, h)
         if self.gate is None:
             return full
-        m = self.gate.update(rgb)
+        if isinstance(frame, Frame):
+            m = self.gate.update(frame.grey(self.gate.width), w)
+        else:
+            m = self.gate.update(frame)
+        if m.moving and (not m.light or self.last_motion_t == float("-inf")):  # a light change is looked at
+            self.last_motion_t = t  # once (below) and is nobody arriving; a new scene (the start) is watched
         if m.light:  # most of the view changed (a new scene, light, someone right at the lens): look at it all
             return full
         live = [tr.box for tr in self.tracker.tracks.values()
@@ -54,15 +63,26 @@ class DetectGate:
         if not live and t - self.last_face_t <= self.tracker.visit_gap:
             live = self.last_faces  # a face missed for a moment: keep looking, or a still visitor's
             # next sighting could come a still_interval later, after their visit has ended
+        if live:
+            self.last_motion_t = t
         if not m.moving and not live:
-            return full if t - self.last_detect_t >= self.cfg.motion.still_interval else None
+            return full if t - self.last_detect_t >= self.look_interval(t) else None
         mc = self.cfg.motion
-        roi = region(([m.box] if m.box is not None else []) + live, rgb.shape, mc.region_margin,
+        roi = region(([m.box] if m.box is not None else []) + live, (h, w), mc.region_margin,
                      2.0 * self.cfg.detection.minsize)
-        win = window(roi, rgb.shape) if roi is not None else None
+        win = window(roi, (h, w)) if roi is not None else None
         if win is None or (win[2] - win[0]) * (win[3] - win[1]) > mc.region_max_share * w * h:
             return full
         return win
+
+    def look_interval(self, t: float) -> float:
+        """How often a still scene is looked at whole: every ``still_interval`` for ``idle_after`` seconds
+        after the last motion or face (someone who walked in and then stood still, face unseen while they
+        moved), then every ``idle_interval`` (nobody arrives without moving: the slow look is the net for a
+        walk-in the gate missed)."""
+        mc = self.cfg.motion
+        return mc.still_interval if t - self.last_motion_t <= mc.idle_after else max(mc.idle_interval,
+                                                                                      mc.still_interval)
 
     def detect(self, detector: Detector, rgb: np.ndarray, roi: Region, t: float,
                small: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

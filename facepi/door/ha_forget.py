@@ -8,7 +8,7 @@ and its retained state topics under ``<base_topic>`` (availability, status, the 
 clears each with an empty retained message. Other cameras' topics are never subscribed to.
 
 It connects with the same configuration, login, password (environment, file or systemd credential) and TLS
-as the daemon (``facepi.door.mqtt.mqtt_client``), under a client id of its own, so it never knocks a running
+as the daemon (``facepi.door.broker.mqtt_client``), under a client id of its own, so it never knocks a running
 facepi off the broker. A camera whose availability still says ``online`` is running: it would publish its
 entities again, so it is refused unless ``force``.
 """
@@ -25,9 +25,11 @@ from facepi.config import Config
 from facepi.door import homeassistant
 
 # The retained topics facepi publishes under a camera's base topic (facepi.door.mqtt: availability and the
-# state slots, the snapshot, the dashboard's visitor and its info, the learning answers), and its command
-# topics (never retained by facepi; a retained one left by someone else is cleared as well).
-RETAINED = ("availability", "status", "last", "person", "snapshot", "visitor", "visitor_info", "learning")
+# state slots, the snapshot, the dashboard's visitor and its info, the learning answers, the manifest of its
+# entities), and its command topics (never retained by facepi; a retained one left by someone else is cleared
+# as well).
+RETAINED = ("availability", "status", "last", "person", "snapshot", "visitor", "visitor_info", "learning",
+            "entities")
 COMMANDS = ("command", "name_visitor", "wrong_name")
 
 
@@ -62,7 +64,7 @@ def forget_camera(cfg: Config, camera_id: str, dry_run: bool = False, force: boo
     The broker hands over retained messages right after a subscription; they are collected until none has
     arrived for ``settle`` seconds. Returns what was cleared. ``ForgetError``: the broker cannot be reached
     or refused the login, or the camera is online (unless ``force``)."""
-    from facepi.door.mqtt import AUTH_FAILURES, mqtt_client, why_unreachable
+    from facepi.door.broker import AUTH_FAILURES, mqtt_client, why_unreachable
 
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", camera_id):
         raise ForgetError(f"camera id {camera_id!r}: use 1-64 letters, digits, '_' or '-'")

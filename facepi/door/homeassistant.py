@@ -36,12 +36,11 @@ output or :func:`literal`), so a name with quotes cannot break a template.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from typing import Any
 
 from facepi import __version__
+from facepi.identity.names import new_key
 
 STRANGER = "Stranger"  # the dashboard's word for facepi's "unknown"
 # The text entity sends what was typed with the visitor id it holds as an attribute. ``entity_id`` is the
@@ -58,14 +57,16 @@ def literal(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def person_key(name: str) -> str:
-    """A topic- and id-safe key for a person's entities: readable part + hash (names may be anything)."""
-    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:32] or "person"
-    return f"{slug}_{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+def person_key(name: str, keys: dict[str, str] | None = None) -> str:
+    """A topic- and id-safe key for a person's entities: the one the gallery keeps for them (``keys``, from
+    ``facepi.identity.names.person_keys``: a person enrolled before keys were kept keeps their old one), else
+    a new person's (readable part + 128 bits of sha256: no other name has it)."""
+    return (keys or {}).get(name) or new_key(name)
 
 
 def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: list[str],
-              snapshot: bool, learning: bool = False, liveness: bool = False) -> dict[str, dict[str, Any]]:
+              snapshot: bool, learning: bool = False, liveness: bool = False,
+              keys: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Every discovery config: topic -> payload."""
     uid = f"facepi_{camera_id}"
     device = {"identifiers": [uid], "name": camera_name, "manufacturer": "facepi",
@@ -148,7 +149,7 @@ def discovery(camera_id: str, camera_name: str, base: str, prefix: str, people: 
                    json_attributes_template=INFO_ATTRIBUTES, min=1, max=64, mode="text", icon="mdi:account-plus"),
         ])
     for name in people:
-        configs.update([entity("binary_sensor", f"present_{person_key(name)}", name=f"{name} in view",
+        configs.update([entity("binary_sensor", f"present_{person_key(name, keys)}", name=f"{name} in view",
                                state_topic=f"{base}/person", device_class="presence",
                                value_template=f"{{{{ 'ON' if {literal(name)} in value_json else 'OFF' }}}}")])
     return configs
@@ -167,7 +168,8 @@ def is_ours(topic: str, prefix: str, camera_id: str) -> bool:
     return len(parts) == 4 and parts[1] == f"facepi_{camera_id}" and parts[3] == "config"
 
 
-def household_discovery(household_id: str, topic: str, prefix: str, people: list[str]) -> dict[str, dict[str, Any]]:
+def household_discovery(household_id: str, topic: str, prefix: str, people: list[str],
+                        keys: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """The household device's discovery configs: topic -> payload. The same on every daemon of the household
     for the same people (nothing of the camera in it), so their retained configs never fight."""
     uid = f"facepi_household_{household_id}"
@@ -182,7 +184,7 @@ def household_discovery(household_id: str, topic: str, prefix: str, people: list
     configs = dict([entity("binary_sensor", "anyone", name="Someone at any door", state_topic=f"{topic}/anyone",
                            device_class="occupancy")])
     for name in people:
-        key = person_key(name)
+        key = person_key(name, keys)
         seen = f"{topic}/seen/{key}"
         configs.update([
             entity("sensor", f"seen_{key}", name=f"{name} last seen", state_topic=seen,
@@ -194,9 +196,31 @@ def household_discovery(household_id: str, topic: str, prefix: str, people: list
     return configs
 
 
-def household_filter(prefix: str, household_id: str) -> str:
-    """The topic filter matching every discovery config of the household device (``is_household``)."""
-    return discovery_filter(prefix, f"household_{household_id}")
+MANIFEST_TOPICS = 2000  # topics one manifest may list: tens of people make ~4 each; anything beyond is ignored
+MANIFEST_BYTES = 200_000
+
+
+def manifest(topics: set[str]) -> str:
+    """What a door publishes (retained, ``<base>/entities``): every retained topic of its entities, so that
+    the next run clears those gone meanwhile without reading anything else under the discovery prefix."""
+    return json.dumps({"v": 1, "topics": sorted(topics)}, separators=(",", ":"))
+
+
+def manifest_topics(payload: bytes, allowed: Any) -> list[str]:
+    """The topics a manifest lists that ``allowed(topic)`` (this door's own namespace), at most
+    MANIFEST_TOPICS; [] for anything malformed or too large (a manifest written by someone else can at most
+    have this door clear topics of its own namespace that it does not use now)."""
+    if len(payload) > MANIFEST_BYTES:
+        return []
+    try:
+        d = json.loads(payload)
+    except (ValueError, RecursionError):
+        return []
+    topics = d.get("topics") if isinstance(d, dict) else None
+    if not isinstance(topics, list):
+        return []
+    return [t for t in topics[:MANIFEST_TOPICS] if isinstance(t, str) and "+" not in t and "#" not in t
+            and allowed(t)]
 
 
 def is_household(topic: str, prefix: str, household_id: str) -> bool:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from facepi.config import ConfigError
-from facepi.door.mqtt import make_client
+from facepi.door.broker import connect, make_client
 from facepi.identity import store as store_mod
 from facepi.identity.gallery import Gallery
-from facepi.identity.records import gallery_digest
+from facepi.identity.records import MAX_PAYLOAD, gallery_digest
 from facepi.identity.sync import HouseholdSync
 
 SETTLE = 2.0  # seconds after the subscription is acknowledged before local changes are sent
@@ -99,7 +99,7 @@ class MqttHouseholdSync:
 
     # -- the caller's thread
     def start(self, thread: bool = True) -> None:
-        self.client.connect_async(self.host, self.port, self.keepalive)
+        connect(self.client, self.host, self.port, self.keepalive, MAX_PAYLOAD + 64 * 1024)  # a record, topic, header
         self.client.loop_start()
         if thread:
             self.thread = threading.Thread(target=self._run, name="facepi-household", daemon=True)
@@ -144,6 +144,8 @@ class MqttHouseholdSync:
             elif stamp != self.last_stamp or now - self.last_sync > self.resync_every:
                 self.last_stamp, self.last_sync = stamp, now
                 out += self.sync.outgoing()
+        if self.connected:
+            out += self.sync.due_repairs()  # a record cleared again within the backoff: restored now
         for topic, payload in out:
             self.client.publish(topic, payload, qos=1, retain=True)
         return len(out)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facepi.door.frames import shrink
+
 NOISE_FACTOR = 5.0  # a change must be this many times the scene's noise (sigma) to count
 RELATIVE = 0.18  # ... and this share of the scene's brightness (18 grey levels at a normal ~100)
 Q25_SIGMA = 0.3186  # the 25th percentile of |x| for a normal x with sigma 1
@@ -53,13 +55,16 @@ class MotionGate:
         self.zone_points = zone
         self.background: np.ndarray | None = None
         self.mask: np.ndarray | None = None  # the zone at the small size (uint8 0/1), or None: everything
+        self.inside: np.ndarray | None = None  # the same as booleans
         self.scale = 1.0
 
-    def _small(self, rgb: np.ndarray) -> np.ndarray:
-        h, w = rgb.shape[:2]
+    def _small(self, image: np.ndarray) -> np.ndarray:
+        """The small blurred grey image compared, from RGB or from a grey image (a frame's luma, at any
+        size): made grey at full size, then shrunk by averaging (the noise the threshold sees)."""
+        h, w = image.shape[:2]
         self.scale = self.width / w
-        size = (self.width, max(1, round(h * self.scale)))
-        grey = cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        grey = shrink(grey, (self.width, max(1, round(h * self.scale))))
         return cv2.GaussianBlur(grey.astype(np.float32), (5, 5), 0)  # in float: noise below a grey level shows
 
     def zone_mask(self, shape: tuple[int, int]) -> np.ndarray | None:
@@ -76,7 +81,7 @@ class MotionGate:
         self.background = None
         self.noise = self.previous = None
 
-    def threshold_for(self, small: np.ndarray, level: float, inside: np.ndarray) -> float:
+    def threshold_for(self, small: np.ndarray, level: float, inside: np.ndarray | None) -> float:
         """How much a pixel must change to count, for this scene: ``relative`` of its brightness
         (a person, a shadow changes a dark scene by proportionally less), but never less than
         ``noise_factor`` x its own noise (a dark camera's gain makes noise), nor more than
@@ -89,7 +94,8 @@ class MotionGate:
         previous, self.previous = self.previous, (small, level)
         if previous is not None and previous[0].shape == small.shape:
             step = (slice(None, None, 2), slice(None, None, 2))  # every 4th pixel: the blur shares them anyway
-            pair = np.abs(small[step] - previous[0][step] * (level / max(previous[1], 1.0)))[inside[step]]
+            pair = np.abs(small[step] - previous[0][step] * (level / max(previous[1], 1.0)))
+            pair = pair.ravel() if inside is None else pair[inside[step]]
             k = pair.size // 4
             sigma = float(np.partition(pair, k)[k]) / Q25_SIGMA / np.sqrt(2.0) if pair.size else 0.0
             if self.noise is None:
@@ -99,19 +105,25 @@ class MotionGate:
         noise = self.noise if self.noise is not None else self.pixel_threshold
         return min(self.pixel_threshold, max(self.noise_factor * noise, self.relative * level))
 
-    def update(self, rgb: np.ndarray) -> Motion:
-        small = self._small(rgb)
+    def update(self, image: np.ndarray, full_width: int | None = None) -> Motion:
+        """Compare one frame: RGB, or a grey image (its luma, at any size: ``full_width`` then says the
+        frame's width, for the box in frame pixels)."""
+        small = self._small(image)
+        if full_width:
+            self.scale = self.width / full_width
         if self.background is None or self.background.shape != small.shape:  # a new scene: look at it once
             self.background = small.copy()
             self.mask = self.zone_mask(small.shape)
+            self.inside = self.mask.astype(bool) if self.mask is not None else None
             return Motion(True, 1.0, None, light=True)
-        bg = self.background
-        inside = self.mask.astype(bool) if self.mask is not None else np.ones(small.shape, bool)
-        level = float(small[inside].mean())
-        gain = level / max(float(bg[inside].mean()), 1.0)
+        bg, inside = self.background, self.inside  # inside: None for the whole view (no mask to apply)
+        level = float(small.mean() if inside is None else small[inside].mean())
+        gain = level / max(float(bg.mean() if inside is None else bg[inside].mean()), 1.0)
         self.threshold = self.threshold_for(small, level, inside)
-        changed = (np.abs(small - bg * gain) > self.threshold) & inside
-        area = float(changed.sum()) / max(int(inside.sum()), 1)
+        changed = np.abs(small - bg * gain) > self.threshold
+        if inside is not None:
+            changed &= inside
+        area = float(np.count_nonzero(changed)) / (small.size if inside is None else max(int(inside.sum()), 1))
         if area >= self.light_area:  # most of the view changed at once: look once (whole frame), then
             self.background = small.copy()  # adopt it, so an exposure step costs one detection
             return Motion(True, area, None, light=True)

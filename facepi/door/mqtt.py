@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections import deque
@@ -16,14 +15,16 @@ from paho.mqtt.client import MQTTErrorCode, MQTTMessageInfo
 
 from facepi.config import Config
 from facepi.door import homeassistant
+from facepi.door.broker import AUTH_FAILURES, mqtt_client, why_unreachable
+from facepi.door.broker import connect as connect_broker
 from facepi.door.commands import COMMANDS, CommandGate
 from facepi.door.doors import Doors, door_payload, seen_payload
 
 log = logging.getLogger(__name__)
-STATE_SLACK = 256  # paho's queue bound beyond queue_size: the state topics and discovery configs
-
-
-AUTH_FAILURES = ("Bad user name or password", "Not authorized")
+STATE_SLACK = 256  # state messages (state topics, discovery configs, clears) in paho at once; the rest wait
+ANSWERS = 16  # command answers waiting to be sent: a flood of refusals keeps only the newest
+ANSWERS_IN_PAHO = 4  # command answers in paho at once
+MANIFEST_WAIT = 2.0  # seconds after the listener connects: an earlier run's manifest would have arrived by then
 
 
 def _done(info: MQTTMessageInfo) -> bool:
@@ -31,65 +32,6 @@ def _done(info: MQTTMessageInfo) -> bool:
     if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
         return True
     return info.is_published()
-
-
-def why_unreachable(host: str, port: int, timeout: float = 3.0) -> str:
-    """The cause of a failed connection in words (paho only says "not connected")."""
-    try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        return f"cannot resolve the broker host {host!r} ({e.strerror}): check mqtt.host and DNS"
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except ConnectionRefusedError:
-        return f"{host}:{port} refused the connection: is the broker running, on this port?"
-    except TimeoutError:
-        return f"{host}:{port} did not answer within {timeout:g} s: wrong host, or a firewall?"
-    except OSError as e:
-        return f"{host}:{port}: {e.strerror or e}"
-    return (f"{host}:{port} accepts TCP but the MQTT handshake failed: a TLS port without mqtt.tls, "
-            "or not an MQTT port?")
-
-
-def make_client(client_id: str, *, username: str | None = None, password: str | None = None, tls: bool = False,
-                ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
-                reconnect_max: float = 30.0) -> Any:
-    """A paho-mqtt 2.x client with the login, TLS and reconnect backoff every facepi client uses (the
-    publisher's, the household's); callbacks and the will are the caller's."""
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    if username:
-        client.username_pw_set(username, password)
-    if tls:
-        client.tls_set(ca_certs=ca_file or None, certfile=cert_file or None, keyfile=key_file or None)
-    client.reconnect_delay_set(1, int(max(1, reconnect_max)))
-    # a callback that raises (on a message any client may send) is logged by paho, never the end of its network
-    # thread: a dead thread would leave the link "connected" and deaf for good
-    client.suppress_exceptions = True
-    return client
-
-
-class _QuietPaho(logging.Filter):
-    """paho logs "Client is not connected" at ERROR on every pass while the broker is away and on
-    every clean exit; the publisher names the actual cause once instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
-
-
-def mqtt_client(cfg: Config, client_id: str | None = None) -> Any:
-    """``make_client`` for ``cfg``'s broker: its login (the password from wherever ``cfg`` found it), TLS
-    and backoff, facepi's quiet logger. ``client_id``: default ``mqtt.client_id``, else ``facepi-<camera_id>``."""
-    m = cfg.mqtt
-    client = make_client(client_id or m.client_id or f"facepi-{cfg.camera_id}", username=m.username or None,
-                         password=cfg.mqtt_password, tls=m.tls, ca_file=m.ca_file, cert_file=m.cert_file,
-                         key_file=m.key_file, reconnect_max=m.reconnect_max_seconds)
-    paho_log = logging.getLogger("facepi.paho")  # paho's own messages, filtered
-    if not any(isinstance(f, _QuietPaho) for f in paho_log.filters):
-        paho_log.addFilter(_QuietPaho())
-    client.enable_logger(paho_log)
-    return client
 
 
 class MqttPublisher:
@@ -101,8 +43,19 @@ class MqttPublisher:
     are dropped and counted. State topics (``person``, ``status``, availability,
     discovery) are retained: only the newest matters, so each has at most one
     message in paho at a time and a newer one waits in a slot (replacing any older
-    waiting one) until the previous is acknowledged and the broker is connected.
-    ``max_queued_messages_set`` bounds paho's own queue as a backstop.
+    waiting one) until the previous is acknowledged and the broker is connected;
+    at most ``STATE_SLACK`` of them are in paho at once. Command answers (``learning``)
+    are each sent, in order, at most ``ANSWERS_IN_PAHO`` in paho and ``ANSWERS`` waiting
+    (a flood of refusals keeps the newest). So paho holds at most ``queue_size`` events
+    + ``STATE_SLACK`` + ``ANSWERS_IN_PAHO`` messages, its own bound
+    (``max_queued_messages_set``) is that sum, and nothing a broker client sends can
+    take an event's place: commands never cost an event.
+
+    Two connections: ``client`` publishes and subscribes to nothing; ``listener``
+    (client id ``<id>-in``) takes every message facepi reads (commands, Home
+    Assistant's status, the door's manifest, the household's doors). A flood on a
+    command topic fills the listener's socket, never the one whose acknowledgements
+    the events, state topics and answers wait for.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -111,15 +64,20 @@ class MqttPublisher:
         m = cfg.mqtt
         self.client = mqtt_client(cfg)
         self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
-        self.client.max_queued_messages_set(m.queue_size + STATE_SLACK)
+        self.client.max_queued_messages_set(m.queue_size + STATE_SLACK + ANSWERS_IN_PAHO)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.listener = mqtt_client(cfg, f"{m.client_id or 'facepi-' + cfg.camera_id}-in")
+        self.listener.on_connect = self._on_listen
+        self.listener.on_message = self._on_message
         self.lock = threading.Lock()
         self.events: deque[MQTTMessageInfo] = deque()  # events in paho, not yet acknowledged
         self.waiting: dict[str, tuple[str | bytes, int]] = {}  # state topic -> newest payload, qos
-        self.in_paho: dict[str, MQTTMessageInfo] = {}  # state topic -> the message paho has
+        self.in_paho: dict[str, MQTTMessageInfo] = {}  # state topic -> the message paho has (until done)
+        self.answers: deque[str] = deque(maxlen=ANSWERS)  # command answers waiting, oldest first
+        self.answers_out: list[MQTTMessageInfo] = []  # command answers in paho
+        self.answer_lock = threading.Lock()  # keeps the answers in order (from paho's thread and the daemon's)
         self.dropped = 0
         self.connected = False
         self.problem: str | None = None  # why the broker is not connected, said once per change
@@ -127,7 +85,10 @@ class MqttPublisher:
         self.closing = False
         self.discovery_topic = f"{m.discovery_prefix}/status"
         self.people: list[str] = []
-        self.discovered: set[str] = set()
+        self.keys: dict[str, str] = {}  # name -> person key (the gallery's, facepi.identity.names)
+        self.discovered: set[str] = set()  # this door's discovery configs (and household topics) now
+        self.entities_topic = self.topic("entities")  # retained: what this door published (homeassistant.manifest)
+        self.manifest_due: float | None = None  # the new manifest waits until the earlier one was read (or then)
         self.on_command: Callable[[str], None] = lambda text: None
         self.on_name: Callable[[str, str], None] = lambda vid, name: None  # (visitor id, name)
         self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None  # "that wasn't X"
@@ -153,14 +114,29 @@ class MqttPublisher:
         self.problem = None
         log.info("connected to MQTT broker %s:%d", m.host, m.port)
         self._state("availability", "online", 1)
-        client.subscribe([(self.topic(kind), 1) for kind in COMMANDS])
         if m.discovery:
-            ours = homeassistant.discovery_filter(m.discovery_prefix, self.cfg.camera_id)  # to clear stale ones
-            client.subscribe([(self.discovery_topic, 1), (ours, 1)])
             self._publish_discovery()
             if self.house:
-                self._house_connected(client)
+                self._door()
         self.flush()
+
+    def _on_listen(self, client, userdata, flags, reason_code, properties) -> None:
+        """The listener's (re)connection: every subscription, exact topics only (no wildcard under the
+        discovery prefix: junk configs there never reach this daemon). What an earlier run published (a person
+        forgotten while it was away) is in its retained manifest, read before this run's replaces it."""
+        m = self.cfg.mqtt
+        if reason_code.is_failure:  # said by the publisher, which connects with the same login
+            if str(reason_code) in AUTH_FAILURES:
+                self.fatal = f"MQTT broker refused the credentials: {reason_code}"
+            return
+        client.subscribe([(self.topic(kind), 1) for kind in COMMANDS])
+        if m.discovery:
+            with self.lock:
+                if self.manifest_due is None:
+                    self.manifest_due = time.monotonic() + MANIFEST_WAIT
+            client.subscribe([(self.discovery_topic, 1), (self.entities_topic, 1)])
+            if self.house:
+                self._house_connected(client)
 
     def _on_connect_fail(self, client, userdata) -> None:
         m = self.cfg.mqtt
@@ -174,22 +150,17 @@ class MqttPublisher:
             self._say(f"lost the MQTT broker ({reason_code}); reconnecting with backoff", logging.WARNING)
 
     def _on_message(self, client, userdata, msg) -> None:
-        m = self.cfg.mqtt
         if msg.topic == self.discovery_topic and msg.payload == b"online":
             log.info("Home Assistant is online: re-publishing discovery")
             self._publish_discovery()
             self.flush()
         elif self.house and self._house_message(msg):
             pass
-        elif homeassistant.is_ours(msg.topic, m.discovery_prefix, self.cfg.camera_id) or (
-                self.house and homeassistant.is_household(msg.topic, m.discovery_prefix, self.cfg.household.id)):
+        elif msg.topic == self.entities_topic:
+            if msg.retain and msg.payload:  # the manifest an earlier run left (this run's own comes back live)
+                self._clear_stale(bytes(msg.payload))
             with self.lock:
-                stale = msg.payload and msg.topic not in self.discovered
-                if stale:  # a person forgotten (or the snapshot switched off) since it was published
-                    self.waiting[msg.topic] = ("", 1)
-            if stale:
-                log.info("removing the Home Assistant entity %s", msg.topic)
-                self.flush()
+                self.manifest_due = 0.0  # read: this run's may replace it now
         elif msg.topic in [self.topic(kind) for kind in COMMANDS]:
             self._command(msg.topic.rsplit("/", 1)[1], msg.payload, bool(msg.retain))
 
@@ -212,6 +183,26 @@ class MqttPublisher:
         """A command's answer on ``learning``: done, or refused and why."""
         self.learning({"ok": ok, "command": command, "message": message} | ({"visitor": visitor} if visitor else {}))
 
+    def _clear_stale(self, payload: bytes) -> None:
+        """Clear what an earlier run published and this one does not (a person forgotten meanwhile, the
+        snapshot switched off): only topics of this door's own namespace, a bounded number."""
+        m = self.cfg.mqtt
+        listed = homeassistant.manifest_topics(payload, lambda t: homeassistant.is_ours(
+            t, m.discovery_prefix, self.cfg.camera_id) or bool(self.house) and (homeassistant.is_household(
+                t, m.discovery_prefix, self.cfg.household.id) or t.startswith(f"{self.house}/seen/")))
+        with self.lock:
+            stale = sorted(set(listed) - self._expected())
+            for topic in stale:
+                self.waiting[topic] = ("", 1)
+        for topic in stale:
+            log.info("removing the Home Assistant entity %s (published by an earlier run)", topic)
+        self.flush()
+
+    def _expected(self) -> set[str]:
+        """Every retained topic of this door's entities now (its manifest; under self.lock)."""
+        return self.discovered | ({f"{self.house}/seen/{homeassistant.person_key(n, self.keys)}" for n in self.people}
+                                  if self.house else set())
+
     def _say(self, text: str, level: int) -> None:
         """Log a connection problem once per change, not on every retry."""
         if text != self.problem:
@@ -221,8 +212,10 @@ class MqttPublisher:
     # -- publishing
     def start(self) -> None:
         m = self.cfg.mqtt
-        self.client.connect_async(m.host, m.port, m.keepalive)
+        connect_broker(self.client, m.host, m.port, m.keepalive, 64 * 1024)  # it reads acknowledgements only
         self.client.loop_start()
+        connect_broker(self.listener, m.host, m.port, m.keepalive)
+        self.listener.loop_start()
 
     def _publish(self, topic: str, payload: str | bytes, qos: int, retain: bool) -> MQTTMessageInfo:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
@@ -246,7 +239,7 @@ class MqttPublisher:
         self._state("last", json.dumps(payload), 1)  # retained: the dashboard's "Last person" after a restart
         if self.house and payload["name"] != "unknown":  # the household's "<Name> last seen"
             name, cfg = payload["name"], self.cfg
-            self._state(f"{self.house}/seen/{homeassistant.person_key(name)}",
+            self._state(f"{self.house}/seen/{homeassistant.person_key(name, self.keys)}",
                         seen_payload(name, cfg.camera_id, cfg.device_name, payload["timestamp"]), 1)
 
     def _state(self, leaf: str, payload: str | bytes, qos: int) -> None:
@@ -255,20 +248,30 @@ class MqttPublisher:
         self.flush()
 
     def flush(self) -> None:
-        """Hand waiting state messages to paho where the previous one is done (never under our lock:
-        paho calls back holding its own)."""
+        """Hand waiting state messages to paho where the previous one is done, at most STATE_SLACK in paho
+        at once (never under our lock: paho calls back holding its own); then the waiting answers."""
+        self.gate.said.tick()
         if not self.connected:
             return
         if self.house:
             self._anyone()
         with self.lock:
-            ready = [(leaf, self.waiting.pop(leaf)) for leaf in list(self.waiting)
-                     if leaf not in self.in_paho or _done(self.in_paho[leaf])]
+            if "entities" in self.waiting and (self.manifest_due is None or time.monotonic() < self.manifest_due):
+                manifest = self.waiting.pop("entities")  # not before the earlier run's was read
+            else:
+                manifest = None
+            self.in_paho = {leaf: info for leaf, info in self.in_paho.items() if not _done(info)}
+            room = max(0, STATE_SLACK - len(self.in_paho))
+            free = [leaf for leaf in self.waiting if leaf not in self.in_paho][:room]
+            ready = [(leaf, self.waiting.pop(leaf)) for leaf in free]
+            if manifest is not None:
+                self.waiting["entities"] = manifest
         for leaf, (payload, qos) in ready:
             topic = leaf if "/" in leaf else self.topic(leaf)
             info = self._publish(topic, payload, qos, True)
             with self.lock:
                 self.in_paho[leaf] = info
+        self._send_answers()
 
     def person(self, names: list[str]) -> None:
         self._state("person", json.dumps(names), 1)
@@ -283,8 +286,13 @@ class MqttPublisher:
         self._state("snapshot", jpeg, 0)  # retained, the newest only: the dashboard's image entity
 
     def spoof(self, payload: dict[str, Any], jpeg: bytes | None) -> None:
-        """A visit judged not live: Home Assistant's per-camera Spoof event, and its picture where snapshots may."""
-        self._publish(self.topic("spoof"), json.dumps(payload), self.cfg.mqtt.qos, False)
+        """A visit judged not live: Home Assistant's per-camera Spoof event, and its picture where snapshots may.
+        Counted with the events (paho's bound is theirs); beyond it, skipped: the event topic carries it too."""
+        if self.queue_depth < self.cfg.mqtt.queue_size:
+            info = self._publish(self.topic("spoof"), json.dumps(payload), self.cfg.mqtt.qos, False)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                with self.lock:
+                    self.events.append(info)
         if jpeg:
             self._state("spoof_snapshot", jpeg, 0)
 
@@ -295,8 +303,19 @@ class MqttPublisher:
         self._state("visitor_info", json.dumps(info) if info else "", 1)
 
     def learning(self, payload: dict[str, Any]) -> None:
-        """Retained, and every one sent (not coalesced like the state topics): each command's answer counts."""
-        self._publish(self.topic("learning"), json.dumps(payload), 1, True)
+        """Retained, and every one sent in order (not coalesced like the state topics: each command's answer
+        counts), but bounded apart from the events: a flood of junk commands keeps the newest ANSWERS."""
+        with self.answer_lock:
+            self.answers.append(json.dumps(payload))
+        self._send_answers()
+
+    def _send_answers(self) -> None:
+        if not self.connected:
+            return
+        with self.answer_lock:  # the order kept; paho's lock never waits on this one
+            self.answers_out = [i for i in self.answers_out if not _done(i)]
+            while self.answers and len(self.answers_out) < ANSWERS_IN_PAHO:
+                self.answers_out.append(self._publish(self.topic("learning"), self.answers.popleft(), 1, True))
 
     @property
     def queue_depth(self) -> int:
@@ -311,32 +330,36 @@ class MqttPublisher:
     @property
     def pending_states(self) -> int:
         with self.lock:
-            return len(self.waiting) + sum(not _done(i) for i in self.in_paho.values())
+            states = len(self.waiting) + sum(not _done(i) for i in self.in_paho.values())
+        with self.answer_lock:
+            return states + len(self.answers) + sum(not _done(i) for i in self.answers_out)
 
     def discovery_messages(self) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
         configs = homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
                                           self.people, cfg.mqtt.snapshot, cfg.learning.enabled,
-                                          cfg.liveness.enabled)
+                                          cfg.liveness.enabled, self.keys)
         if self.house:
             configs |= homeassistant.household_discovery(cfg.household.id, self.house, cfg.mqtt.discovery_prefix,
-                                                         self.people)
+                                                         self.people, self.keys)
         return configs
 
-    def set_people(self, people: list[str]) -> None:
+    def set_people(self, people: list[str], keys: dict[str, str] | None = None) -> None:
         """The gallery's people (at start and after a reload): presence entities follow them; the household's
         last-seen topic of a person forgotten is cleared with the entities."""
         if self.house:
             with self.lock:
                 for name in set(self.people) - set(people):
-                    self.waiting[f"{self.house}/seen/{homeassistant.person_key(name)}"] = ("", 1)
+                    self.waiting[f"{self.house}/seen/{homeassistant.person_key(name, self.keys)}"] = ("", 1)
         self.people = sorted(people)
+        self.keys = {**self.keys, **(keys or {})}  # a forgotten person's key stays known: their topics are cleared
         if self.cfg.mqtt.discovery and self.connected:
             self._publish_discovery()
             self.flush()
 
     def _publish_discovery(self) -> None:
-        """Every config, and an empty retained one for each that is gone (a person forgotten since)."""
+        """Every config, an empty retained one for each that is gone (a person forgotten since), and the
+        manifest of what this door publishes (for the next run to clear what is gone by then)."""
         configs = self.discovery_messages()
         with self.lock:
             for topic in self.discovered - set(configs):
@@ -344,15 +367,15 @@ class MqttPublisher:
             self.discovered = set(configs)
             for topic, payload in configs.items():
                 self.waiting[topic] = (json.dumps(payload), 1)
+            self.waiting["entities"] = (homeassistant.manifest(self._expected()), 1)
 
     # -- the household's doors (door.doors): this door published, every door watched, `anyone` kept
-    def _house_connected(self, client) -> None:  # noqa: ANN001 - paho's Client
-        """Watch the household's doors (and the availability of each door known, again) and its discovery
-        configs (a person forgotten while this daemon was away is cleared); publish this door."""
+    def _house_connected(self, client) -> None:  # noqa: ANN001 - paho's Client (the listener)
+        """Watch the household's doors (and the availability of each door known, again); publish this door.
+        (The household device's configs of a person forgotten while this daemon was away: its manifest.)"""
         with self.lock:
             watched = self.doors.connected(time.monotonic())
-        client.subscribe([(homeassistant.household_filter(self.cfg.mqtt.discovery_prefix, self.cfg.household.id), 1),
-                          (self.doors.subscription, 1), *((t, 1) for t in watched)])
+        client.subscribe([(self.doors.subscription, 1), *((t, 1) for t in watched)])
         self._door()
 
     def _door(self) -> None:
@@ -368,7 +391,7 @@ class MqttPublisher:
             new = self.doors.message(msg.topic, bytes(msg.payload))
             ours = door_payload(self.cfg.camera_id, self.doors.mine, self.topic("availability")).encode()
         if new:
-            self.client.subscribe([(t, 1) for t in new])
+            self.listener.subscribe([(t, 1) for t in new])
         if msg.topic == f"{self.house}/doors/{self.cfg.camera_id}" and bytes(msg.payload) != ours:
             self._door()  # somebody else wrote (or cleared) this door: its own state again
         self.flush()  # `anyone`, if this view changed
@@ -384,6 +407,9 @@ class MqttPublisher:
         """Deliver what is queued (bounded wait), publish offline, disconnect cleanly.
         Returns the number of events that were not delivered."""
         deadline = time.monotonic() + timeout
+        self.listener.disconnect()  # no more commands
+        self.listener.loop_stop()
+        self.gate.said.tick(final=True)  # the refusals not said yet, counted
         self._state("availability", "offline", 1)
         while time.monotonic() < deadline and not self.fatal:  # a broker away may come back for the events
             self.flush()

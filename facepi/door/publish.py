@@ -7,10 +7,12 @@ shutdown), ``event`` (one JSON message per recognition), ``person`` (retained:
 names in view), ``status`` (retained health), optional ``snapshot`` (JPEG); with liveness on, ``spoof``
 (one JSON message per visit judged not live) and, with snapshots, ``spoof_snapshot`` (retained JPEG); with learning on,
 ``visitor`` (retained JPEG, only with ``mqtt.snapshot``), ``visitor_info`` (retained: which visitor
-that image shows) and ``learning`` (retained: every command's answer).
+that image shows) and ``learning`` (retained: every command's answer); with discovery, ``entities``
+(retained: what this door published, for the next run to clear what is gone).
 Commands arrive on ``command`` (``reload``) and ``name_visitor`` (JSON ``{"visitor": "V7", "name":
 "alice"}``); retained ones are ignored (they would run again on every reconnect), each kind has its
-own rate limit, and every command is answered on ``learning``.
+own rate limit, and every command is answered on ``learning``, bounded apart from the events (junk
+commands never cost an event) and refusals logged at a bounded rate.
 Events published while the broker is away stay queued in paho in order and are
 sent after it reconnects; at most ``queue_size`` are kept, and the ``status``
 topic counts the ones dropped beyond that. Retained state topics coalesce:
@@ -67,7 +69,7 @@ class StdoutPublisher:
     def flush(self) -> None:
         pass
 
-    def set_people(self, people: list[str]) -> None:
+    def set_people(self, people: list[str], keys: dict[str, str] | None = None) -> None:
         pass
 
     def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:

@@ -11,8 +11,11 @@ and a small copy made by the camera's ISP for detection (picamera2).
 from __future__ import annotations
 
 import logging
+import mmap
 import re
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -32,10 +35,13 @@ class SourceError(Exception):
 class Shot(NamedTuple):
     """What a source read: a plain ``(rgb, t)`` is a Shot too."""
 
-    rgb: np.ndarray
+    rgb: np.ndarray  # the frame in ``fmt`` (frames.FORMATS): converted to RGB only when something needs it
     t: float
     captured: float | None = None  # time.monotonic() of the exposure, where the camera says (sensor timestamp)
-    small: np.ndarray | None = None  # the same view, smaller, made by the camera (picamera2's lores): detect on it
+    small: np.ndarray | Callable[[], np.ndarray] | None = None  # the same view, smaller, made by the camera
+    # (picamera2's lores): detect on it; a callable makes it (from YUV) only when a frame is detected on
+    fmt: str = "RGB"
+    luma: np.ndarray | None = None  # a grey image of the same view (picamera2's lores Y plane): motion reads it
 
 
 class Source(Protocol):
@@ -138,14 +144,14 @@ class OpenCVSource:
             if not ok:
                 raise SourceError(f"{mask(self.uri)!r}: no frame (camera unplugged, stream dropped or silent "
                                   f"for {self.timeout:g} s)")
-            return to_rgb(bgr, mask(self.uri)), time.monotonic()
+            return as_read(bgr, mask(self.uri), time.monotonic())
         bad = 0
         while True:
             pos = int(self.cap.get(cv2.CAP_PROP_POS_FRAMES))
             ok, bgr = self.cap.read()
             if ok and pos >= self.next:
                 self.next = pos + 1
-                return to_rgb(bgr, self.uri), pos / self.fps if self.fps > 0 else float(pos)
+                return as_read(bgr, self.uri, pos / self.fps if self.fps > 0 else float(pos))
             if ok:
                 continue  # a seek landed before the damage (on a key frame): read on to where we were
             if self.total <= 0 or max(pos, self.next) >= self.total:
@@ -162,6 +168,95 @@ class OpenCVSource:
         if self.cap is not None:
             self.cap.release()
             self.cap = None
+
+
+def as_read(bgr: np.ndarray, name: str, t: float) -> Shot:
+    """OpenCV's frame as it comes (8-bit BGR: converted only when needed), anything else as RGB."""
+    if bgr.dtype == np.uint8 and bgr.ndim == 3 and bgr.shape[2] == 3:
+        return Shot(bgr, t, fmt="BGR")
+    return Shot(to_rgb(bgr, name), t)
+
+
+class Y4MSource:
+    """Raw frames from a YUV4MPEG2 file (``.y4m``, 4:2:0): planar YUV as a camera's ISP hands it over
+    (the Pi camera's lores stream is YUV420), with nothing to decode.
+
+    The file is memory-mapped and every frame is a view into it, so a frame costs
+    no copy and no conversion until something needs its RGB image; what the loop
+    itself spends on an empty door can be measured apart from decoding. ``ffmpeg -i
+    door.mp4 -pix_fmt yuv420p door.y4m`` makes one; so does :func:`write_y4m`. Paced at
+    the header's frame rate like a video file.
+    """
+
+    live = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fps = 0.0
+        self.size = (0, 0)
+        self.data: np.ndarray | None = None
+        self.map: mmap.mmap | None = None
+        self.first = 0  # byte offset of the first frame
+        self.i = 0
+
+    @property
+    def frame_interval(self) -> float:
+        return 1.0 / self.fps
+
+    def open(self) -> None:
+        with open(self.path, "rb") as f:
+            header = f.readline(1024)
+        if not header.startswith(b"YUV4MPEG2 ") or not header.endswith(b"\n"):
+            raise SourceError(f"{self.path}: not a YUV4MPEG2 file (expected a 'YUV4MPEG2 W.. H.. F..' header)")
+        tags = {t[:1]: t[1:] for t in header.decode("ascii", "replace").split()[1:]}
+        colour = tags.get("C", "420")
+        if not colour.startswith("420") or tags.get("I", "p") not in ("p", "?"):
+            raise SourceError(f"{self.path}: colour space C{colour}, interlacing I{tags.get('I')}: "
+                              f"only progressive 4:2:0 (C420jpeg, C420, C420mpeg2) is read")
+        try:
+            w, h = int(tags["W"]), int(tags["H"])
+            num, den = (int(x) for x in tags.get("F", "30:1").split(":"))
+        except (KeyError, ValueError):
+            raise SourceError(f"{self.path}: the header {header[:80]!r} has no usable W, H and F tags") from None
+        if w % 2 or h % 2 or w <= 0 or h <= 0 or num <= 0 or den <= 0:
+            raise SourceError(f"{self.path}: size {w}x{h} at {num}:{den} fps: expected even sides and a rate > 0")
+        self.size, self.fps, self.first, self.i = (w, h), num / den, len(header), 0
+        with open(self.path, "rb") as f:
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.data = np.frombuffer(self.map, np.uint8)  # a plain array over the mapping: views cost nothing
+
+    def read(self) -> Shot | None:
+        if self.data is None:
+            raise SourceError("source is not open")
+        w, h = self.size
+        frame = w * h * 3 // 2
+        start = self.first + self.i * (6 + frame)
+        if start >= len(self.data):
+            return None
+        if bytes(self.data[start:start + 6]) != b"FRAME\n" or start + 6 + frame > len(self.data):
+            raise SourceError(f"{self.path}: frame {self.i + 1} is damaged or cut short (expected 'FRAME' and "
+                              f"{frame} bytes at byte {start})")
+        image = self.data[start + 6:start + 6 + frame].reshape(h * 3 // 2, w)
+        t = self.i / self.fps
+        self.i += 1
+        return Shot(image, t, fmt="I420")
+
+    def close(self) -> None:
+        self.data = self.map = None  # the mapping goes when the last frame viewing it does
+
+
+def write_y4m(frames, path: Path, fps: float) -> Path:  # type: ignore[no-untyped-def]
+    """Write RGB frames (an iterable of (h, w, 3) uint8) as a YUV4MPEG2 4:2:0 file (full-range BT.601)."""
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        for i, rgb in enumerate(frames):
+            if i == 0:
+                f.write(f"YUV4MPEG2 W{rgb.shape[1]} H{rgb.shape[0]} F{round(fps * 1000)}:1000 Ip A1:1 "
+                        f"C420jpeg\n".encode())
+            f.write(b"FRAME\n")
+            f.write(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420).tobytes())
+    tmp.replace(path)
+    return path
 
 
 class Picamera2Source:
@@ -238,16 +333,19 @@ class Picamera2Source:
             raise SourceError(f"picamera2: {e}") from None
         try:
             rgb = request.make_array("main")
-            small = None
+            small = luma = None
             if self.lores_format == "BGR888":
                 small = request.make_array("lores")
             elif self.lores_format == "YUV420":
-                small = yuv420_to_rgb(request.make_buffer("lores"), self.lores, self.lores_stride)
+                buf = request.make_buffer("lores")  # a copy: it outlives the request
+                small = partial(yuv420_to_rgb, buf, self.lores, self.lores_stride)  # RGB only if detected on
+                luma = np.asarray(buf, np.uint8).reshape(-1)[:self.lores_stride * self.lores[1]].reshape(
+                    self.lores[1], self.lores_stride)[:, :self.lores[0]]  # the Y plane: motion reads it as it is
             stamp = request.get_metadata().get("SensorTimestamp")
         finally:
             request.release()  # an unreleased request holds a camera buffer: a few of them stall the camera
         captured = sensor_time(stamp)
-        return Shot(rgb, captured, captured, small)
+        return Shot(rgb, captured, captured, small, luma=luma)
 
     def close(self) -> None:
         if self.cam is not None:
@@ -286,6 +384,8 @@ def make_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
     if m := re.fullmatch(r"picamera2(?::([0-9]))?", uri):  # "picamera2:1": the second camera of a Pi 5
         return Picamera2Source(width, height, timeout, detect_scale, int(m.group(1) or 0))
     check_uri(uri)
+    if uri.endswith(".y4m") and Path(uri).is_file():
+        return Y4MSource(Path(uri))
     if Path(uri).is_dir():
         return FolderSource(Path(uri), fps or 2.0)
     return OpenCVSource(uri, width, height, timeout, max_bad_frames)

@@ -38,7 +38,13 @@ from facepi.identity.records import (
     verify,
 )
 
-REPAIR_SECONDS = 5.0  # a topic's winner is published again at most this often
+REPAIR_SECONDS = 5.0  # a topic's winner is published again at once, then at most this often, doubling
+REPAIR_MAX = 300.0  # the longest wait between two repairs of one topic (cleared over and over); quiet this long: reset
+MAX_JUMP = 1 << 20  # how far a record's counter may run ahead of the highest counter seen here
+# refusals that say someone wrote junk on a person's topic (the winner is published again); not "other model",
+# "other version" or "no gallery", which a facepi of the household may send, nor "cannot apply" (a local failure)
+TAMPERED = ("too large", "malformed envelope", "bad signature", "malformed body", "wrong dimension", "not finite",
+            "bad name", "wrong topic", "counter jump")
 SAID = 20  # topics a refusal reason is logged for; the rest are only counted
 log = logging.getLogger(__name__)
 
@@ -72,7 +78,10 @@ class HouseholdSync:
         self.sent = 0
         self.seen: dict[str, tuple[int, str]] = {}  # this session: topic -> newest (lamport, host) the broker gave
         self._said: set[tuple[str, str]] = set()
-        self.repaired: dict[str, float] = {}  # topic -> when its winner was last published again
+        self.repaired: dict[str, tuple[float, float]] = {}  # topic -> (when its winner was last published again,
+        #                                                              the wait before the next: the backoff)
+        self.due: dict[str, float] = {}  # topic -> when its winner is to be published again (a repair held back)
+        self.current: dict[str, tuple[int, str] | None] = {}  # known person's topic -> what the broker holds now
 
     def __repr__(self) -> str:  # the key never shows
         return f"HouseholdSync({self.household!r}, host={self.host!r}, gallery={str(self.store.path)!r})"
@@ -113,6 +122,12 @@ class HouseholdSync:
     def _known(con: sqlite3.Connection, person: str) -> tuple[int, str, str, bytes] | None:
         r = con.execute("SELECT lamport, host, digest, payload FROM household WHERE person = ?", (person,)).fetchone()
         return None if r is None else (int(r[0]), str(r[1]), str(r[2]), bytes(r[3]))
+
+    def _known_on(self, con: sqlite3.Connection, topic: str) -> tuple[int, str, str, bytes] | None:
+        """The winner known for the person whose topic this is (names are hashed in topics: looked through)."""
+        person = next((p for (p,) in con.execute("SELECT person FROM household") if topic_for(self.base, p) == topic),
+                      None)
+        return self._known(con, person) if person is not None else None
 
     @staticmethod
     def _put(con: sqlite3.Connection, rec: Record, payload: bytes) -> None:
@@ -195,11 +210,7 @@ class HouseholdSync:
         answered with the known winner if it is older (publish what this returns, retained). A person changed
         here and not sent yet keeps the local change (it goes out next, and wins)."""
         if not payload:  # a retained record cleared (by hand, or by someone on the broker): restored
-            with self.lock, self._txn() as con:
-                person = next((p for p, *_ in con.execute("SELECT person FROM household")
-                               if topic_for(self.base, p) == topic), None)
-                known = self._known(con, person) if person is not None else None
-            return self._repair(topic, known[3]) if known is not None else []
+            return self._restore(topic, "the record was cleared")
         self.store.migrate()  # an .npz gallery not imported yet is this facepi's own state: compared, not replaced
         try:
             body = verify(self._key, payload)
@@ -210,32 +221,43 @@ class HouseholdSync:
                 raise Refusal("wrong topic", f"a record of {shown(rec.person)} on another person's topic")
         except Refusal as r:
             self._refuse(r, topic)
-            return []
+            return self._restore(topic, f"a record refused ({r.reason})") if r.reason in TAMPERED else []
         with self.lock:
-            with self._txn() as con:
-                self._counter(con, rec.lamport)
-                known = self._known(con, rec.person)
-                if known is not None and rec.order <= known[:2]:
-                    self.seen[topic] = max(self.seen.get(topic, (0, "")), known[:2] if rec.order < known[:2]
-                                           else rec.order)
-                    if rec.order < known[:2]:
-                        return self._repair(topic, known[3], f"{shown(rec.person)}'s record from "
-                                            f"{shown(rec.host)} (lamport {rec.lamport}) is older than the one known")
-                    return []
-                self.seen[topic] = rec.order
-                local = self._rows(con, rec.person).get(rec.person, [])
-                mine = person_digest(local) if local else ""
-                if mine == rec.digest:
-                    self._put(con, rec, payload)  # the same rows already: only the winner is recorded
-                    return []
-                if mine != (known[2] if known is not None else ""):
-                    # a local change not sent yet (made offline, or by the CLI with no daemon running) was
-                    # made without seeing this record: it is recorded as seen, and the local change goes out
-                    # next (outgoing) with a higher counter, so it wins everywhere
-                    self._put(con, rec, payload)
-                    log.info("household: %s changed here too, not sent yet; this change wins over %s's",
-                             shown(rec.person), shown(rec.host))
-                    return []
+            try:
+                with self._txn() as con:
+                    highest = self._counter(con)
+                    if rec.lamport > highest + MAX_JUMP:  # one record must not use up the counter for good
+                        raise Refusal("counter jump", f"{shown(rec.person)}'s record from {shown(rec.host)} has "
+                                      f"counter {rec.lamport}, more than {MAX_JUMP} past the highest seen here "
+                                      f"({highest})")
+                    self._counter(con, rec.lamport)
+                    self.current[topic] = rec.order
+                    known = self._known(con, rec.person)
+                    if known is not None and rec.order <= known[:2]:
+                        self.seen[topic] = max(self.seen.get(topic, (0, "")), known[:2] if rec.order < known[:2]
+                                               else rec.order)
+                        if rec.order < known[:2]:
+                            return self._repair(topic, known[3], f"{shown(rec.person)}'s record from "
+                                                f"{shown(rec.host)} (lamport {rec.lamport}) is older than the "
+                                                "one known")
+                        return []
+                    self.seen[topic] = rec.order
+                    local = self._rows(con, rec.person).get(rec.person, [])
+                    mine = person_digest(local) if local else ""
+                    if mine == rec.digest:
+                        self._put(con, rec, payload)  # the same rows already: only the winner is recorded
+                        return []
+                    if mine != (known[2] if known is not None else ""):
+                        # a local change not sent yet (made offline, or by the CLI with no daemon running) was
+                        # made without seeing this record: it is recorded as seen, and the local change goes out
+                        # next (outgoing) with a higher counter, so it wins everywhere
+                        self._put(con, rec, payload)
+                        log.info("household: %s changed here too, not sent yet; this change wins over %s's",
+                                 shown(rec.person), shown(rec.host))
+                        return []
+            except Refusal as r:
+                self._refuse(r, topic)
+                return self._restore(topic, "a record refused (counter jump)")
 
             def record_winner(con: sqlite3.Connection, cid: int) -> None:
                 """In the change's own transaction: another engine on this gallery file (a second camera of this
@@ -300,15 +322,48 @@ class HouseholdSync:
         self.refused[r.reason] += 1
         self._say(r.reason, topic, f"household: refused a record on {topic}: {r.reason} ({r})")
 
-    def _repair(self, topic: str, winner: bytes, why: str = "the record was cleared") -> list[tuple[str, bytes]]:
-        """The known winner, to publish again on ``topic``: at most once per REPAIR_SECONDS per topic, so a
-        replay flood costs each facepi one message (and one log line) per topic, not one per replay."""
-        now = time.monotonic()
-        if now - self.repaired.get(topic, -REPAIR_SECONDS) < REPAIR_SECONDS:
+    def _restore(self, topic: str, why: str) -> list[tuple[str, bytes]]:
+        """The winner known for the person whose topic this is (cleared on the broker, or junk written over it),
+        to publish again (``_repair``); [] for a topic of nobody known here (junk there costs no memory)."""
+        if not self.store.path.exists():
             return []
-        self.repaired[topic] = now
+        with self.lock, self._txn() as con:
+            known = self._known_on(con, topic)
+            if known is None:
+                return []
+            self.current[topic] = None
+            return self._repair(topic, known[3], why)
+
+    def _repair(self, topic: str, winner: bytes, why: str) -> list[tuple[str, bytes]]:
+        """The known winner, to publish again on ``topic``: at once the first time, then with a backoff (5 s,
+        10 s, 20 s ... at most REPAIR_MAX; reset after a quiet REPAIR_MAX). A repair held back is not lost:
+        it is due later (``due_repairs``), so a record cleared however often is restored, while a replay or
+        clearing flood costs each facepi one message (and one log line) per topic per backoff step."""
+        now = time.monotonic()
+        with self.lock:
+            last, wait = self.repaired.get(topic, (float("-inf"), 0.0))
+            if now < last + wait:
+                self.due.setdefault(topic, last + wait)
+                return []
+            self.due.pop(topic, None)
+            self.repaired[topic] = (now, REPAIR_SECONDS if now - last > REPAIR_MAX else min(REPAIR_MAX, 2 * wait))
         log.info("household: %s; publishing the winner again on %s", why, topic)
         return [(topic, winner)]
+
+    def due_repairs(self) -> list[tuple[str, bytes]]:
+        """The repairs held back whose time has come, unless the broker holds the winner again meanwhile
+        (another facepi restored it): call it every pass, and publish what it returns (retained)."""
+        now = time.monotonic()
+        with self.lock:
+            topics = [t for t, when in self.due.items() if now >= when]
+        out: list[tuple[str, bytes]] = []
+        for topic in topics:
+            with self.lock, self._txn() as con:
+                self.due.pop(topic, None)
+                known = self._known_on(con, topic)
+                if known is not None and self.current.get(topic) != known[:2]:
+                    out += self._repair(topic, known[3], "a repair held back by the backoff is due")
+        return out
 
     def _say(self, reason: str, where: str, text: str) -> None:
         """Once per reason and topic, and at most SAID topics per reason: junk on a thousand topics is a

@@ -7,7 +7,8 @@ its side, where no detector finds it. So:
 
 - the header is read first (Pillow opens lazily: size only, no pixels), and a
   photo larger than ``MAX_PIXELS`` is refused before anything is decoded (a
-  "decompression bomb" is a small file that decodes to gigapixels);
+  "decompression bomb" is a small file that decodes to gigapixels), as is one of a
+  format decoded whole (not JPEG) over ``MAX_WHOLE_PIXELS``;
 - JPEGs are decoded reduced in the DCT (``cv2.IMREAD_REDUCED_COLOR_2/4/8``), by the
   largest factor that still leaves ``min_pixels``: a 12 MP photo decodes to 3 MP,
   a 48 MP one to 3 MP, which is plenty for a 112-160 px face crop;
@@ -18,7 +19,7 @@ its side, where no detector finds it. So:
   EXIF Orientation, void then), reduced straight from libheif's buffer; AVIF and GIF by
   Pillow, reduced before ``exif_transpose``: upright, and never a second full-size copy;
 - the formats without reduced decoding (all but JPEG) may have at most
-  ``FULL_DECODE_PIXELS``, checked from the header before decoding.
+  ``MAX_WHOLE_PIXELS``, checked from the header before decoding.
 
 Which files count as photos is derived from the formats read here (``READERS``), so a
 folder holds exactly the photos that work one by one.
@@ -43,11 +44,10 @@ READERS = {"JPEG": "opencv", "MPO": "opencv", "PNG": "opencv", "BMP": "opencv", 
 Image.init()
 IMAGE_SUFFIXES = {ext for ext, fmt in Image.registered_extensions().items() if fmt in READERS}
 MAX_PIXELS = 100_000_000  # larger than any phone's photo (a 108 MP sensor is 12000x9000)
-# The formats decoded at full size (all but JPEG, which is decoded reduced in the DCT) cost w x h x 3 bytes
-# at once, and libheif/Pillow hold about two such copies at the peak: FULL_DECODE_PIXELS (a 48 MP phone
-# photo, 8064x6048, with a little room) keeps that near 300 MB, within the page's MemoryMax=500M with the
-# models loaded beside it. Checked from the header, before anything is decoded.
-FULL_DECODE_PIXELS = 50_000_000
+# Only JPEG decodes reduced (in the DCT); every other format is decoded whole (3 bytes a pixel, then cut
+# down): at most this many pixels, so a 48 MP phone HEIC (8064x6048) enrols and a 292 kB 9999x9999 PNG
+# (682 MB to enrol before) is refused from its header.
+MAX_WHOLE_PIXELS = 50_000_000
 # A photo is detected on a copy of at most DETECT_PIXELS (1000x750 at 4:3: a face of
 # minsize 20 there is 3 % of the picture, smaller than any enrolment or door face) and
 # decoded at no less than DECODE_PIXELS, where its crops are cut. MTCNN's memory grows
@@ -133,8 +133,10 @@ def read_photo(path: str | Path, min_pixels: float | None = None) -> tuple[np.nd
     if fmt not in READERS:
         raise ImageError(f"{path}: a {fmt} image; facepi reads {', '.join(sorted(READERS))} "
                          f"(files ending {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if fmt not in ("JPEG", "MPO") and w * h > FULL_DECODE_PIXELS:
-        raise ImageError(too_large(path, w, h, FULL_DECODE_PIXELS, f"a {fmt} image"))
+    if fmt not in ("JPEG", "MPO") and w * h > MAX_WHOLE_PIXELS:
+        raise ImageError(f"{path}: too large: a {w}x{h} {fmt} ({w * h / 1e6:.0f} MP) is larger than "
+                         f"{MAX_WHOLE_PIXELS // 1_000_000} megapixels; only a JPEG is decoded reduced, a {fmt} is "
+                         f"decoded whole (refused before decoding: save it smaller, or as JPEG)")
     if READERS[fmt] == "pillow":
         rgb = _pillow_decode(path, data, reduction(w * h, min_pixels) if min_pixels else 1, fmt)
         return rgb, max(rgb.shape[:2]) / max(w, h)
@@ -145,7 +147,9 @@ def read_photo(path: str | Path, min_pixels: float | None = None) -> tuple[np.nd
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)")
     if min_pixels and k == 1 and image.shape[0] * image.shape[1] > 4 * min_pixels:
         image = shrink(image, 4 * min_pixels)[0]  # a large PNG/WebP/TIFF: one smaller copy, the full one freed
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image), max(image.shape[:2]) / max(w, h)
+    if image.ndim == 3 and image.shape[2] == 3:  # in place: no second full-size copy
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image), max(image.shape[:2]) / max(w, h)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), max(image.shape[:2]) / max(w, h)
 
 
 def _pillow_decode(path: Path, data: np.ndarray, k: int, fmt: str = "") -> np.ndarray:

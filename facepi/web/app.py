@@ -398,9 +398,9 @@ class Page:
 
 def serve(cfg: Config, password: Password, gallery: str | Path | None = None) -> int:
     """Serve until stopped (SIGTERM/SIGINT); one line on stderr says where."""
-    from facepi.identity.store import set_busy_wait
+    from facepi.identity import store
 
-    set_busy_wait(uploads.BUSY_WAIT)  # a change waits a few seconds for another writer, then "busy"
+    store.BUSY_WAIT[0] = uploads.BUSY_WAIT  # a change waits a few seconds for another writer, then "busy"
     host, port = listen(cfg.web.listen)
     page = Page(cfg, password, gallery)
     web.run_app(page.app(), host=host, port=port, access_log=None,

@@ -35,7 +35,7 @@ def check_photos(paths: list[Path]) -> list[str]:
     """The files that are not photos facepi reads, named: refused before any model loads."""
     from PIL import Image
 
-    from facepi.vision.images import FULL_DECODE_PIXELS, MAX_PIXELS, READERS, too_large  # registers HEIF
+    from facepi.vision.images import MAX_PIXELS, MAX_WHOLE_PIXELS, READERS, too_large  # registers HEIF
 
     bad = []
     for p in paths:
@@ -51,8 +51,8 @@ def check_photos(paths: list[Path]) -> list[str]:
             continue
         if fmt not in READERS:
             bad.append(f"{shown}: a {fmt} image is not a photo facepi reads (JPEG, HEIC, PNG, WebP, ...)")
-        elif w * h > MAX_PIXELS or (fmt not in ("JPEG", "MPO") and w * h > FULL_DECODE_PIXELS):
-            limit = MAX_PIXELS if w * h > MAX_PIXELS else FULL_DECODE_PIXELS
+        elif w * h > MAX_PIXELS or (fmt not in ("JPEG", "MPO") and w * h > MAX_WHOLE_PIXELS):
+            limit = MAX_PIXELS if w * h > MAX_PIXELS else MAX_WHOLE_PIXELS
             bad.append(too_large(shown, w, h, limit, "a photo" if limit == MAX_PIXELS else f"a {fmt} photo"))
     return bad
 
@@ -70,9 +70,9 @@ def enrol(gallery: Path, name: str, photos: list[Path], models_dir: str, threads
           face: int | None = None) -> tuple[list[tuple[str, str]], list[dict]]:
     """Enrol ``photos`` as ``name`` (origin web, never forced). Returns the lines to show (kind, text)
     and the group photos waiting for "which face" (photo, faces, preview PNG, path)."""
-    from facepi.identity.store import set_busy_wait
+    from facepi.identity import store
 
-    set_busy_wait(BUSY_WAIT)  # another writer's lock: "busy" after a few seconds, not a page hanging for 30
+    store.BUSY_WAIT[0] = BUSY_WAIT  # another writer's lock: "busy" after a few seconds, not a page hanging for 30
     bad = check_photos(photos)  # in the upload's own process (receive.elsewhere), before any model loads
     photos = [p for p in photos if not any(b.startswith(p.name.split("-", 1)[-1] + ":") for b in bad)]
     if not photos:
