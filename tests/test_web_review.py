@@ -240,3 +240,16 @@ def test_an_event_marked_wrong_says_so_and_is_not_offered_again(served, faces_ro
     before = gallery_bytes(g)
     assert c.post("/events/wrong", {"csrf": token, "run": "run1", "seq": "1"})[0] == 303  # an old page's button
     assert b"already marked as not madonna" in c.get("/events")[2] and gallery_bytes(g) == before
+
+
+def test_a_photo_far_from_the_others_says_how_to_add_it_anyway(served, faces_root):
+    server, g = served
+    c = Client(server.port)
+    assert c.login() == 303
+    token = c.token("/people")
+    before = gallery_bytes(g)
+    stranger = sorted((faces_root / "val" / "mindy_kaling").glob("*.jpg"))[1].read_bytes()
+    status, _, body = c.upload({"csrf": token, "name": "madonna"}, [("mindy.jpg", stranger)])
+    assert b"far from madonna&#x27;s other photos" in body, body[-1500:]
+    assert b"facepi enroll --force" in body and b"recorded as forced in the journal" in body
+    assert gallery_bytes(g) == before
