@@ -253,3 +253,24 @@ def test_a_photo_far_from_the_others_says_how_to_add_it_anyway(served, faces_roo
     assert b"far from madonna&#x27;s other photos" in body, body[-1500:]
     assert b"facepi enroll --force" in body and b"recorded as forced in the journal" in body
     assert gallery_bytes(g) == before
+
+
+def test_a_page_for_another_name_is_refused_dns_rebinding(tmp_path, family4):
+    g = tmp_path / "g.db"
+    shutil.copy(family4, g)
+    server = WebServer(tmp_path, g, 'hosts = "door.example.org"\n').ready()
+    try:
+        c = Client(server.port)
+        for host in ("evil.example", f"evil.example:{server.port}", "door.example.org.evil.example"):
+            status, headers, body = c.request("GET", "/login", headers={"Host": host})
+            assert status == 421 and b'name="password"' not in body, host
+            assert headers["cache-control"] == "no-store"
+        token = "A" * 32
+        status, _, _ = c.request("POST", "/login", urlencode({"csrf": token, "password": PASSWORD}).encode(),
+                                 {"Host": "evil.example", "Cookie": f"facepi_login={token}",
+                                  "Content-Type": "application/x-www-form-urlencoded"})
+        assert status == 421 and "facepi_session" not in c.cookies
+        for host in (f"127.0.0.1:{server.port}", "localhost", "door.example.org", "DOOR.example.org:443"):
+            assert c.request("GET", "/login", headers={"Host": host})[0] == 200, host
+    finally:
+        server.stop()

@@ -97,6 +97,22 @@ class Page:
         self.expiring.cancel()
         self.sessions.close()  # every waiting group photo deleted when the page stops
 
+    def known_host(self, host: str) -> bool:
+        """Whether ``Host`` names this page: an address, localhost, this machine's name, or ``[web] hosts``
+        (another name is a DNS-rebinding page, which must not get the login form nor a session)."""
+        import ipaddress
+        import socket
+
+        name = urlsplit(f"//{host}").hostname or ""
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            pass
+        me = socket.gethostname().lower()
+        allowed = {"localhost", me, f"{me}.local"} | {h.strip().lower() for h in self.cfg.web.hosts.split(",")}
+        return name in allowed - {""}
+
     def said(self, e: Exception) -> str:
         """An error in the page's words: the server's gallery path is nobody's business."""
         text = mask(str(e))
@@ -126,6 +142,8 @@ class Page:
     async def guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD", "POST"):
             return plain(405, "method not allowed")
+        if not self.known_host(request.host):
+            return plain(421, "this page answers only to its own names ([web] hosts): nothing was changed")
         if request.path in OPEN:
             return await handler(request)
         session = self.sessions.get(request.cookies.get(COOKIE))
