@@ -131,6 +131,11 @@ def test_remove_and_forget_ask_first_and_undo_says_what(served):
     assert c.post("/people/forget", {"csrf": token, "name": "madonna"})[0] == 303
     body = c.get("/people")[2]
     assert b"Undo the last change: forgot madonna" in body, body[-2000:]
+    shown = re.search(rb'name="target" value="(\d+)"', body).group(1).decode()
+    assert c.post("/people/rename", {"csrf": token, "name": "elton_john", "new": "Elton"})[0] == 303
+    before = gallery_bytes(g)
+    assert c.post("/undo", {"csrf": token, "target": shown})[0] == 303  # a page shown before another change
+    assert b"look again before undoing" in c.get("/people")[2] and gallery_bytes(g) == before
 
 
 def server_dirs(server) -> list[Path]:
