@@ -173,6 +173,19 @@ def gallery_export(args: argparse.Namespace) -> int:
 def gallery_wrong(args: argparse.Namespace) -> int:
     from facepi.identity import family
 
+    if args.event is not None:
+        if args.photos:
+            raise ValueError("--event names the recognition to correct: give no photos with it")
+        try:
+            done = family.wrong_event(shared.gallery_path(args), args.event, args.run, args.name, "cli", args.models,
+                                      args.force)
+        except family.Refused as e:
+            print(f"facepi: {e}; nothing changed", file=sys.stderr)
+            return 2
+        print(f"Recorded: {done.change.summary}; undo: facepi gallery undo")
+        return 0
+    if args.name is None:
+        raise ValueError("facepi gallery wrong: give NAME (its last recognition, or PHOTOS) or --event SEQ")
     if args.photos:
         pipeline = shared.pipeline(args)
         from facepi.vision.photos import embed_photos, photos_of

@@ -291,7 +291,8 @@ CORRECTION_MAX_LOSS = 0.10  # a correction may cost NAME at most this share of t
 
 
 def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, label: str, origin: str = "cli",
-            models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
+            models_dir: str | os.PathLike[str] | None = None, force: bool = False,
+            also: Callable[[sqlite3.Connection, int], None] | None = None) -> Done:
     """"That wasn't NAME": the faces are kept as evidence against NAME, whose accept distance tightens
     just enough to exclude them (never looser than the gallery's rule; see enrol.recalibrate), and a
     face nearer to them than to NAME is not NAME.
@@ -334,7 +335,21 @@ def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, lab
                  "accept_after": after, "own_photos_named": [named_before, named_after, n],
                  "forced": bool(problems), "overrode": problems, "evidence_dropped": len(dropped)}, after)
 
-    return _change(path, "correction", origin, mutate)
+    return _change(path, "correction", origin, mutate, also)
+
+
+def wrong_event(path: str | os.PathLike[str], seq: int, run: str | None = None, name: str | None = None,
+                origin: str = "cli", models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
+    """"That wasn't X" for the door's recognition ``seq`` (of ``run``; None: the newest run with that seq), any
+    of the last recent.EVENTS: accepted once per event (a replay is refused), never on an ``unknown`` one."""
+    from facepi.identity import recent
+
+    try:
+        ev = recent.addressed(Store(path), seq, run, name)
+    except GalleryError as e:
+        raise Refused(str(e)) from None
+    return correct(path, ev.person, ev.embedding[None], f"event {seq} at {ev.camera}, {ev.at}", origin, models_dir,
+                   force, lambda con, cid: recent.mark_corrected(con, ev.run, ev.seq, cid))  # once, in its change
 
 
 def wrong_last(path: str | os.PathLike[str], name: str, origin: str = "cli",
