@@ -31,6 +31,9 @@ HARMLESS_PARAMS = frozenset((
 USER_PARAMS = ("user", "username", "usr", "login", "loginuse", "u", "name", "account", "uid")  # not remembered
 # A parameter starts after "?", "&", ";" or "#"; its value runs to the next "&name=" (an "&" inside a password
 # does not end it), "#", a space or a quote.
+# logins in a URL's path (XMEye/Xiongmai cameras: /user=admin_password=SECRET_channel=1_stream=0.sdp)
+_PATH_LOGIN = re.compile(r"(?P<name>[/_;&?](?:user|username|password|pwd|pass|psw)=)(?P<value>[^_/&;?#\s'\"<>]*)",
+                         re.IGNORECASE)
 _QUERY = re.compile(r"(?P<name>[?&;#][\w.%\-\[\]]+=)(?P<value>(?:[^&#\s'\"<>]|&(?![\w.%\-\[\]]+=))*)")
 
 
@@ -77,6 +80,7 @@ def mask(text: str) -> str:
         text = text.replace(secret, "***")
     text = _USERINFO.sub(lambda m: f"{m['scheme']}*:*@", text)
     text = _BARE_LOGIN.sub("*:*@", text)
+    text = _PATH_LOGIN.sub(lambda m: f"{m['name']}*", text)
     return _QUERY.sub(_masked_param, text)
 
 

@@ -90,6 +90,7 @@ def test_mask_hides_url_logins(text, expected):
     "http://cam/live?.pw=S3cret-value",
     "http://cam/live?_pw=S3cret-value",
     "https://cam.example/api/live?channel=0&cmd=Snap&PassWord=S3cret-value&rs=abc",
+    "rtsp://cam:554/user=admin_password=S3cret-value_channel=1_stream=0.sdp?real_stream",  # XMEye, in the path
 ])
 def test_every_query_value_is_masked_unless_known_harmless(url):
     for text in (url, f"cannot open '{url}': 401", f"source {url} failed", json.dumps({"source": url})):

@@ -45,6 +45,12 @@ def invisible(c: str) -> bool:
     return c in BLANKS or any(lo <= o <= hi for lo, hi in IGNORABLE)
 
 
+# ASCII that reads as other ASCII (Unicode's confusables data, which the table below skips for ASCII
+# sources): capital I, one and bar as a small L, zero as O; then, in lower case, letter pairs drawn as one.
+ASCII_ALIKE = str.maketrans({"I": "l", "1": "l", "|": "l", "0": "O"})
+ASCII_RUNS = (("rn", "m"), ("vv", "w"), ("cl", "d"))
+
+
 @lru_cache(maxsize=1)
 def _confusables() -> dict[int, str]:
     """Code point -> the ASCII character Unicode's confusables data says it looks like (where it names one)."""
@@ -66,8 +72,10 @@ def skeleton(name: str) -> str:
     """What a person reads in ``name``: equal skeletons are the same name to a human."""
     text = "".join(c for c in unicodedata.normalize("NFKC", name) if not invisible(c))
     table = _confusables()
-    text = "".join(table.get(ord(c), c) for c in text)
+    text = "".join(table.get(ord(c), c) for c in text).translate(ASCII_ALIKE)
     text = unicodedata.normalize("NFKC", text).casefold()
+    for many, one in ASCII_RUNS:
+        text = text.replace(many, one)
     return " ".join(text.split())
 
 
