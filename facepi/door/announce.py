@@ -84,6 +84,8 @@ class Announcer:
             event |= {"live": tr.live, "liveness": None if tr.liveness is None else round(tr.liveness, 4)}
         if withheld:
             event["resembles"] = d.name
+            if tr.live is False:  # ``last`` keeps it: Home Assistant's Last person must not read as the member
+                event["spoof"] = True
         self.publisher.event(event)
         self.latency_ms.append((time.monotonic() - captured) * 1000)
         label = f"Not live (like {d.name})" if withheld else "Stranger" if name == UNKNOWN else name

@@ -159,7 +159,14 @@ class DoorLiveness:
                 del self.unjudged[key]
         for tr in visible:
             d = tr.decision
-            if tr.live is not None or d is None:
+            if d is None:
+                continue
+            if tr.live_for != d.name:  # the verdict and its scores belong to the name they were taken for
+                tracker.rejudge(tr)
+            if tr.live is True and d.name != UNKNOWN:
+                self._recheck(rgb, tr, tracker)
+                continue
+            if tr.live is not None:
                 continue
             if d.name == UNKNOWN and not (learning and tr.announced == UNKNOWN):
                 continue
@@ -171,6 +178,23 @@ class DoorLiveness:
                 self._verdict(tr, pooled, tracker, accept)
             else:
                 self.unjudged[key] = (pooled, t)
+
+    def _recheck(self, rgb: np.ndarray, tr: Track, tracker: Tracker) -> None:
+        """A member judged live stays checked for the track's whole life, one frame in ``recheck_frames``
+        (member tracks only): the member swapped for a photo or a screen of themselves in the same spot keeps
+        the track and the name, so only the scores can tell. When the median of the last ``frames`` such
+        scores falls below the threshold the track is no longer live: presence drops, a spoof is said."""
+        every, frames = self.cfg.liveness.recheck_frames, self.cfg.liveness.frames
+        if every <= 0 or tr.frames % every:
+            return
+        tr.rechecks = (tr.rechecks + [self.score(rgb, np.append(tr.box, tr.scores[-1]))])[-frames:]
+        if len(tr.rechecks) >= frames:
+            combined = visit_score(tr.rechecks)
+            if combined < self.threshold:
+                self.spoofs += 1
+                log.warning("liveness: track %d, judged live as %s, now scores %.3f (under %.4g): no longer live",
+                            tr.id, tr.live_for, combined, self.threshold)
+                tracker.no_longer_live(tr, combined)
 
     def finish(self, tracks: list[Track], tracker: Tracker, accept: float) -> None:
         """The scene ends (end of a file, a cut, a stop): a visit still open is judged on the frames it has

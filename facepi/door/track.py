@@ -62,6 +62,8 @@ class Track:
     live_scores: list[float] = field(default_factory=list)  # liveness per frame scored (door/liveness.py)
     live: bool | None = None  # the visit's liveness verdict; None: not judged (or liveness off)
     liveness: float | None = None  # the visit's combined liveness score
+    live_for: str | None = None  # the decided name ``live_scores`` and ``live`` belong to (a new name: re-judged)
+    rechecks: list[float] = field(default_factory=list)  # a live member's scores since the verdict (recent)
     crop: np.ndarray | None = None  # the aligned face of its last embedding: kept with its event (facepi web)
 
     def see(self, box: np.ndarray, landmarks: np.ndarray, t: float, frame_size: tuple[int, int] | None) -> None:
@@ -204,8 +206,23 @@ class Tracker:
         self.rejected.append((tr.box.copy(), tr.last_t))
 
     def unproven(self, tr: Track) -> bool:
-        """A member's face not (yet) judged live, with liveness on: not named, not present."""
-        return self.liveness and tr.decision is not None and tr.decision.name != UNKNOWN and tr.live is not True
+        """A member's face not (yet) judged live *as this member*, with liveness on: not named, not present."""
+        return self.liveness and tr.decision is not None and tr.decision.name != UNKNOWN and \
+            (tr.live is not True or tr.live_for != tr.decision.name)
+
+    def rejudge(self, tr: Track) -> None:
+        """The track's decided name changed: its liveness verdict and scores were for the other name (a live
+        face, then a photo of a member held in the same spot), so it is judged again from nothing."""
+        tr.live = tr.liveness = None
+        tr.live_scores, tr.rechecks = [], []
+        tr.live_for = None if tr.decision is None else tr.decision.name
+
+    def no_longer_live(self, tr: Track, score: float) -> None:
+        """A live member's track whose recent scores fell below the threshold (the member swapped for a photo
+        or a screen): not present from now on, and said once as a spoof (``announce``)."""
+        assert tr.decision is not None
+        tr.live, tr.liveness, tr.announced = False, score, None
+        self.present.pop(tr.decision.name, None)
 
     def judged(self, tr: Track, live: bool, score: float) -> None:
         """The visit's liveness verdict: a live member is present from this frame on."""
@@ -245,6 +262,8 @@ class Tracker:
         tr.last_embed_t = t
         if len(tr.embeddings) >= self.vote_frames:
             tr.decision = decide(vote(tr.embeddings, tr.weights))
+            if self.liveness and tr.live_for != tr.decision.name:
+                self.rejudge(tr)
             self._in_view(tr, t)
         return tr
 
