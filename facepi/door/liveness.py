@@ -109,7 +109,7 @@ class DoorLiveness:
         self.unjudged: dict[str, tuple[list[float], float]] = {}
         self.fresh = Freshening(rules.uncalibrated(self.camera), lc.adapt_frames, lc.adapt_hours * 3600,
                                 lc.adapt_floor)
-        self.running = False
+        self.running, self.other_models = False, None
         self.reload()
         self.running = True
 
@@ -125,16 +125,25 @@ class DoorLiveness:
                 log.error("liveness: %s; the calibration in use is kept", e)
                 return
             raise
+        self.other_models = None
+        if cal is not None:
+            try:  # a threshold holds for the models that scored its frames only
+                cal.check_models(list(getattr(self.model, "files", [])))
+            except ValueError as e:
+                self.other_models, cal = str(e), None
         if cal is None:
             cal = replace(rules.uncalibrated(self.camera), threshold=self.cfg.liveness.uncalibrated_threshold)
         if cal == self.fresh.cal:
             return
         self.fresh.cal, self.fresh.pool = cal, []
+        # freshened at most once per adapt_hours, across restarts too: a door-freshened row says when
+        self.fresh.last = _epoch(cal.at) if cal.source == "door" else None
         if cal.calibrated:
             log.info("liveness: %s", cal.describe())
         else:
-            log.warning("liveness: camera %s has no calibration (facepi liveness calibrate); until it has one a "
+            log.warning("liveness: camera %s has no %s (facepi liveness calibrate); until it has one a "
                         "visit is live at P(live) >= %.3f ([liveness] uncalibrated_threshold)", self.camera,
+                        f"usable calibration ({self.other_models})" if self.other_models else "calibration",
                         cal.threshold)
 
     @property
@@ -228,12 +237,23 @@ class DoorLiveness:
         """For the status topic and Home Assistant's diagnostics: calibrated or not, and what it does meanwhile."""
         cal = self.fresh.cal
         says = (f"threshold {cal.threshold:.4g} ({cal.source} {cal.at[:10]})" if cal.calibrated
-                else f"no calibration for camera {self.camera}: live at P(live) >= {cal.threshold:.3g} meanwhile "
-                     f"(run facepi liveness calibrate)")
+                else f"no {'usable ' if self.other_models else ''}calibration for camera {self.camera}"
+                     f"{' (made with other liveness models)' if self.other_models else ''}: live at P(live) >= "
+                     f"{cal.threshold:.3g} meanwhile (run facepi liveness calibrate)")
         ms = sorted(self.ms)
         return {"state": "calibrated" if cal.calibrated else "uncalibrated", "says": says,
                 "visits_checked": self.checked, "spoofs": self.spoofs,
                 "ms_p50": round(ms[len(ms) // 2], 2) if ms else None} | self.fresh.status()
+
+
+def _epoch(iso: str) -> float | None:
+    """Wall-clock seconds of a stored ISO time (``Calibration.at``); None if it has none."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return None
 
 
 def _visit_key(tr: Track) -> str:

@@ -221,12 +221,31 @@ def _from_row(store: Store, camera: str, text: str) -> Calibration:
         numbers = ("threshold", "target_bpcer", "median", "scale", "floor", "anchor", "refused_share", "gap")
         if any(type(getattr(cal, k)) not in (int, float) or not math.isfinite(getattr(cal, k)) for k in numbers):
             raise ValueError("a number is missing or not a number")
-        if not (0.0 <= cal.threshold <= 1.0) or cal.camera_id != camera:
-            raise ValueError(f"threshold {cal.threshold!r}, camera {cal.camera_id!r}")
+        if cal.camera_id != camera:
+            raise ValueError(f"camera {cal.camera_id!r} in the row of camera {camera!r}")
+        _check_ranges(cal)
     except (ValueError, TypeError, RecursionError) as e:
         raise GalleryError(f"{store.path}: the liveness calibration of camera {camera!r} is damaged ({e}); "
                            f"calibrate it again (facepi liveness calibrate)") from None
     return cal
+
+
+def _check_ranges(cal: Calibration) -> None:
+    """A stored row is used as a threshold at the door: one that could not come out of ``calibrate`` or
+    ``freshen`` (a threshold of 0 passes every photo) is refused, naming the field and what was expected."""
+    for k in ("threshold", "median", "floor", "anchor"):
+        if not 0.0 < getattr(cal, k) < 1.0:
+            raise ValueError(f"{k} {getattr(cal, k)!r}: expected a P(live) strictly between 0 and 1")
+    if cal.floor > cal.threshold or cal.floor > cal.anchor:
+        raise ValueError(f"floor {cal.floor!r} above the threshold {cal.threshold!r} or the anchor {cal.anchor!r}")
+    if not 0.0 < cal.target_bpcer < 0.5:
+        raise ValueError(f"target_bpcer {cal.target_bpcer!r}: expected a share between 0 and 0.5")
+    if not 0.0 <= cal.refused_share <= 1.0 or cal.scale < 0.0:
+        raise ValueError(f"refused_share {cal.refused_share!r} (0-1) or scale {cal.scale!r} (>= 0)")
+    if type(cal.frames) is not int or cal.frames < (MIN_FRAMES if cal.calibrated else 0):
+        raise ValueError(f"frames {cal.frames!r}: expected at least {MIN_FRAMES} faces")
+    if cal.source not in ("calibrate", "door"):
+        raise ValueError(f"source {cal.source!r}: expected 'calibrate' or 'door'")
 
 
 def load(gallery: str, camera_id: str) -> Calibration | None:
