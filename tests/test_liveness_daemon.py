@@ -154,14 +154,9 @@ def test_a_photo_of_a_member_is_not_the_member(broker, door, tmp_path):
 MSU = NUAA.parent / "msu"
 
 
-def test_photos_presented_again_and_again_cannot_loosen_the_camera(tmp_path):
-    """The calibration-poisoning attack on real scores: the real models on MSU's live faces and its printed
-    photos and iPad/iPhone replays (one phone camera). The camera's threshold refuses 5 % of its live faces;
-    then for 30 days the members come (live) and every attack is presented 4 times a day, each recognised
-    as the member with margin (the attacker's best case). The threshold never falls below the calibrated
-    one, and every attack refused on day 1 is still refused after the month."""
-    from facepi import config
-    from facepi.door.liveness import DAY, DoorLiveness
+@pytest.fixture(scope="module")
+def msu() -> tuple[object, list[float], list[float]]:
+    """The real models' P(live) of MSU's 15 live faces and 45 attacks (one phone camera)."""
     from facepi.vision.images import read_rgb
     from facepi.vision.liveness import LivenessModel
     from facepi.vision.photos import load_pipeline
@@ -182,6 +177,37 @@ def test_photos_presented_again_and_again_cannot_loosen_the_camera(tmp_path):
 
     live, attacks = scores("live"), scores("attack")
     assert len(live) == 15 and len(attacks) == 45
+    return model, live, attacks
+
+
+def test_a_few_replays_among_the_calibration_frames_are_refused_not_used(msu):
+    """Calibration poisoning on the phone camera (the reviewer's attack): MSU's 15 live faces and n of its
+    attacks that score just above the outlier cut. Before, the floor and the cut were computed from the poisoned
+    set itself: +1 took the threshold from 0.9995 to 0.9942 (4 of 45 attacks live), +3 to 0.9783 (9 of 45).
+    Now a separate low cluster is refused, naming it; the clean calibration is unchanged."""
+    from facepi.identity import liveness as rules
+
+    _, live, attacks = msu
+    clean = rules.calibrate(live, "phone")
+    assert sum(a >= clean.threshold for a in attacks) == 0
+    m, s = rules._robust(rules.log_odds(np.array(live)))
+    above_cut = sorted(a for a in attacks if a >= rules.probability(m - rules.OUTLIER_K * s))
+    assert len(above_cut) >= 8
+    for n in range(1, 9):  # up to 8 of 23 frames (35 %) poisoned
+        with pytest.raises(rules.CalibrationRefused, match=f"{n} of {15 + n} faces score apart below"):
+            rules.calibrate(live + above_cut[:n], "phone")
+
+
+def test_photos_presented_again_and_again_cannot_loosen_the_camera(msu, tmp_path):
+    """The calibration-poisoning attack on real scores: the real models on MSU's live faces and its printed
+    photos and iPad/iPhone replays (one phone camera). The camera's threshold refuses 5 % of its live faces;
+    then for 30 days the members come (live) and every attack is presented 4 times a day, each recognised
+    as the member with margin (the attacker's best case). The threshold never falls below the calibrated
+    one, and every attack refused on day 1 is still refused after the month."""
+    from facepi import config
+    from facepi.door.liveness import DAY, DoorLiveness
+
+    model, live, attacks = msu
     from facepi.identity import liveness as rules
 
     cfg = config.Config()
