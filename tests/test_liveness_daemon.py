@@ -320,3 +320,41 @@ def test_a_live_face_swapped_for_a_photo_in_the_same_spot_is_judged_again(broker
     after = [i for i in spoof_at if i > live_0004]  # the member's own photo: a spoof, presence OFF
     assert on and spoof_at[0] < live_0004 <= min(on) and after and max(on) < after[0], order
     assert json.loads([p for t, p in order if t.endswith("person")][-1]) == []
+
+
+def test_a_face_not_judged_live_is_never_offered_to_this_is_x(door, tmp_path):
+    """With liveness on and learning off a stranger is never scored: a printed photo of a non-member (0002) was
+    kept for the page with ``live`` null and could be enrolled by "this is X". Now the kept event says it was
+    not judged live, and the page refuses to enrol it, saying why; a live member's kept event says live."""
+    import shutil
+    import sqlite3
+
+    from facepi import config
+    from facepi.identity import events as door_events
+    from facepi.identity.gallery import GalleryError
+    from facepi.identity.store import Store
+    from facepi.web.app import Page
+    from facepi.web.auth import Password
+
+    gallery, _, _ = door
+    g = tmp_path / "g.npz"
+    if gallery.exists():
+        shutil.copy(gallery, g)
+    with sqlite3.connect(gallery.with_suffix(".db")) as src, sqlite3.connect(g.with_suffix(".db")) as dst:
+        src.backup(dst)
+    video = write_video([frames("0004", "live", "02")[:VISIT]] +
+                        [frames(p, "attack", "02")[:VISIT] for p in ("0002", "0005", "0007")], tmp_path / "door.avi")
+    proc = run_daemon(["--source", str(video), "--classifier", str(g), "--fast", "--camera-id", "door"],
+                      env={"FACEPI_MQTT_HOST": "", "FACEPI_LIVENESS_ENABLED": "1", "FACEPI_LIVENESS_ADAPT": "0"})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    said = [json.loads(line) for line in out.splitlines()]
+    kept = door_events.recent(Store(g))
+    assert [e.live for e in kept if e.name == "0004"] == [True], (said, kept)
+    photos = [e for e in kept if e.name == "unknown"]  # the photos not like a member (those are spoofs, not kept)
+    assert photos and all(e.live is False for e in photos), (said, kept)
+    cfg = config.Config()
+    cfg.recognition.gallery = str(g)
+    app = Page(cfg, Password("a long enough password"), g)
+    with pytest.raises(GalleryError, match="not judged live at the door"):
+        app.name_event({"run": photos[0].run, "seq": str(photos[0].seq), "name": "Eve"})

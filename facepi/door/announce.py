@@ -112,8 +112,12 @@ class Announcer:
         web = self.cfg.web
         if web.events_kept > 0 and tr.embeddings and store.exists(self.cfg.recognition.gallery):
             db, face, crop = store.Store(self.cfg.recognition.gallery), vote(tr.embeddings, tr.weights), tr.crop
-            self.store_worker.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days),
-                                     lambda _: None)
+            # with liveness on, kept with whether the face was judged live (a stranger's with [learning] off never
+            # is): the page enrols no face not judged live
+            live = (tr.live is True and tr.live_for == tr.decision.name) if self.tracker.liveness and \
+                tr.decision is not None else None
+            self.store_worker.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days,
+                                                           live), lambda _: None)
 
     def frame_done(self, t: float) -> None:
         """A frame of time ``t`` was processed: the clock presence runs on."""
