@@ -67,8 +67,9 @@ def test_end_to_end_one_event_per_visit(broker, gallery4, val_video):
         assert c["device"]["identifiers"] == ["facepi_testcam"] and c["unique_id"].startswith("facepi_testcam")
         assert c["device"]["name"] == "Testcam" and c["origin"]["name"] == "facepi" and "object_id" not in c
         assert c["availability_topic"] == f"{base}/availability"
-    assert configs["homeassistant/event/facepi_testcam/recognition/config"]["event_types"] == ["recognized",
-                                                                                                "unknown"]
+    assert configs["homeassistant/event/facepi_testcam/recognition/config"]["event_types"] == [
+        "recognized", "unknown", "correction"]
+    assert all(e["type"] == ("unknown" if e["name"] == "unknown" else "recognized") for e in events)
     last = json.loads(sub.on(f"{base}/last")[-1])  # retained: the dashboard's Last person after a restart
     assert last == events[-1]
 

@@ -160,6 +160,36 @@ def test_every_page_is_reachable_from_the_readme():
     assert [p.name for p in PAGES[1:] if p not in linked] == []
 
 
+# --- MQTT topics -------------------------------------------------------------------------------------
+
+def published_topics() -> set[str]:
+    """Every topic leaf facepi publishes or subscribes to, read from the code that does it: the publisher's
+    topics and state slots, the command topics, the topics the discovery configs point at, and the household's."""
+    from facepi.door.commands import COMMANDS
+
+    door = ROOT / "facepi" / "door"
+    mqtt = (door / "mqtt.py").read_text() + (door / "visitor_topics.py").read_text()
+    leaves = set(re.findall(r'topic\("([a-z_]+)"\)', mqtt)) | set(re.findall(r'_state\("([a-z_]+)"', mqtt))
+    leaves |= set(COMMANDS)
+    ha = (door / "homeassistant.py").read_text()
+    leaves |= set(re.findall(r'\{base\}/([a-z_]+)', ha))
+    house = mqtt + ha + (door / "doors.py").read_text()
+    leaves |= {m for m in re.findall(r'\{(?:self\.house|topic|house)\}/([a-z_]+)', house)}
+    return leaves
+
+
+def topic_table_entries() -> set[str]:
+    """The first column of every topic table in docs/home-assistant.md (`leaf` or `leaf/<key>`)."""
+    text = (ROOT / "docs" / "home-assistant.md").read_text()
+    return {m.split("/")[0] for m in re.findall(r"^\| `([a-z_]+(?:/<[a-z_]+>)?)` \|", text, re.M)}
+
+
+def test_every_topic_is_in_the_topic_table():
+    found = published_topics()
+    assert {"event", "visitor_info", "answer", "show_visitor", "seen", "anyone"} <= found  # the scan sees them
+    assert sorted(found - topic_table_entries()) == [], "docs/home-assistant.md's topic tables miss these topics"
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit(f"usage: {REGENERATE}")

@@ -96,10 +96,14 @@ def test_undo_walks_back_twenty_changes_however_many_undos_it_takes(tmp_path):
         g = db.gallery()
         g.rename(old, new)
         db.commit(g, db.version(), "rename", "cli", f"{old} -> {new}")
+    con = sqlite3.connect(db.path)  # made more than UNDO_DAYS ago (within them, every change can be undone)
+    con.execute("UPDATE journal SET at = '2020-01-01T00:00:00+00:00'")
+    con.commit()
+    con.close()
     for _ in range(20):
         db.undo()
     assert "bob5" in db.gallery().people
-    with pytest.raises(GalleryError, match="older than the last 20 changes"):
+    with pytest.raises(GalleryError, match="older than the last 20 changes and 7 days"):
         db.undo()
 
 
@@ -274,7 +278,7 @@ def test_wrong_name_from_the_dashboard_lands_on_the_recognition_shown(broker, ho
     sub = Subscriber(broker.port)
     proc = run_daemon(["--source", str(video), "--classifier", str(home), "--mqtt-host", "127.0.0.1",
                        "--mqtt-port", str(broker.port)], env={"FACEPI_RECOGNITION_THRESHOLD": "0.99"})
-    answers = lambda: [json.loads(p) for p in sub.on(f"{base}/learning")  # noqa: E731
+    answers = lambda: [json.loads(p) for p in sub.on(f"{base}/answer")  # noqa: E731
                        if json.loads(p).get("command") == "wrong_name"]
     events = lambda: sub.events(f"{base}/event")  # noqa: E731
 
@@ -302,11 +306,13 @@ def test_wrong_name_from_the_dashboard_lands_on_the_recognition_shown(broker, ho
         a = press(right)  # madonna herself: a mis-press, refused
         assert not a["ok"] and "looks like madonna themself" in a["message"], a
         assert sub.wait_for(lambda: len(events()) >= 3, 40)
-        assert events()[2]["name"] == "unknown"  # the stranger's next visit, after the correction
+        # the stranger's next visit, after the correction: not the corrected name (at this loose threshold her
+        # face is about as far from two members; the looks may name the other one, never the corrected one)
+        assert events()[2]["name"] != wrong["name"], [(e["name"], e.get("type"), e["distance"]) for e in events()]
         big = sub.client.publish(f"{base}/wrong_name", "x" * 100_000, qos=1)
         big.wait_for_publish(5)
         assert sub.wait_for(lambda: any("at most 1024 bytes" in x["message"] for x in answers()), 20)
-        assert max(len(p) for p in sub.on(f"{base}/learning")) < 600  # nothing echoed
+        assert max(len(p) for p in sub.on(f"{base}/answer")) < 600  # nothing echoed
         # the CLI's rename reaches the dashboard: the old presence entity goes, the new one comes
         old = f"homeassistant/binary_sensor/facepi_door/present_{person_key('madonna')}/config"
         new = f"homeassistant/binary_sensor/facepi_door/present_{person_key('Madonna C.')}/config"

@@ -118,18 +118,34 @@ def test_discovery_passes_home_assistants_own_schema_and_templates():
     seen = seen_payload(QUOTED, "back", 'The "back" door', "2026-11-28T03:00:00.000+00:00")
     renders += [[house.format("sensor", f"seen_{person_key(QUOTED)}"), "value_template", seen],
                 [house.format("sensor", f"seen_at_{person_key(QUOTED)}"), "value_template", seen]]
+    # issue 24: a correction is an event type of its own; the visitor select follows visitor_info (cleared too)
+    select = base.format("select", "visitor")
+    renders += [[event, "value_template", json.dumps(ev | {"type": "correction", "name": "unknown", "was": QUOTED})],
+                [select, "value_template", json.dumps({"visitor": "V7", "visits": 2})],
+                [select, "value_template", ""]]
+    # every attributes topic as Home Assistant takes it, a cleared (empty) visitor_info included: no warning
+    image = base.format("image", "last_visitor")
+    attributes = [[image, json.dumps({"visitor": "V7"})], [image, ""], [name_box, ""],
+                  [base.format("sensor", "answer"), json.dumps({"ok": True, "message": "done"})]]
     proc = subprocess.run([str(HA_PYTHON), str(ROOT / "tests" / "ha_check.py")], capture_output=True, text=True,
-                          input=json.dumps({"configs": c, "renders": renders, "commands": commands}), timeout=300)
+                          input=json.dumps({"configs": c, "renders": renders, "commands": commands,
+                                            "attributes": attributes}), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert {t: e for t, e in out["valid"].items() if e} == {}
     platforms = {t.split("/")[1] for t in out["valid"]}
-    assert platforms == {"sensor", "event", "binary_sensor", "button", "image", "text"}
+    assert platforms == {"sensor", "event", "binary_sensor", "button", "image", "text", "select"}
     r = out["rendered"]
     fired = json.loads(r[0])
-    assert fired == {"event_type": "recognized", "name": QUOTED, "score": 0.8, "distance": 0.2, "camera": "door",
-                     "timestamp": ev["timestamp"], "box": [1, 2, 3, 4]}
+    assert fired == {"event_type": "recognized", "name": QUOTED, "was": None, "score": 0.8, "distance": 0.2,
+                     "camera": "door", "timestamp": ev["timestamp"], "box": [1, 2, 3, 4], "seq": 1, "run": "x"}
     assert json.loads(r[1])["event_type"] == "unknown"
+    correction = json.loads(r[13])
+    assert (correction["event_type"], correction["name"], correction["was"]) == ("correction", "unknown", QUOTED)
+    assert correction["event_type"] in c[event]["event_types"] and fired["event_type"] in c[event]["event_types"]
+    assert r[14] == "V7" and r[15] == "None"  # the select's state: the visitor shown, or HA's "no value"
+    assert out["attributes"] == [{"visitor": "V7"}, {}, {}, {"ok": True, "message": "done"}]  # never Erroneous JSON
+    assert out["warnings"] == []
     assert r[2] == QUOTED and r[3] == SHOWN  # a stranger is "Stranger", never HA's own "unknown"
     assert r[4:8] == ["ON", "OFF", "OFF", "ON"]
     assert r[8] in ("7.5", 7.5)

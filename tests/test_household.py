@@ -67,6 +67,7 @@ def phone(tmp_path_factory, faces_root) -> dict[str, list[Path]]:
 def household(tmp_path_factory, phone) -> Path:
     """The family enrolled one at a time from their phone photos."""
     gallery = tmp_path_factory.mktemp("home") / "state" / "gallery.npz"
+    gallery.parent.mkdir()  # the gallery's folder must exist (a missing one is refused: a typo)
     for person in FAMILY:
         r = run_cli("enroll", person, *map(str, phone[person]), "--gallery", str(gallery))
         assert r.returncode == 0, r.stderr

@@ -137,8 +137,8 @@ def test_name_the_last_visitor_from_the_dashboard(broker, gallery4, faces_root, 
         assert image[:2] == b"\xff\xd8" and info["visitor"] == "V1"  # the visitor's best crop, a JPEG, and its id
         # what Home Assistant's "Name this visitor" sends: the typed name with the id shown
         sub.client.publish(f"{base}/name_visitor", json.dumps({"visitor": info["visitor"], "name": STRANGER}), qos=1)
-        assert sub.wait_for(lambda: any(json.loads(p).get("ok") for p in sub.on(f"{base}/learning")), 30), \
-            sub.on(f"{base}/learning")
+        assert sub.wait_for(lambda: any(json.loads(p).get("ok") for p in sub.on(f"{base}/answer")), 30), \
+            sub.on(f"{base}/answer")
         named_at = len(sub.on(f"{base}/event"))
         assert sub.wait_for(lambda: any(json.loads(p)["name"] == STRANGER
                                         for p in sub.on(f"{base}/event")[named_at:]), 40)
@@ -147,6 +147,8 @@ def test_name_the_last_visitor_from_the_dashboard(broker, gallery4, faces_root, 
         out, err = proc.communicate(timeout=60)
         sub.close()
     assert "learning: V1 enrolled as mindy_kaling" in err and re.search(r"learning[^\n]*: gallery reloaded", err)
+    first = json.loads(sub.on(f"{base}/event")[0])
+    assert first["name"] == "unknown" and first["visitor"] is None  # a first visit: its id comes when stored
     assert STRANGER in load_gallery(g).people
 
 
@@ -193,7 +195,7 @@ def retained(port: int, topics: tuple[str, ...], name: str, **login) -> dict[str
 
 
 def answers(sub: Subscriber, command: str) -> list[dict]:
-    return [a for a in sub.events(f"{BASE}/learning") if a.get("command") == command]
+    return [a for a in sub.events(f"{BASE}/answer") if a.get("command") == command]
 
 
 def test_namings_by_id_answers_rate_limits_and_the_image_follows_the_store(broker, gallery4, faces_root, tmp_path):
@@ -307,7 +309,7 @@ def test_retained_commands_never_run_and_faces_stay_home_without_snapshots(broke
         out, err = proc.communicate(timeout=60)
         sub.close()
     assert proc.returncode == 0, err[-3000:]
-    assert [a for a in sub.events(f"{BASE}/learning") if "command" in a] == []  # nothing ran, nothing answered
+    assert sub.events(f"{BASE}/answer") == []  # nothing ran, nothing answered
     assert STRANGER not in load_gallery(g).people and vid in [v.id for v in VisitorBook(g, store).visitors()]
     assert "command: reload" not in err and "gallery reloaded" not in err
     for topic in ("command", "name_visitor"):

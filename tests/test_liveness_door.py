@@ -14,7 +14,8 @@ from test_homeassistant import HA_PYTHON
 
 from facepi.door.homeassistant import discovery
 from facepi.door.liveness import DAY, Freshening
-from facepi.door.track import StrangerVisits, Tracker
+from facepi.door.track import Tracker
+from facepi.door.visits import StrangerVisits
 from facepi.identity import liveness as rules
 from facepi.identity.classify import UNKNOWN, Prediction
 
@@ -106,7 +107,7 @@ def frames(tracker: Tracker, n: int, t0: float, decide) -> tuple[list, float]:
 
 
 def test_a_member_is_named_and_present_only_once_judged_live():
-    tr_ = Tracker(liveness=True, vote_frames=3)
+    tr_ = Tracker(liveness=True, vote_frames=3, confirm_seconds=0.0)  # named on agreeing frames at once
     seen, t = frames(tr_, 3, 0.0, lambda e: member())
     tr = seen[0]
     assert tr.decision.name == "alice" and not tr_.announce(tr, t)  # not judged yet: wait
@@ -116,7 +117,7 @@ def test_a_member_is_named_and_present_only_once_judged_live():
 
 
 def test_a_spoof_is_said_once_per_visit_never_present_never_a_visitor():
-    tr_ = Tracker(liveness=True, vote_frames=3)
+    tr_ = Tracker(liveness=True, vote_frames=3, confirm_seconds=0.0)  # named on agreeing frames at once
     seen, t = frames(tr_, 3, 0.0, lambda e: member())
     tr = seen[0]
     tr.live, tr.liveness = False, 0.12

@@ -138,15 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("old")
     rn.add_argument("new")
     rn.set_defaults(func=family.gallery_rename)
+    rs = gsub.add_parser("restore", parents=[gal], help="restore a backup (a copy of gallery.db, or an .npz export) "
+                                                        "as one change: undoable, never a stale -wal")
+    rs.add_argument("backup", type=Path, help="the backup file (.db or .npz)")
+    rs.set_defaults(func=family.gallery_restore)
     ex = gsub.add_parser("export", parents=[gal], help="write the gallery as .npz (the seed's format)")
     ex.add_argument("output", type=Path)
     ex.set_defaults(func=family.gallery_export)
     wr = gsub.add_parser("wrong", parents=[common, gal],
                          help="that wasn't NAME: the last recognition of NAME (or PHOTOS) kept as evidence "
                               "against NAME, whose accept distance tightens to exclude it")
-    wr.add_argument("name")
+    wr.add_argument("name", nargs="?", help="who was wrongly named (optional with --event)")
     wr.add_argument("photos", nargs="*", type=Path, help="photos of who was wrongly named (default: the "
                                                           "daemon's last recognition of NAME)")
+    wr.add_argument("--event", type=int, metavar="SEQ",
+                    help="the door's event SEQ (its 'seq'; any of the last 50): that recognition, once")
+    wr.add_argument("--run", help="the event's 'run' (default: the newest run with that SEQ)")
     wr.add_argument("--force", action="store_true",
                     help="record it even if it looks like NAME themself (recorded in the journal)")
     wr.set_defaults(func=family.gallery_wrong)

@@ -131,6 +131,18 @@ def gallery_undo(args: argparse.Namespace) -> int:
     return 0
 
 
+def gallery_restore(args: argparse.Namespace) -> int:
+    from facepi.identity.backup import restore
+    from facepi.identity.store import db_path
+
+    path = shared.gallery_path(args)
+    if args.backup.resolve() == db_path(path).resolve():
+        raise ValueError(f"{args.backup} is the gallery itself; restore from a copy")
+    print(f"Restored: {restore(path, args.backup, 'cli')}")
+    print("A running daemon picks the change up within seconds")
+    return 0
+
+
 def gallery_remove(args: argparse.Namespace) -> int:
     from facepi.identity import family
 
@@ -161,6 +173,19 @@ def gallery_export(args: argparse.Namespace) -> int:
 def gallery_wrong(args: argparse.Namespace) -> int:
     from facepi.identity import family
 
+    if args.event is not None:
+        if args.photos:
+            raise ValueError("--event names the recognition to correct: give no photos with it")
+        try:
+            done = family.wrong_event(shared.gallery_path(args), args.event, args.run, args.name, "cli", args.models,
+                                      args.force)
+        except family.Refused as e:
+            print(f"facepi: {e}; nothing changed", file=sys.stderr)
+            return 2
+        print(f"Recorded: {done.change.summary}; undo: facepi gallery undo")
+        return 0
+    if args.name is None:
+        raise ValueError("facepi gallery wrong: give NAME (its last recognition, or PHOTOS) or --event SEQ")
     if args.photos:
         pipeline = shared.pipeline(args)
         from facepi.vision.photos import embed_photos, photos_of
@@ -208,10 +233,12 @@ def gallery_check(args: argparse.Namespace) -> int:
             print(line)
         for w in report["warnings"]:
             print(f"warning: {w}")
+    for e in report["errors"]:
+        print(f"facepi: error: {e}", file=sys.stderr)
     if args.sheet:
         n = contact_sheet(gallery, report, args.sheet)
         print(f"contact sheet of {n} crop(s): {args.sheet} ({LEGEND_TEXT})", file=sys.stderr)
-    return 1 if report["warnings"] else 0
+    return 2 if report["errors"] else 1 if report["warnings"] else 0
 
 
 def only_for_listing(args: argparse.Namespace) -> None:

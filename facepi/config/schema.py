@@ -101,6 +101,9 @@ class RecognitionConfig:
     max_landmark_error: float = _f(0.12, "landmark fit error an announced face may have (share of face size)",
                                    0.01, 1)
     min_face_in_view: float = _f(0.85, "share of an announced unknown face's box inside the frame", 0, 1)
+    confirm_seconds: float = _f(0.5, "how sure before a name: seconds a member's face must keep matching (on "
+                                      "two thirds of the looks) before the name is announced; longer: fewer "
+                                      "wrong names, later names", 0.0, 10.0)
     unknown_min_frames: int = _f(5, "frames a face must be seen on before it can be announced as unknown", 1, 1000)
     max_frame_errors: int = _f(100, "frames in a row that may fail before the daemon exits (non-zero)", 1,
                                1_000_000)

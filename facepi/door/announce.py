@@ -1,8 +1,10 @@
 """What the door says: events (with a snapshot if allowed), presence, and the recognitions a
 "wrong name" may point at.
 
-An event is published once per decided visit (the tracker says when); presence is the
-names seen within ``presence_hold`` of *now*, so it empties when the camera dies.
+An event is published once per decided visit (the tracker says when: ``recognized``, ``unknown``,
+or a ``correction`` of a name said before); presence is the names seen within ``presence_hold`` of
+*now*, so it empties when the camera dies. An event's snapshot is handed to the broker before the
+event itself, so a notification built on the event shows the face that triggered it.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import cv2
 import numpy as np
 
 from facepi.config import Config
 from facepi.door.publish import Publisher
-from facepi.door.track import Track, Tracker, vote
+from facepi.door.track import Announcement, Track, Tracker, vote
 from facepi.door.worker import Worker
 from facepi.identity import events, recent, store
 from facepi.identity.classify import UNKNOWN, Prediction
@@ -49,29 +52,54 @@ class Announcer:
         self.store_worker, self.run_id, self.model = store_worker, run_id, model
         self.seq = 0
         self.latency_ms: deque[float] = deque(maxlen=300)
+        self.time_to_name_ms: deque[float] = deque(maxlen=300)  # first sighting -> name, per recognized visit
         self.last_names: list[str] | None = None
         self.clock = (0.0, time.monotonic())  # (the last frame's time, time.monotonic() when it was processed)
         # run, seq, name, face, when
         self.recognized: deque[tuple[str, int, str, np.ndarray, str]] = deque(maxlen=RECENT)
+        # with learning on: the stored visitor an unknown face is (Learning.visitor_of), else None
+        self.visitor_of: Callable[[np.ndarray], str | None] | None = None
 
     def maybe(self, tr: Track, t: float, captured: float, rgb: np.ndarray | None = None) -> None:
-        """Announce ``tr`` if the tracker says its visit is decided and not yet announced."""
-        if not self.cfg.recognition.debug_every_frame and self.tracker.announce(tr, t):
-            assert tr.decision is not None
-            self.publish(tr, tr.decision, captured, rgb)
+        """Publish what ``tr``'s visit says now, if anything (the tracker decides)."""
+        if not self.cfg.recognition.debug_every_frame and (said := self.tracker.announce(tr, t)):
+            self.say(tr, said, captured, rgb)
 
     def final(self, decide: Callable[[np.ndarray], Prediction]) -> None:
         """The scene ends (a cut, the end of a file, a stop): every track still open is decided and said."""
         now = time.monotonic()
         for tr in self.tracker.finish(decide):
-            if not self.cfg.recognition.debug_every_frame and self.tracker.announce(tr, tr.last_t, final=True):
-                assert tr.decision is not None
-                self.publish(tr, tr.decision, now)
+            if not self.cfg.recognition.debug_every_frame and (said := self.tracker.announce(tr, tr.last_t,
+                                                                                             final=True)):
+                self.say(tr, said, now)
 
-    def publish(self, tr: Track, d: Prediction, captured: float, rgb: np.ndarray | None = None) -> None:
-        """One event. With liveness on, a member's face not judged live is never said under the member's
-        name: ``name`` is unknown, ``live`` false (or null: not judged) and ``resembles`` names the member;
-        a visit judged not live also goes to the ``spoof`` topic (with its picture where snapshots may)."""
+    def ended(self, captured: float) -> None:
+        """Tracks that left view while their name was being confirmed: decided on what was seen (their
+        frame is gone, so no snapshot), never dropped silently."""
+        for tr in self.tracker.ended:
+            if not self.cfg.recognition.debug_every_frame and (said := self.tracker.announce(tr, tr.last_t,
+                                                                                             left=True)):
+                self.say(tr, said, captured)
+
+    def say(self, tr: Track, said: Announcement, captured: float, rgb: np.ndarray | None = None) -> None:
+        assert tr.decision is not None
+        d = tr.decision
+        extra: dict[str, Any] = {"type": "unknown" if said.kind == "spoof" else said.kind}
+        if said.kind == "correction":
+            extra |= {"was": said.was, "corrects": tr.said_seq}
+        if said.kind == "recognized":
+            self.time_to_name_ms.append(said.since * 1000)
+        if said.name == UNKNOWN and self.visitor_of is not None and tr.embeddings:  # learning on: which visitor
+            extra["visitor"] = self.visitor_of(vote(tr.embeddings, tr.weights))
+        self.publish(tr, Prediction(said.name, d.score, d.distance, d.candidate), captured, rgb, extra)
+        tr.said_seq = self.seq if said.name != UNKNOWN else None
+
+    def publish(self, tr: Track, d: Prediction, captured: float, rgb: np.ndarray | None = None,
+                extra: dict[str, Any] | None = None) -> None:
+        """One event, its snapshot (where allowed) handed over before it. With liveness on, a member's face not
+        judged live is never said under the member's name: ``name`` is unknown, ``live`` false (or null: not
+        judged) and ``resembles`` names the member; a visit judged not live also goes to the ``spoof`` topic
+        (with its picture where snapshots may)."""
         self.seq += 1
         x1, y1, x2, y2 = (float(v) for v in tr.box[:4])
         withheld = self.tracker.liveness and d.name != UNKNOWN and tr.live is not True
@@ -79,33 +107,40 @@ class Announcer:
         event = {"camera": self.cfg.camera_id, "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
                  "name": name, "score": round(d.score, 4), "distance": round(d.distance, 4),
                  "box": [round(x1), round(y1), round(x2 - x1), round(y2 - y1)], "track_id": tr.id,
-                 "seq": self.seq, "run": self.run_id, "model": self.model}
+                 "seq": self.seq, "run": self.run_id, "model": self.model} | (extra or {})
         if tr.live is not None or withheld:
             event |= {"live": tr.live, "liveness": None if tr.liveness is None else round(tr.liveness, 4)}
         if withheld:
             event["resembles"] = d.name
             if tr.live is False:  # ``last`` keeps it: Home Assistant's Last person must not read as the member
                 event["spoof"] = True
-        self.publisher.event(event)
-        self.latency_ms.append((time.monotonic() - captured) * 1000)
         label = f"Not live (like {d.name})" if withheld else "Stranger" if name == UNKNOWN else name
         jpeg = snapshot_jpeg(rgb, tr.box, label) if self.cfg.mqtt.snapshot and rgb is not None else None
-        if jpeg is not None:
+        if jpeg is not None:  # before its event: a notification built on the event shows this face
             self.publisher.snapshot(jpeg)
+        self.publisher.event(event)
+        self.latency_ms.append((time.monotonic() - captured) * 1000)
         if withheld and tr.live is False:
             self.publisher.spoof(event, jpeg)
             log.warning("event %d: a face like %s judged NOT live (liveness %.3f, track %d): announced as a spoof",
                         self.seq, d.name, tr.liveness or 0.0, tr.id)
-            return
-        log.info("event %d: %s (distance %.3f, track %d)", self.seq, name, d.distance, tr.id)
+        else:
+            log.info("event %d: %s%s (distance %.3f, track %d)", self.seq, name,
+                     f" (correction: was {event['was']})" if event.get("type") == "correction" else "", d.distance,
+                     tr.id)
         if not withheld:  # a face not judged live is never offered to the page's "this is X"
             self.keep(event, tr)
-        if name != UNKNOWN and tr.embeddings:  # what a "that wasn't X" for this event would correct
-            face = vote(tr.embeddings, tr.weights)
-            self.recognized.append((self.run_id, self.seq, d.name, face, event["timestamp"]))
-            if store.exists(self.cfg.recognition.gallery):  # for `facepi gallery wrong NAME` (never migrates)
-                db, camera = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id
-                self.store_worker.submit(lambda: recent.remember(db, d.name, face, camera), lambda _: None)
+        face = vote(tr.embeddings, tr.weights) if name != UNKNOWN and tr.embeddings else None
+        if face is not None:  # what a "that wasn't X" for this event would correct
+            self.recognized.append((self.run_id, self.seq, name, face, event["timestamp"]))
+        if face is not None and store.exists(self.cfg.recognition.gallery):  # `gallery wrong NAME / --event SEQ`
+            db, camera, run, seq = store.Store(self.cfg.recognition.gallery), self.cfg.camera_id, self.run_id, self.seq
+
+            def remember() -> None:  # (never migrates an .npz gallery)
+                recent.remember_event(db, run, seq, name, face, camera)
+                recent.remember(db, name, face, camera)
+
+            self.store_worker.submit(remember, lambda _: None)
 
     def keep(self, event: dict, tr: Track) -> None:
         """The event with its face crop, for the page's review (``[web] events_kept``; 0: none)."""
@@ -116,8 +151,8 @@ class Announcer:
             # is): the page enrols no face not judged live
             live = (tr.live is True and tr.live_for == tr.decision.name) if self.tracker.liveness and \
                 tr.decision is not None else None
-            self.store_worker.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days,
-                                                           live), lambda _: None)
+            self.records.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days,
+                                                      live), lambda _: None)
 
     def frame_done(self, t: float) -> None:
         """A frame of time ``t`` was processed: the clock presence runs on."""

@@ -19,10 +19,11 @@ from facepi.identity.gallery import shown
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 1024  # a naming or a correction is a few dozen bytes; nothing larger is parsed or echoed
-COMMANDS = ("command", "name_visitor", "wrong_name")  # the topics facepi takes commands on
+COMMANDS = ("command", "name_visitor", "wrong_name", "show_visitor")  # the topics facepi takes commands on
 COMMAND_INTERVAL = 5.0  # seconds: at most one command of each kind from MQTT this often
 LOG_INTERVAL = 30.0  # seconds: at most one log line per kind of refusal this often, the rest counted
 NAMING_FORMAT = '{"visitor": "V7", "name": "alice"}'
+REFUSED = {"wrong_name": "not corrected", "name_visitor": "not named", "show_visitor": "not shown"}
 
 
 def naming_request(text: str) -> tuple[str, str]:
@@ -45,6 +46,13 @@ def naming_request(text: str) -> tuple[str, str]:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"no name given for {vid.strip()} (\"name\": {str(name)[:20]!r})")
     return vid.strip(), name.strip()
+
+
+def visitor_request(text: str) -> str:
+    """The visitor id of a ``show_visitor`` message (the dashboard's visitor select sends the id chosen)."""
+    if not re.fullmatch(r"V[0-9]{1,9}", text):
+        raise ValueError(f"visitor {shown(text)}: expected an id such as V7 (the dashboard's visitor list)")
+    return text
 
 
 def correction_request(text: str) -> tuple[str, int, str]:
@@ -135,8 +143,8 @@ class CommandGate:
             self.answer(kind, False, f"ignored: a {kind} message is at most {MAX_COMMAND_BYTES} bytes")
             return None
         text = payload.decode("utf-8", "replace").strip()
-        if kind == "name_visitor" and not self.learning:
-            self.answer(kind, False, "not named: learning is off ([learning] enabled = false)")
+        if kind in ("name_visitor", "show_visitor") and not self.learning:
+            self.answer(kind, False, "not done: learning is off ([learning] enabled = false)")
             return None
         if kind == "command" and text != "reload":
             self.said.warning("command unknown", f"ignored command {text[:40]!r} on {topic}: the known command "
@@ -145,10 +153,11 @@ class CommandGate:
             return None
         try:
             request = correction_request(text) if kind == "wrong_name" else \
-                naming_request(text) if kind == "name_visitor" else ()
+                naming_request(text) if kind == "name_visitor" else \
+                visitor_request(text) if kind == "show_visitor" else ()
         except ValueError as e:
             self.said.warning(f"{kind} malformed", f"{kind} refused: {e}")
-            self.answer(kind, False, f"{'not corrected' if kind == 'wrong_name' else 'not named'}: {e}")
+            self.answer(kind, False, f"{REFUSED.get(kind, 'not done')}: {e}")
             return None
         now = time.monotonic()
         if now - self.last.get(kind, float("-inf")) < COMMAND_INTERVAL:

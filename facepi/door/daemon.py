@@ -78,11 +78,12 @@ class Daemon:
         self._log_backends()
         r = cfg.recognition
         self.tracker = Tracker(iou=r.iou, visit_gap=r.visit_gap, vote_frames=r.vote_frames,
-                               reidentify_seconds=r.reidentify_seconds, cooldown=r.cooldown, track_gap=r.track_gap,
+                               reidentify_seconds=r.reidentify_seconds, cooldown=r.cooldown,
+                               confirm_seconds=r.confirm_seconds, track_gap=r.track_gap,
                                presence_hold=r.presence_hold, split_distance=self._split_distance(),
                                unknown_min_frames=r.unknown_min_frames, min_face_score=r.min_face_score,
                                max_landmark_error=r.max_landmark_error, min_face_in_view=r.min_face_in_view,
-                               min_face_width=float(det.minsize))
+                               min_face_width=float(det.minsize), threshold=self.recognizer.classifier.threshold)
         self.publisher = make_publisher(cfg)
         src = cfg.source
         self.source_name = mask(src.uri)
@@ -110,6 +111,8 @@ class Daemon:
         join_rule = self._join_rule() if cfg.learning.enabled else self.tracker.split_distance
         self.learning = Learning(cfg, self.publisher, self.store_worker, lambda: self.recognizer.gallery, join_rule,
                                  self.announcer.recognized, self.reloads.ask, self.stop_event)
+        if cfg.learning.enabled:
+            self.announcer.visitor_of = self.learning.visitor_of
         self.household = DoorHousehold.for_daemon(cfg, self.recognizer.gallery.meta.get("embedder"))
         self.liveness = DoorLiveness(cfg, save=self._save_calibration) if cfg.liveness.enabled else None
         self.tracker.liveness = self.liveness is not None
@@ -162,8 +165,9 @@ class Daemon:
         self.publisher.on_command = lambda text: self.reloads.ask("command")  # "Reload gallery" on the dashboard
         self.publisher.on_name = self.learning.ask_naming  # from paho's thread to the visitors thread
         self.publisher.on_wrong = self.learning.ask_correction  # "Wrong name" on the dashboard: to the loop
+        self.publisher.on_show = self.learning.ask_show  # the dashboard's visitor select
         self.learning.start()
-        self.publisher.set_people(self.recognizer.gallery.people)
+        self.publisher.set_people(self.recognizer.gallery.people, self.recognizer.gallery.keys())
         self.publisher.start()
         if self.household:
             self.household.start()
@@ -289,7 +293,8 @@ class Daemon:
         if self.liveness:  # `facepi liveness calibrate` writes beside the gallery: a new calibration is taken up
             self.liveness.reload()
         self.tracker.split_distance = self._split_distance()
-        self.publisher.set_people(rec.gallery.people)
+        self.tracker.threshold = rec.classifier.threshold
+        self.publisher.set_people(rec.gallery.people, rec.gallery.keys())
         log.info("%s: gallery reloaded", why)
         if "command" in why:
             self.publisher.answer("command", True, f"gallery reloaded: {len(rec.gallery.people)} people")
@@ -314,6 +319,7 @@ class Daemon:
         while self.frame_times and now - self.frame_times[0] > FPS_WINDOW:
             self.frame_times.popleft()
         visible = self.tracker.update(boxes, points, t, frame.size)
+        self.announcer.ended(captured)
         debug = self.cfg.recognition.debug_every_frame
         todo = [tr for tr in visible if self.tracker.wants_embedding(tr, t) or debug]
         if todo:
@@ -371,6 +377,9 @@ class Daemon:
                 "embed_ms_p50": _pct(self.emb_ms, 50), "embed_ms_p95": _pct(self.emb_ms, 95),
                 "latency_ms_p50": _pct(self.announcer.latency_ms, 50),
                 "latency_ms_p95": _pct(self.announcer.latency_ms, 95),
+                "time_to_name_ms_p50": _pct(self.announcer.time_to_name_ms, 50),
+                "time_to_name_ms_p95": _pct(self.announcer.time_to_name_ms, 95),
+                "corrections": self.tracker.corrections,
                 "frames": self.frames, "frames_dropped": self.capture.dropped,
                 "detect_share": round(self.gating.detected / self.frames, 3) if self.frames else None,
                 "source": self.stalled or self.capture.state, "source_failures": self.capture.failures,

@@ -25,11 +25,11 @@ from facepi.config import Config
 from facepi.door import homeassistant
 
 # The retained topics facepi publishes under a camera's base topic (facepi.door.mqtt: availability and the
-# state slots, the snapshot, the dashboard's visitor and its info, the learning answers, the manifest of its
-# entities), and its command topics (never retained by facepi; a retained one left by someone else is cleared
-# as well).
+# state slots, the snapshot, the dashboard's visitor and its info, the learning notices, the command answers, the
+# manifest of its entities), and its command topics (never retained by facepi; a retained one left by someone
+# else is cleared as well).
 RETAINED = ("availability", "status", "last", "person", "snapshot", "visitor", "visitor_info", "learning",
-            "entities")
+            "answer", "entities")
 COMMANDS = ("command", "name_visitor", "wrong_name")
 
 

@@ -23,14 +23,20 @@ import numpy as np
 
 from facepi.config import Config
 from facepi.door.publish import Publisher
-from facepi.door.track import Face, StrangerVisits, Track, Tracker
+from facepi.door.track import Track, Tracker
+from facepi.door.visits import Face, StrangerVisits
 from facepi.door.worker import Worker
 from facepi.identity import family, store
+from facepi.identity.classify import UNKNOWN
 from facepi.identity.gallery import Gallery
 from facepi.identity.visitor_book import VisitorBook
-from facepi.identity.visitors import JoinRule, Visitor, crop_quality
+from facepi.identity.visitors import JoinRule, Visitor, crop_quality, joins
 
 log = logging.getLogger(__name__)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 STORE_FLUSH_SECONDS = 5.0  # at shutdown, for the visits still waiting (+ 10 s publisher < TimeoutStopSec=20)
 NAMINGS_WAITING = 16
 
@@ -45,11 +51,15 @@ class Learning:
         # faces per stranger's visit (with liveness on: only a visit judged live is ever stored)
         self.visits = StrangerVisits(2 * cfg.learning.crops_per_visitor, cfg.liveness.enabled)
         self.corrections_asked: queue.SimpleQueue[tuple[str, int, str]] = queue.SimpleQueue()
+        self.corrected: set[tuple[str, int]] = set()  # (run, seq) of the events corrected: once each
         # namings (visitor id, name) and "the store changed" (None), done by the visitors thread
         self.visitor_work: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=NAMINGS_WAITING)
         self.shown: tuple[str, int, str] | None = None  # the visitor on the dashboard: id, visits, last seen
         self.visitor_stamp: tuple[tuple[int, int], ...] | None = None
         self.visitors_seen: list[Visitor] = []
+        self.selected: str | None = None  # a stored visitor chosen on the dashboard (None: the newest)
+        self.centroids: tuple[list[str], list[np.ndarray]] = ([], [])  # stored visitors' faces (visitors thread)
+        self.asked_show: str | None = None  # ... not yet answered
 
     def start(self) -> None:
         if self.cfg.learning.enabled:
@@ -91,6 +101,7 @@ class Learning:
         if v is None:
             return
         log.info("learning: %s stored (%d visit(s))", v.id, v.visits)
+        self.selected = None  # a new visit: the dashboard shows the newest visitor again
         self._visitors_changed()  # the dashboard's image follows the store (visitors thread)
         self.publisher.learning({"message": f"{v.id}: {v.visits} visit(s), last seen {v.last_seen}",
                                  "visitor": v.id, "visits": v.visits, "first_seen": v.first_seen,
@@ -116,26 +127,39 @@ class Learning:
             self._correct(*self.corrections_asked.get())
 
     def _correct(self, name: str, seq: int, run: str) -> None:
-        """Correct the recognition the dashboard showed (by its run and seq), on the store worker."""
-        hit = next((r for r in self.recognized if r[0] == run and r[1] == seq), None)
-        if hit is None or hit[2] != name:
-            why = ("not one of this run's recent recognitions" if hit is None else
-                   f"event {seq} named {hit[2]}, not {name}")
-            self.publisher.answer("wrong_name", False, f"not corrected: {why}")
-            log.warning("correction of %s (event %d) refused: %s", name, seq, why)
+        """Correct the recognition the dashboard showed (by its run and seq), on the store worker: any of the
+        door's recent events (kept in the gallery's database), once per event; an unknown one has no name."""
+        if name == UNKNOWN:
+            self._refused(name, seq, f"event {seq} was a stranger (unknown): there is no name to correct")
             return
-        _run, _seq, _name, face, when = hit
+        if (run, seq) in self.corrected:
+            self._refused(name, seq, f"event {seq} ({name}) was corrected already; a correction counts once")
+            return
+        hit = next((r for r in self.recognized if r[0] == run and r[1] == seq), None)
         gallery, models = self.cfg.recognition.gallery, self.cfg.models.dir or None
+        if not store.exists(gallery) and (hit is None or hit[2] != name):  # no database: this run's memory only
+            self._refused(name, seq, "not one of this run's recent recognitions" if hit is None else
+                          f"event {seq} named {hit[2]}, not {name}")
+            return
 
         def correct() -> tuple[bool, str]:
             try:
-                done = family.correct(gallery, name, face[None], f"event {seq} at {self.cfg.camera_id}, {when}",
-                                      "ha", models)
+                if store.exists(gallery):  # by id, checked and marked corrected in the change's transaction
+                    done = family.wrong_event(gallery, seq, run, name, "ha", models)
+                else:
+                    assert hit is not None
+                    done = family.correct(gallery, name, hit[3][None],
+                                          f"event {seq} at {self.cfg.camera_id}, {hit[4]}", "ha", models)
             except Exception as e:  # a refusal or an unreadable gallery: said, never fatal
                 return False, str(e)
+            self.corrected.add((run, seq))
             return True, done.change.summary
 
         self.store_worker.submit(correct, lambda result: self._corrected(name, *result))
+
+    def _refused(self, name: str, seq: int, why: str) -> None:
+        self.publisher.answer("wrong_name", False, f"not corrected: {why}")
+        log.warning("correction of %s (event %d) refused: %s", name, seq, why)
 
     def _corrected(self, name: str, ok: bool, said: str) -> None:
         self.publisher.answer("wrong_name", ok, f"recorded: {said}" if ok else f"{name} not corrected: {said}")
@@ -149,6 +173,18 @@ class Learning:
             self.visitor_work.put_nowait((vid, name))
         except queue.Full:  # rate-limited upstream: only a stuck store fills this
             self.publisher.answer("name_visitor", False, f"{vid} not named: too many namings waiting", vid)
+
+    def ask_show(self, vid: str) -> None:
+        """From paho's thread: the dashboard's visitor select chose ``vid``; shown by the visitors thread."""
+        self.selected = self.asked_show = vid
+        self._visitors_changed()
+
+    def visitor_of(self, face: np.ndarray) -> str | None:
+        """On the loop, for an unknown event: the stored visitor this face joins (the store's own rule, on the
+        faces the visitors thread last read), or None (a first visit: its id comes when it is stored)."""
+        ids, centroids = self.centroids
+        j = joins(centroids, face, self.join_rule) if centroids else None
+        return None if j is None else ids[j]
 
     def _visitors_changed(self) -> None:
         """A visit was stored (or the store changed): show the newest visitor without waiting for the poll."""
@@ -182,7 +218,14 @@ class Learning:
 
     def _name_visitor(self, vid: str, name: str) -> None:
         """A naming from the dashboard, addressed by the visitor id it showed: enrol that visitor's door
-        crops (the same guarded path as the CLI, never forced), say what happened on ``learning``."""
+        crops (the same guarded path as the CLI, never forced), say what happened on ``answer``. With a
+        picture on the dashboard, only the visitor in it can be named: the name was typed under that face."""
+        if self.cfg.mqtt.snapshot and (self.shown is None or self.shown[0] != vid):
+            said = (f"{vid} not named {name}: the dashboard shows "
+                    f"{self.shown[0] if self.shown else 'no visitor'}; a naming names the face shown")
+            self.publisher.answer("name_visitor", False, said, vid)
+            log.warning("learning: %s", said)
+            return
         try:
             report = family.name_visitor(Path(self.cfg.recognition.gallery), vid, name, "mqtt", False,
                                          self.cfg.models.dir or None, Path(self.cfg.learning.path)).result
@@ -209,16 +252,28 @@ class Learning:
         nothing (empty retained messages). Faces leave the Pi only with ``mqtt.snapshot``: without it the
         topics are cleared once at start (what an earlier configuration left) and never published."""
         lc = self.cfg.learning
+        stamp = store.stamp(self.cfg.recognition.gallery)
+        if stamp != self.visitor_stamp:
+            book = self._book()
+            self.visitors_seen = book.visitors()
+            self.visitor_stamp = stamp
+            faces = [book.faces(v.id)[1] for v in self.visitors_seen]
+            self.centroids = ([v.id for v, f in zip(self.visitors_seen, faces, strict=True) if len(f)],
+                              [unit(f.mean(axis=0)) for f in faces if len(f)])
         if not self.cfg.mqtt.snapshot:
             if force:
                 self.publisher.visitor(b"", None)
             return
-        stamp = store.stamp(self.cfg.recognition.gallery)
-        if stamp != self.visitor_stamp:
-            self.visitors_seen = self._book().visitors()
-            self.visitor_stamp = stamp
         oldest = datetime.now(UTC) - timedelta(days=lc.keep_days)
-        v = next((v for v in self.visitors_seen if datetime.fromisoformat(v.last_seen) >= oldest), None)
+        stored = [v for v in self.visitors_seen if datetime.fromisoformat(v.last_seen) >= oldest]
+        self.publisher.set_visitors([v.id for v in stored])  # the dashboard's choice of visitors
+        v = next((v for v in stored if v.id == self.selected), stored[0] if stored else None)
+        if (asked := self.asked_show) is not None:
+            self.asked_show = None
+            ok = v is not None and v.id == asked
+            self.publisher.answer("show_visitor", ok, f"showing {asked}: type its name below" if ok else
+                                  f"{asked} is not a stored visitor (forgotten, named or expired)", asked)
+            force = force or ok
         shown = (v.id, v.visits, v.last_seen) if v else None
         if shown == self.shown and not force:
             return

@@ -171,7 +171,7 @@ class DoorLiveness:
             if d is None:
                 continue
             if tr.live_for != d.name:  # the verdict and its scores belong to the name they were taken for
-                tracker.rejudge(tr)
+                tr.rejudge()
             if tr.live is True and d.name != UNKNOWN:
                 self._recheck(rgb, tr, tracker)
                 continue
@@ -203,7 +203,7 @@ class DoorLiveness:
                 self.spoofs += 1
                 log.warning("liveness: track %d, judged live as %s, now scores %.3f (under %.4g): no longer live",
                             tr.id, tr.live_for, combined, self.threshold)
-                tracker.no_longer_live(tr, combined)
+                tracker.judged(tr, False, combined)
 
     def finish(self, tracks: list[Track], tracker: Tracker, accept: float) -> None:
         """The scene ends (end of a file, a cut, a stop): a visit still open is judged on the frames it has

@@ -19,6 +19,7 @@ from facepi.door.broker import AUTH_FAILURES, mqtt_client, why_unreachable
 from facepi.door.broker import connect as connect_broker
 from facepi.door.commands import COMMANDS, CommandGate
 from facepi.door.doors import Doors, door_payload, seen_payload
+from facepi.door.visitor_topics import OWNED, VisitorTopics
 
 log = logging.getLogger(__name__)
 STATE_SLACK = 256  # state messages (state topics, discovery configs, clears) in paho at once; the rest wait
@@ -34,7 +35,7 @@ def _done(info: MQTTMessageInfo) -> bool:
     return info.is_published()
 
 
-class MqttPublisher:
+class MqttPublisher(VisitorTopics):
     """MQTT through paho, which does the queueing and the counting.
 
     Events (QoS ``mqtt.qos``) are handed to paho at once, connected or not: paho
@@ -75,7 +76,7 @@ class MqttPublisher:
         self.events: deque[MQTTMessageInfo] = deque()  # events in paho, not yet acknowledged
         self.waiting: dict[str, tuple[str | bytes, int]] = {}  # state topic -> newest payload, qos
         self.in_paho: dict[str, MQTTMessageInfo] = {}  # state topic -> the message paho has (until done)
-        self.answers: deque[str] = deque(maxlen=ANSWERS)  # command answers waiting, oldest first
+        self.answers: deque[tuple[str, str]] = deque(maxlen=ANSWERS)  # command answers waiting, oldest first
         self.answers_out: list[MQTTMessageInfo] = []  # command answers in paho
         self.answer_lock = threading.Lock()  # keeps the answers in order (from paho's thread and the daemon's)
         self.dropped = 0
@@ -85,12 +86,15 @@ class MqttPublisher:
         self.closing = False
         self.discovery_topic = f"{m.discovery_prefix}/status"
         self.people: list[str] = []
+        self.keys: dict[str, str] = {}  # name -> person key (the gallery's, facepi.identity.names)
+        self.visitors, self.owned = [], {}  # stored visitors' ids (the visitor select); owned topics (restored)
         self.discovered: set[str] = set()  # this door's discovery configs (and household topics) now
         self.entities_topic = self.topic("entities")  # retained: what this door published (homeassistant.manifest)
         self.manifest_due: float | None = None  # the new manifest waits until the earlier one was read (or then)
         self.on_command: Callable[[str], None] = lambda text: None
         self.on_name: Callable[[str, str], None] = lambda vid, name: None  # (visitor id, name)
         self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None  # "that wasn't X"
+        self.on_show: Callable[[str], None] = lambda vid: None  # the dashboard chose a stored visitor
         self.gate = CommandGate(cfg.learning.enabled, self.answer)
         # the household on the dashboard ([household] id with discovery on): door.doors, homeassistant.household_*
         self.house = cfg.household_topic if cfg.household.id and m.discovery else ""
@@ -128,7 +132,7 @@ class MqttPublisher:
             if str(reason_code) in AUTH_FAILURES:
                 self.fatal = f"MQTT broker refused the credentials: {reason_code}"
             return
-        client.subscribe([(self.topic(kind), 1) for kind in COMMANDS])
+        client.subscribe([(self.topic(leaf), 1) for leaf in COMMANDS + (OWNED if self.cfg.learning.enabled else ())])
         if m.discovery:
             with self.lock:
                 if self.manifest_due is None:
@@ -162,6 +166,8 @@ class MqttPublisher:
                 self.manifest_due = 0.0  # read: this run's may replace it now
         elif msg.topic in [self.topic(kind) for kind in COMMANDS]:
             self._command(msg.topic.rsplit("/", 1)[1], msg.payload, bool(msg.retain))
+        elif msg.topic in [self.topic(leaf) for leaf in OWNED]:
+            self.restore(msg.topic.rsplit("/", 1)[1], bytes(msg.payload))
 
     def _command(self, kind: str, payload: bytes, retained: bool) -> None:
         """A command on the camera's own command topics (broker ACLs decide who may send them), once it has
@@ -175,12 +181,15 @@ class MqttPublisher:
             self.on_command(text)  # answered by the daemon once it has reloaded
         elif kind == "wrong_name":
             self.on_wrong(*request)
+        elif kind == "show_visitor":
+            self.on_show(request)
         else:
             self.on_name(*request)  # (name checks as enroll's)
 
     def answer(self, command: str, ok: bool, message: str, visitor: str | None = None) -> None:
-        """A command's answer on ``learning``: done, or refused and why."""
-        self.learning({"ok": ok, "command": command, "message": message} | ({"visitor": visitor} if visitor else {}))
+        """A command's answer on ``answer`` (its own topic: a visit's notice never overwrites it)."""
+        self.learning({"ok": ok, "command": command, "message": message} | ({"visitor": visitor} if visitor else {}),
+                      "answer")
 
     def _clear_stale(self, payload: bytes) -> None:
         """Clear what an earlier run published and this one does not (a person forgotten meanwhile, the
@@ -199,7 +208,7 @@ class MqttPublisher:
 
     def _expected(self) -> set[str]:
         """Every retained topic of this door's entities now (its manifest; under self.lock)."""
-        return self.discovered | ({f"{self.house}/seen/{homeassistant.person_key(n)}" for n in self.people}
+        return self.discovered | ({f"{self.house}/seen/{homeassistant.person_key(n, self.keys)}" for n in self.people}
                                   if self.house else set())
 
     def _say(self, text: str, level: int) -> None:
@@ -238,7 +247,7 @@ class MqttPublisher:
         self._state("last", json.dumps(payload), 1)  # retained: the dashboard's "Last person" after a restart
         if self.house and payload["name"] != "unknown":  # the household's "<Name> last seen"
             name, cfg = payload["name"], self.cfg
-            self._state(f"{self.house}/seen/{homeassistant.person_key(name)}",
+            self._state(f"{self.house}/seen/{homeassistant.person_key(name, self.keys)}",
                         seen_payload(name, cfg.camera_id, cfg.device_name, payload["timestamp"]), 1)
 
     def _state(self, leaf: str, payload: str | bytes, qos: int) -> None:
@@ -281,9 +290,6 @@ class MqttPublisher:
     def status(self, payload: dict[str, Any]) -> None:
         self._state("status", json.dumps(payload), 0)
 
-    def snapshot(self, jpeg: bytes) -> None:
-        self._state("snapshot", jpeg, 0)  # retained, the newest only: the dashboard's image entity
-
     def spoof(self, payload: dict[str, Any], jpeg: bytes | None) -> None:
         """A visit judged not live: Home Assistant's per-camera Spoof event, and its picture where snapshots may.
         Counted with the events (paho's bound is theirs); beyond it, skipped: the event topic carries it too."""
@@ -295,17 +301,11 @@ class MqttPublisher:
         if jpeg:
             self._state("spoof_snapshot", jpeg, 0)
 
-    def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:
-        """The visitor shown on the dashboard ("Last unknown visitor") and which one it is, both
-        retained; ``b""`` and None clear both from the broker (empty retained messages)."""
-        self._state("visitor", jpeg, 1)
-        self._state("visitor_info", json.dumps(info) if info else "", 1)
-
-    def learning(self, payload: dict[str, Any]) -> None:
+    def learning(self, payload: dict[str, Any], leaf: str = "learning") -> None:
         """Retained, and every one sent in order (not coalesced like the state topics: each command's answer
         counts), but bounded apart from the events: a flood of junk commands keeps the newest ANSWERS."""
         with self.answer_lock:
-            self.answers.append(json.dumps(payload))
+            self.answers.append((leaf, json.dumps(payload)))
         self._send_answers()
 
     def _send_answers(self) -> None:
@@ -314,7 +314,8 @@ class MqttPublisher:
         with self.answer_lock:  # the order kept; paho's lock never waits on this one
             self.answers_out = [i for i in self.answers_out if not _done(i)]
             while self.answers and len(self.answers_out) < ANSWERS_IN_PAHO:
-                self.answers_out.append(self._publish(self.topic("learning"), self.answers.popleft(), 1, True))
+                leaf, text = self.answers.popleft()
+                self.answers_out.append(self._publish(self.topic(leaf), text, 1, True))
 
     @property
     def queue_depth(self) -> int:
@@ -337,20 +338,21 @@ class MqttPublisher:
         cfg = self.cfg
         configs = homeassistant.discovery(cfg.camera_id, cfg.device_name, self.base, cfg.mqtt.discovery_prefix,
                                           self.people, cfg.mqtt.snapshot, cfg.learning.enabled,
-                                          cfg.liveness.enabled)
+                                          cfg.liveness.enabled, self.keys, self.visitors)
         if self.house:
             configs |= homeassistant.household_discovery(cfg.household.id, self.house, cfg.mqtt.discovery_prefix,
-                                                         self.people)
+                                                         self.people, self.keys)
         return configs
 
-    def set_people(self, people: list[str]) -> None:
+    def set_people(self, people: list[str], keys: dict[str, str] | None = None) -> None:
         """The gallery's people (at start and after a reload): presence entities follow them; the household's
         last-seen topic of a person forgotten is cleared with the entities."""
         if self.house:
             with self.lock:
                 for name in set(self.people) - set(people):
-                    self.waiting[f"{self.house}/seen/{homeassistant.person_key(name)}"] = ("", 1)
+                    self.waiting[f"{self.house}/seen/{homeassistant.person_key(name, self.keys)}"] = ("", 1)
         self.people = sorted(people)
+        self.keys = {**self.keys, **(keys or {})}  # a forgotten person's key stays known: their topics are cleared
         if self.cfg.mqtt.discovery and self.connected:
             self._publish_discovery()
             self.flush()

@@ -7,11 +7,12 @@ shutdown), ``event`` (one JSON message per recognition), ``person`` (retained:
 names in view), ``status`` (retained health), optional ``snapshot`` (JPEG); with liveness on, ``spoof``
 (one JSON message per visit judged not live) and, with snapshots, ``spoof_snapshot`` (retained JPEG); with learning on,
 ``visitor`` (retained JPEG, only with ``mqtt.snapshot``), ``visitor_info`` (retained: which visitor
-that image shows) and ``learning`` (retained: every command's answer); with discovery, ``entities``
-(retained: what this door published, for the next run to clear what is gone).
+that image shows), ``learning`` (retained: what the last visit did) and ``answer`` (retained: every
+command's answer); with discovery, ``entities`` (retained: what this door published, for the next run to
+clear what is gone).
 Commands arrive on ``command`` (``reload``) and ``name_visitor`` (JSON ``{"visitor": "V7", "name":
 "alice"}``); retained ones are ignored (they would run again on every reconnect), each kind has its
-own rate limit, and every command is answered on ``learning``, bounded apart from the events (junk
+own rate limit, and every command is answered on ``answer``, bounded apart from the events (junk
 commands never cost an event) and refusals logged at a bounded rate.
 Events published while the broker is away stay queued in paho in order and are
 sent after it reconnects; at most ``queue_size`` are kept, and the ``status``
@@ -46,6 +47,7 @@ class StdoutPublisher:
         self.on_command: Callable[[str], None] = lambda text: None
         self.on_name: Callable[[str, str], None] = lambda vid, name: None
         self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None
+        self.on_show: Callable[[str], None] = lambda vid: None
 
     def start(self) -> None:
         pass
@@ -69,10 +71,13 @@ class StdoutPublisher:
     def flush(self) -> None:
         pass
 
-    def set_people(self, people: list[str]) -> None:
+    def set_people(self, people: list[str], keys: dict[str, str] | None = None) -> None:
         pass
 
     def visitor(self, jpeg: bytes, info: dict[str, Any] | None) -> None:
+        pass
+
+    def set_visitors(self, ids: list[str]) -> None:
         pass
 
     def learning(self, payload: dict[str, Any]) -> None:

@@ -15,16 +15,17 @@ Three clocks, kept apart:
   a camera that stops sending frames empties it. A stranger is present only once the
   quality gate below has let them be announced.
 
-A track is embedded on every frame until it has ``vote_frames`` embeddings, then
-every ``reidentify_seconds``. Its identity is the classifier's answer for the
-quality-weighted mean of its recent embeddings (detector score x face size, as
-Frigate weights its votes). A face is announced as *unknown* only after it was seen
-on ``unknown_min_frames`` frames with a detector score and a landmark geometry of a
-real face, mostly inside the frame: hands and patterns that fool MTCNN for a frame
-or two, and a face printed on a shirt cut by the frame's edge, are not announced.
-Such a face, once judged (``ignored``), is not presence either, and does not keep the
-daemon's detector on every frame; its spot is remembered for ``rejected_memory``
-seconds, so the same poster found again a still_interval later is not judged afresh.
+A track is embedded on every frame while its identity is being settled (its first ``confirm_seconds`` +
+``naming.HOLD_SECONDS``, and whenever its latest look disagrees with its name), else every
+``reidentify_seconds``. Its vote is the classifier's answer for the quality-weighted mean of its recent
+embeddings (detector score x face size, as Frigate weights its votes); a member's name is said only on
+agreeing evidence over the frames so far, and a name that went out is taken back with a correction, never
+silently (``facepi.door.naming``). A face is announced as *unknown* ("someone at the door") only after it was
+seen on ``unknown_min_frames`` frames with a detector score and a landmark geometry of a real face, mostly
+inside the frame: hands and patterns that fool MTCNN for a frame or two, and a face printed on a shirt cut by
+the frame's edge, are not announced. Such a face, once judged (``ignored``), is not presence either, and does
+not keep the daemon's detector on every frame; its spot is remembered for ``rejected_memory`` seconds, so the
+same poster found again a still_interval later is not judged afresh.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facepi.door import naming
+from facepi.door.naming import Announcement, Look
 from facepi.identity.classify import UNKNOWN, Prediction
 from facepi.vision.align import landmark_error
 from facepi.vision.detect import iou_matrix
@@ -57,6 +60,10 @@ class Track:
     last_embed_t: float = float("-inf")
     decision: Prediction | None = None
     announced: str | None = None  # the name last announced (or deliberately not) for this track
+    named: str | None = None  # the member this track was announced as (sure), until taken back
+    said_seq: int | None = None  # the event that said its name (the announcer's seq), for a correction
+    looks: list[Look] = field(default_factory=list)  # each embedded frame's own answer (recent)
+    agreed: Prediction | None = None  # the answer for the vote of the recent looks (naming.sure_name)
     visitor: int | None = None  # the unknown visitor this track was found to be
     suspect: bool = False  # born where a face the gate turned down was: ignored until judged itself
     live_scores: list[float] = field(default_factory=list)  # liveness per frame scored (door/liveness.py)
@@ -80,6 +87,12 @@ class Track:
     def weight(self) -> float:
         """This frame's say in the vote: detector score x face size (width, pixels)."""
         return max(self.scores[-1], 1e-3) * max(float(self.box[2] - self.box[0]), 1.0)
+
+    def rejudge(self) -> None:
+        """The decided name changed: the verdict and scores were another name's (a photo held where a live
+        person was), so the track is judged again, as its new name, from new frames."""
+        self.live, self.liveness, self.live_scores, self.rechecks = None, None, [], []
+        self.live_for = None if self.decision is None else self.decision.name
 
     def looks_like_a_face(self, min_score: float, max_error: float, min_inside: float, min_width: float = 0.0
                           ) -> bool:
@@ -124,6 +137,8 @@ class Tracker:
     vote_frames: int = 3
     reidentify_seconds: float = 1.0
     cooldown: float = 0.0
+    confirm_seconds: float = 0.5  # how long a member's face must keep agreeing before the name is said
+    threshold: float = 2.0  # the classifier's accept distance (the daemon's; naming.CLEAR is a share of it)
     track_gap: float = 0.5
     presence_hold: float = 1.5
     split_distance: float = 0.7
@@ -142,12 +157,16 @@ class Tracker:
     rejected: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (box, last seen): gate said no
     next_id: int = 1
     splits: int = 0
+    corrections: int = 0  # names taken back (correction events)
+    ended: list[Track] = field(default_factory=list)  # the last update's ended tracks, never announced
 
     def update(self, boxes: np.ndarray, landmarks: np.ndarray, t: float,
                frame_size: tuple[int, int] | None = None) -> list[Track]:
         """Match this frame's faces ([x1, y1, x2, y2, score] rows; frame_size (w, h)) to tracks;
         returns the tracks in view."""
         live = [tr for tr in self.tracks.values() if t - tr.last_t <= self.track_gap]
+        self.ended = [tr for tr in self.tracks.values() if t - tr.last_t > self.track_gap and tr.announced is None
+                      and tr.decision is not None and tr.frames >= self.unknown_min_frames]  # the announcer settles
         for tr in self.tracks.values():
             if t - tr.last_t > self.track_gap and self.ignored(tr):
                 self._reject(tr)
@@ -192,7 +211,8 @@ class Tracker:
         """A face the quality gate turns down (cut by the frame's edge, too small, not shaped like a face)
         that is nobody enrolled: never announced, so not presence, and no reason to detect every frame.
         A track is judged on its own frames once it has ``unknown_min_frames``; before that, by its spot."""
-        if tr.announced == UNKNOWN or (tr.decision is not None and tr.decision.name != UNKNOWN):
+        if tr.announced == UNKNOWN or tr.named is not None or (tr.decision is not None and
+                                                                tr.decision.name != UNKNOWN):
             return False
         if tr.frames < self.unknown_min_frames:
             return tr.suspect
@@ -210,48 +230,48 @@ class Tracker:
         return self.liveness and tr.decision is not None and tr.decision.name != UNKNOWN and \
             (tr.live is not True or tr.live_for != tr.decision.name)
 
-    def rejudge(self, tr: Track) -> None:
-        """The track's decided name changed: its liveness verdict and scores were for the other name (a live
-        face, then a photo of a member held in the same spot), so it is judged again from nothing."""
-        tr.live = tr.liveness = None
-        tr.live_scores, tr.rechecks = [], []
-        tr.live_for = None if tr.decision is None else tr.decision.name
-
-    def no_longer_live(self, tr: Track, score: float) -> None:
-        """A live member's track whose recent scores fell below the threshold (the member swapped for a photo
-        or a screen): not present from now on, and said once as a spoof (``announce``)."""
-        assert tr.decision is not None
-        tr.live, tr.liveness, tr.announced = False, score, None
-        self.present.pop(tr.decision.name, None)
-
     def judged(self, tr: Track, live: bool, score: float) -> None:
         """The visit's liveness verdict: a live member is present from this frame on."""
         tr.live, tr.liveness = live, score
+        if not live:  # not present, and a name said for it (a live face's, swapped for a photo) does not stand
+            for name in {tr.decision.name if tr.decision else None, tr.named} - {None}:
+                self.present.pop(name, None)
+            tr.named = tr.announced = None  # the spoof is news (announce)
         self._in_view(tr, tr.last_t)
 
     def _in_view(self, tr: Track, t: float) -> None:
-        if tr.decision is None:
-            return
-        if self.unproven(tr):  # a spoof presented on: the same spoofed visit, not news again
+        """Presence: a member once named (sure), "unknown" once someone at the door was announced."""
+        if self.unproven(tr) and tr.named is None:  # a spoof presented on: the same spoofed visit, not news again
+            assert tr.decision is not None
             if tr.live is False and SPOOF + tr.decision.name in self.visiting:
                 self.visiting[SPOOF + tr.decision.name] = t
             return
-        if tr.decision.name != UNKNOWN or tr.announced == UNKNOWN:  # a stranger once the gate let them in
-            self.present[tr.decision.name] = t
-        if tr.decision.name in self.visiting:
-            self.visiting[tr.decision.name] = t
+        if tr.named is not None:
+            self.present[tr.named] = t
+            if tr.named in self.visiting:
+                self.visiting[tr.named] = t
+        elif tr.announced == UNKNOWN:
+            self.present[UNKNOWN] = t
+        if tr.named is None and tr.agreed is not None and tr.agreed.name in self.visiting:
+            self.visiting[tr.agreed.name] = t  # the same face being confirmed again (a track broke): one visit
         if tr.visitor in self.strangers:
             self.strangers[tr.visitor] = (self.strangers[tr.visitor][0], t)
 
     def wants_embedding(self, tr: Track, t: float) -> bool:
-        if len(tr.embeddings) < self.vote_frames:
+        """Every frame while the identity is being settled (bounded in time), then every reidentify_seconds;
+        a named track whose latest look disagrees is looked at four times as often until it is settled."""
+        if len(tr.embeddings) < self.vote_frames or t - tr.first_t <= self.confirm_seconds + naming.HOLD_SECONDS:
             return True
-        return t - tr.last_embed_t >= self.reidentify_seconds
+        contested = tr.named is not None and bool(tr.looks) and tr.looks[-1].name != tr.named
+        return t - tr.last_embed_t >= self.reidentify_seconds / (4 if contested else 1)
 
     def add_embedding(self, tr: Track, embedding: np.ndarray, t: float,
                       decide: Callable[[np.ndarray], Prediction]) -> Track:
         """Add a face to its track's vote; returns the track it joined (a new one if it disagrees)."""
-        if tr.embeddings and cosine_distance(embedding, vote(tr.embeddings, tr.weights)) > self.split_distance:
+        p = decide(embedding)
+        # a named member in another pose, still within split_distance of their centroid, is not somebody else
+        if tr.embeddings and cosine_distance(embedding, vote(tr.embeddings, tr.weights)) > self.split_distance and \
+                not (tr.named is not None and p.candidate == tr.named and p.distance <= self.split_distance):
             del self.tracks[tr.id]  # somebody else is in this spot now: the old track ends here
             old = tr
             tr = self._new(np.append(old.box, old.scores[-1]), old.landmarks, t)
@@ -259,42 +279,92 @@ class Tracker:
             self.splits += 1
         tr.embeddings = (tr.embeddings + [embedding])[-self.vote_frames:]
         tr.weights = (tr.weights + [tr.weight])[-self.vote_frames:]
+        tr.looks = (tr.looks + [Look(t, self._clearly(p), p.name, embedding, tr.weights[-1])])[-naming.WINDOW:]
+        tr.agreed = decide(vote(*naming.recent_faces(tr.looks)))
         tr.last_embed_t = t
         if len(tr.embeddings) >= self.vote_frames:
             tr.decision = decide(vote(tr.embeddings, tr.weights))
             if self.liveness and tr.live_for != tr.decision.name:
-                self.rejudge(tr)
+                tr.rejudge()
             self._in_view(tr, t)
         return tr
 
-    def announce(self, tr: Track, t: float, final: bool = False) -> bool:
-        """Whether this track's decision is news: a new visit, or a new unknown visitor.
+    def announce(self, tr: Track, t: float, final: bool = False, left: bool = False) -> Announcement | None:
+        """What this track's visit says now, if anything: a member's name once the evidence agrees
+        (``naming.sure_name``), "someone at the door" (unknown) once the quality gate lets the face in
+        and no name is about to be said, or a correction of a name said before.
 
-        ``final``: the track ends now (end of a file, a scene cut), so it cannot wait
-        for more frames; the quality gate still applies.
+        ``final``: the track ends now (end of a file, a scene cut): no more frames to wait for (the quality gate
+        holds). ``left``: it left view mid-confirmation: the rule as it stands, else someone at the door.
         """
         d = tr.decision
-        if d is None or tr.announced == d.name:
-            return False
-        if self.unproven(tr):
-            return tr.live is False and self._spoof(tr, t)
-        if d.name == UNKNOWN:
-            if not (final or tr.frames >= self.unknown_min_frames) or \
-                    not tr.looks_like_a_face(self.min_face_score, self.max_landmark_error, self.min_face_in_view,
-                                             self.min_face_width):
-                return False  # not yet (or never): too brief, not shaped like a face, or cut by the edge
-            tr.announced = d.name
+        if d is None:
+            return None
+        if tr.named is not None:
+            return self._taken_back(tr, t, final)
+        if self.unproven(tr):  # liveness on: a member's name only for a face judged live; a spoof once per visit
+            return Announcement("spoof", d.name, since=t - tr.first_t) if \
+                tr.live is False and tr.announced != d.name and self._spoof(tr, t) else None
+        sure = naming.sure_name(tr.looks, self._agreed(tr), self.confirm_seconds, final)
+        if sure is not None:
+            return self._name(tr, sure, t)
+        if tr.announced == UNKNOWN:
+            return None
+        if self._agreed(tr) in self.visiting or not (final or left) and naming.leaning(tr.looks, d.name) and \
+                t - tr.first_t < self.confirm_seconds + naming.HOLD_SECONDS:
+            return None  # a name about to be said waits a moment; a member whose visit goes on is no news
+        if not (final or tr.frames >= self.unknown_min_frames) or \
+                not tr.looks_like_a_face(self.min_face_score, self.max_landmark_error, self.min_face_in_view,
+                                         self.min_face_width):
+            return None  # not yet (or never): too brief, not shaped like a face, or cut by the edge
+        tr.announced = UNKNOWN
+        self.present[UNKNOWN] = t
+        return Announcement("unknown", UNKNOWN, since=t - tr.first_t) if self._new_stranger(tr, t) else None
+
+    def _clearly(self, p: Prediction) -> str:
+        """A frame's answer: a member only when clear of the threshold (naming.CLEAR), else unknown."""
+        return p.name if p.name == UNKNOWN or p.distance <= naming.CLEAR * self.threshold else UNKNOWN
+
+    @staticmethod
+    def _agreed(tr: Track) -> str:  # the vote of the recent looks (or, before any, the track's vote)
+        return (tr.agreed or tr.decision or Prediction(UNKNOWN, 0.0, 2.0, UNKNOWN)).name
+
+    def _name(self, tr: Track, name: str, t: float) -> Announcement | None:
+        """The member is sure: said once per visit (and not again within ``cooldown``); with liveness on, only
+        once the track is judged live as this member."""
+        if self.liveness and not (tr.live is True and tr.live_for == name):
+            return None
+        tr.named = tr.announced = name
+        self.present[name] = t
+        if name in self.visiting:  # this person's visit was announced already
+            self.visiting[name] = t
+            return None
+        self.visiting[name] = t
+        if self.cooldown > 0 and t - self.last_announced.get(name, float("-inf")) < self.cooldown:
+            return None
+        self.last_announced[name] = t
+        return Announcement("recognized", name, since=t - tr.first_t)
+
+    def _taken_back(self, tr: Track, t: float, final: bool) -> Announcement | None:
+        """A correction when the name said for this track no longer holds (``naming.taken_back``)."""
+        assert tr.decision is not None and tr.named is not None
+        was = tr.named
+        if not naming.taken_back(tr.looks, was, self._agreed(tr)):
+            return None
+        self.corrections += 1
+        self.present.pop(was, None)
+        self.visiting.pop(was, None)
+        now = naming.sure_name(tr.looks, self._agreed(tr), self.confirm_seconds, final)
+        if now is not None and self.liveness and not (tr.live is True and tr.live_for == now):
+            now = None  # not judged live as the new name (a photo held where a live person was): not named
+        if now is not None:
+            tr.named = tr.announced = now
+            self.present[now] = self.visiting[now] = t
+        else:
+            tr.named, tr.announced = None, UNKNOWN
             self.present[UNKNOWN] = t
-            return self._new_stranger(tr, t)
-        tr.announced = d.name
-        if d.name in self.visiting:  # this person's visit was announced already
-            self.visiting[d.name] = t
-            return False
-        self.visiting[d.name] = t
-        if self.cooldown > 0 and t - self.last_announced.get(d.name, float("-inf")) < self.cooldown:
-            return False
-        self.last_announced[d.name] = t
-        return True
+            self._new_stranger(tr, t)  # a visitor like any other stranger's (learning keeps its faces)
+        return Announcement("correction", now or UNKNOWN, was=was, since=t - tr.first_t)
 
     def _spoof(self, tr: Track, t: float) -> bool:
         """A visit judged not live: said once per visit (a spoof of the same member within visit_gap is the
@@ -337,45 +407,3 @@ class Tracker:
     def names_in_view(self, t: float) -> list[str]:
         """Who is in view at ``t`` (the tracker's clock; later than the last frame when frames stop)."""
         return sorted(name for name, last in self.present.items() if t - last <= self.presence_hold)
-
-
-Face = tuple[float, np.ndarray, np.ndarray]  # (quality, aligned crop, embedding): what learning keeps
-
-
-@dataclass
-class StrangerVisits:
-    """The best faces of each stranger's visit, however many tracks the visit took.
-
-    A visit is the tracker's: a stranger (``Track.visitor``) from their announcement until
-    nobody like them has been seen for ``visit_gap`` seconds. A track that breaks within it
-    (a face turned away for longer than ``track_gap``) is given the same visitor again, so
-    its faces are gathered here by visitor, not by track: keyed by track, one visit was
-    stored as two. A track's faces wait with the track (it may still turn out to be someone
-    enrolled); they join the visit only if it ends as an unknown visitor (with liveness on: one
-    judged live; a photo's faces never reach the visitor store, so naming can never enrol them).
-    """
-
-    keep: int  # the best faces kept per track and per visit
-    need_live: bool = False  # liveness on: only a visit judged live becomes a visitor (never a photo's faces)
-    tracks: dict[int, tuple[Track, list[Face]]] = field(default_factory=dict)
-    visits: dict[int, list[Face]] = field(default_factory=dict)  # visitor -> its faces so far
-
-    def add(self, tr: Track, face: Face) -> None:
-        _, faces = self.tracks.setdefault(tr.id, (tr, []))
-        self._best(faces, [face])
-
-    def ended(self, tracker: Tracker, final: bool = False) -> list[list[Face]]:
-        """The visits that are over (``final``: all of them, the scene ends): their best faces, best first."""
-        for tid in [tid for tid in self.tracks if final or tid not in tracker.tracks]:
-            tr, faces = self.tracks.pop(tid)
-            if tr.visitor is not None and tr.decision is not None and tr.decision.name == UNKNOWN and \
-                    (tr.live is True or not self.need_live):
-                self._best(self.visits.setdefault(tr.visitor, []), faces)
-        alive = {tr.visitor for tr in tracker.tracks.values()}
-        over = [v for v in self.visits if final or (v not in tracker.strangers and v not in alive)]
-        return [self.visits.pop(v) for v in over]
-
-    def _best(self, into: list[Face], faces: list[Face]) -> None:
-        into += faces
-        into.sort(key=lambda f: -f[0])
-        del into[self.keep:]

@@ -30,7 +30,8 @@ def new_gallery(pipeline: FacePipeline, kind: str, target_far: float) -> Gallery
     e = pipeline.embedder
     return Gallery(e.model_id, e.dim, meta={
         "classifier": kind, "target_far": target_far, "embedder": e.file, "precision": e.precision,
-        "alignment": pipeline.mode, "margin": pipeline.margin})
+        "alignment": pipeline.mode, "margin": pipeline.margin,
+        "person_keys": {}})  # made by this facepi: every person gets a new key (names.person_keys)
 
 
 def check_fit(kind: str, target_far: float) -> None:
@@ -52,6 +53,8 @@ def recalibrate(gallery: Gallery, models_dir: str | os.PathLike[str] | None = No
     gallery.meta["threshold"] = cal.threshold
     # A photo farther than this from its person's others resembles them less than 1 stranger in 20 does.
     gallery.meta["outlier_distance"] = points.threshold(OUTLIER_FAR) if points else cal.threshold + 0.1
+    # The faces of one naming agree when each is nearer the others than 1 stranger in 1/AGREE_FAR would be.
+    gallery.meta["agree_distance"] = points.threshold(AGREE_FAR) if points else cal.threshold
     gallery.meta["calibration"] = classify.calibration_dict(cal)
     gallery.meta["person_thresholds"] = classify.person_thresholds(gallery, cal.threshold)
     return cal
@@ -59,6 +62,10 @@ def recalibrate(gallery: Gallery, models_dir: str | os.PathLike[str] | None = No
 
 DUPLICATE = classify.DUPLICATE  # the same shot (resized, recompressed); beside the rules: the page reads it too
 OUTLIER_FAR = 0.05  # an enrol photo matches its person worse than this share of strangers do: an outlier
+DOOR = "door-"  # the start of a door-named face's source (after "NAME/"): not part of the anchor
+LEARN = 0.6  # a door-named face of someone enrolled must be within this share of their accept distance
+DRIFT = 0.25  # door namings may move a template this share of the person's accept distance (bench/drift.py)
+AGREE_FAR = 0.01  # the faces of one naming must agree at this per-comparison FAR (bench/drift.py)
 
 
 @dataclass
@@ -185,11 +192,23 @@ def _several_faces(r: PhotoFaces, n: int) -> str:
 
 
 def enroll_crops(gallery: Gallery, name: str, embeddings: np.ndarray, crops: np.ndarray, labels: list[str],
-                 force: bool = False, models_dir: str | os.PathLike[str] | None = None) -> EnrolReport:
+                 force: bool = False, models_dir: str | os.PathLike[str] | None = None,
+                 one_person: bool = True) -> EnrolReport:
     """Enrol faces that are already aligned and embedded (a door visitor's best crops), with the same
-    checks as ``enroll``. ``labels`` name each face in messages and in the gallery's sources."""
+    checks as ``enroll``. ``labels`` name each face in messages and in the gallery's sources.
+
+    First the faces must agree with each other (``_one_person``; ``one_person=False`` is the rule before it,
+    for bench/drift.py): a visit that shows two people (a photo of a member held up beside the attacker's
+    own face, one track) is refused before the check against the member, which each face could pass alone
+    while the visit's other faces move the member's template."""
     name = check_name(name)
     report = EnrolReport(name)
+    if one_person:  # and anchored (see _matches_enrolment)
+        if "agree_distance" not in gallery.meta:
+            recalibrate(gallery, models_dir)
+        _one_person(embeddings, labels, float(gallery.meta["agree_distance"]), report)
+        if report.problems and not force:  # only the command line forces (family._forced)
+            return report
     known = dict(zip(gallery.hashes, gallery.labels.tolist(), strict=True))
     keep, hashes = [], []
     for i, crop in enumerate(crops):
@@ -204,13 +223,15 @@ def enroll_crops(gallery: Gallery, name: str, embeddings: np.ndarray, crops: np.
     if not keep:
         return report
     return add_faces(gallery, name, embeddings[keep], [crops[i] for i in keep], [labels[i] for i in keep],
-                     [f"{name}/{labels[i]}" for i in keep], hashes, report, force, models_dir, None)
+                     [f"{name}/{labels[i]}" for i in keep], hashes, report, force, models_dir, None,
+                     anchored=one_person, door=True)
 
 
 def add_faces(gallery: Gallery, name: str, x: np.ndarray, crops: list[np.ndarray], used: list[str],
               sources: list[str], hashes: list[str], report: EnrolReport, force: bool,
               models_dir: str | os.PathLike[str] | None,
-              operating_points: classify.OperatingPoints | None) -> EnrolReport:
+              operating_points: classify.OperatingPoints | None, anchored: bool = True,
+              door: bool = False) -> EnrolReport:
     """The gallery's health checks, then the faces added (unless a problem and not ``force``)."""
     kept: list[str | None] = list(used)
     _near_duplicates(gallery, name, x, kept, report)
@@ -221,7 +242,9 @@ def add_faces(gallery: Gallery, name: str, x: np.ndarray, crops: list[np.ndarray
         return report
     if "outlier_distance" not in gallery.meta:
         recalibrate(gallery, models_dir, operating_points)
-    _matches_enrolment(gallery, name, x, used, report)
+    _matches_enrolment(gallery, name, x, used, report, anchored, LEARN if door and anchored else 1.0)
+    if anchored:
+        _drift(gallery, name, x, report)
     _same_person_elsewhere(gallery, name, x, float(gallery.meta["threshold"]), report)
     _outliers(gallery, name, x, used, float(gallery.meta["outlier_distance"]), report)
     if report.problems and not force:
@@ -230,6 +253,24 @@ def add_faces(gallery: Gallery, name: str, x: np.ndarray, crops: list[np.ndarray
     report.added = len(x)
     report.calibration = recalibrate(gallery, models_dir, operating_points)
     return report
+
+
+def _one_person(x: np.ndarray, labels: list[str], limit: float, report: EnrolReport) -> None:
+    """The faces of one naming are one person: each within ``limit`` of the mean of the others (a face of
+    someone else, or a visit mixing two people, is named; the naming is refused whole, never split, since the
+    household named the face it saw and cannot say which of two people that was)."""
+    if len(x) < 2:
+        return
+    total = x.sum(axis=0)
+    far = []
+    for i, e in enumerate(x):
+        rest = total - e
+        d = 1.0 - float(e @ rest) / max(float(np.linalg.norm(rest)), 1e-12)
+        if d > limit:
+            far.append(f"{labels[i]} ({d:.2f})")
+    if far:
+        report.problems.append(f"the visit's faces are not one person: {', '.join(far)} far from the visit's other "
+                               f"faces (one person's faces agree within {limit:.2f}); not named")
 
 
 def _near_duplicates(gallery: Gallery, name: str, x: np.ndarray, used: list[str | None],
@@ -256,24 +297,57 @@ def _near_duplicates(gallery: Gallery, name: str, x: np.ndarray, used: list[str 
                 break
 
 
-def _matches_enrolment(gallery: Gallery, name: str, x: np.ndarray, used: list[str], report: EnrolReport) -> None:
+def _matches_enrolment(gallery: Gallery, name: str, x: np.ndarray, used: list[str], report: EnrolReport,
+                       anchored: bool = True, margin: float = 1.0) -> None:
     """New faces for someone already enrolled must match *their existing enrolment* at the gallery's own
     accept rule: a mean that includes the newcomers would let five photos of somebody else vouch for
-    each other (an impostor's crops sent as "alice" from any broker client)."""
+    each other (an impostor's crops sent as "alice" from any broker client).
+
+    ``anchored``: their enrolment *from photos* where they have any, not the faces named at the door since:
+    against a template that door namings move, each naming could move it further (a visit with a morph of
+    the member and the attacker's face, named five times, had the attacker's unseen photos named as the
+    member: bench/drift.py). ``margin``: a share of their accept distance a face must be within (a door naming:
+    ``LEARN``; a face that only just passes is as likely a look-alike as them)."""
     if name not in gallery.people:
         return
     idx = gallery.people.index(name)
-    mine = gallery.embeddings[gallery.labels == idx]
+    rows = np.flatnonzero(gallery.labels == idx)
+    anchor = [r for r in rows if not gallery.sources[r].rsplit("/", 1)[-1].startswith(DOOR)]
+    mine = gallery.embeddings[anchor if anchored and anchor else rows]
     if not len(mine):
         return
     c = mine.mean(axis=0)
     c /= max(float(np.linalg.norm(c)), 1e-12)
     t = float((gallery.meta.get("person_thresholds") or {}).get(name, gallery.meta["threshold"]))
+    t *= margin
     for i, e in enumerate(x):
         d = 1.0 - float(e @ c)
         if d > t:
             report.problems.append(f"{used[i]}: does not match {name}'s enrolled photos (distance {d:.2f}, "
-                                   f"{name} is recognised up to {t:.2f}): somebody else, or a poor photo")
+                                   f"{name} is {'learnt from the door' if margin < 1 else 'recognised'} up to "
+                                   f"{t:.2f}): somebody else, or a poor photo")
+
+
+def _drift(gallery: Gallery, name: str, x: np.ndarray, report: EnrolReport) -> None:
+    """Faces named at the door may widen a template, not move it: with them, the person's mean must stay within
+    ``DRIFT`` x their accept distance of the mean of their photos (genuine door faces scatter around it; a
+    morph pulls every time in the same direction, toward the attacker: bench/drift.py)."""
+    if name not in gallery.people:
+        return
+    rows = np.flatnonzero(gallery.labels == gallery.people.index(name))
+    anchor = [r for r in rows if not gallery.sources[r].rsplit("/", 1)[-1].startswith(DOOR)]
+    if not anchor:
+        return
+    a = gallery.embeddings[anchor].mean(axis=0)
+    a /= max(float(np.linalg.norm(a)), 1e-12)
+    c = np.concatenate([gallery.embeddings[rows], x]).mean(axis=0)
+    c /= max(float(np.linalg.norm(c)), 1e-12)
+    t = float((gallery.meta.get("person_thresholds") or {}).get(name, gallery.meta["threshold"]))
+    d = 1.0 - float(a @ c)
+    if d > DRIFT * t:
+        report.problems.append(f"these faces would move {name}'s template {d:.3f} from {name}'s enrolled photos "
+                               f"(at most {DRIFT * t:.3f}): too unlike them to learn from the door; enrol photos "
+                               f"of {name} from the command line instead")
 
 
 def _same_person_elsewhere(gallery: Gallery, name: str, x: np.ndarray, threshold: float,

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from facepi.identity.gallery import Gallery, GalleryError, check_name, wrong_model
+from facepi.identity.gallery import Gallery, GalleryError, check_name, shown, wrong_model
+from facepi.identity.names import check_keys, lookalike, new_key, person_keys
 from facepi.identity.recent import last_recognition
 from facepi.identity.store import Change, Conflict, Store, open_store
 
@@ -60,7 +61,11 @@ def _change(path: str | os.PathLike[str], what: str, origin: str, mutate: Mutati
     for _ in range(RETRIES):
         base = store.version()
         current = store.gallery() if store.has_gallery() else None
+        keys = person_keys(current.meta, current.people) if current is not None else {}
+        sizes = _sizes(current) if current is not None else {}
         gallery, summary, detail, result = mutate(current)
+        _check_names(gallery, keys)
+        _check_sizes(gallery, sizes)
         try:
             done = store.commit(gallery, base, what, origin, summary, detail, also)
         except Conflict:
@@ -69,6 +74,47 @@ def _change(path: str | os.PathLike[str], what: str, origin: str, mutate: Mutati
         return Done(done, store.gallery(), result)
     raise GalleryError(f"{store.path}: changed by other facepi commands {RETRIES} times while this change was "
                        f"made; try again")
+
+
+def _check_names(gallery: Gallery, before: dict[str, str]) -> None:
+    """Every route's name rules, here once: a new person's name must not read as another person's (case,
+    width, look-alike letters, invisible characters: ``names.skeleton``), and every person keeps a key of
+    their own (``names.person_keys``), written into the gallery's settings with the change."""
+    for name in gallery.people:
+        if name not in before:
+            same = lookalike(name, gallery.people)
+            if same is not None:
+                raise Refused(f"person name {shown(name)} reads as {same!r}, who is enrolled: a new person must "
+                              f"have a name that looks different")
+    keys = {name: before.get(name) or new_key(name) for name in gallery.people}
+    try:
+        check_keys(keys)
+    except ValueError as e:
+        raise Refused(str(e)) from None
+    gallery.meta["person_keys"] = keys
+
+
+MAX_FACES = 100  # enrolled faces per person: with MAX_EVIDENCE, a person's household record stays under 1 MiB
+MAX_EVIDENCE = 100  # "that wasn't X" faces kept per person: the newest; older ones go (undoable) with the change
+
+
+def _sizes(g: Gallery) -> dict[str, tuple[int, int]]:
+    """(faces, evidence) per person."""
+    faces = g.counts()
+    people = {*g.people, *(a[0] for a in g.against)}
+    return {p: (faces.get(p, 0), sum(1 for a in g.against if a[0] == p)) for p in people}
+
+
+def _check_sizes(gallery: Gallery, before: dict[str, tuple[int, int]]) -> None:
+    """A person's faces and evidence are bounded by design (so their record is always shared with the household):
+    a change that takes someone past a bound (and grows them) is refused."""
+    for person, (faces, evidence) in _sizes(gallery).items():
+        was = before.get(person, (0, 0))
+        if faces > MAX_FACES and faces > was[0]:
+            raise Refused(f"{person} would have {faces} photos; at most {MAX_FACES} are kept per person (remove some "
+                          f"first: facepi gallery check --sheet, facepi gallery remove)")
+        if evidence > MAX_EVIDENCE and evidence > was[1]:
+            raise Refused(f"{person} would have {evidence} corrections kept; at most {MAX_EVIDENCE}")
 
 
 def _forced(report: Any, force: bool, origin: str) -> dict[str, Any]:
@@ -245,7 +291,8 @@ CORRECTION_MAX_LOSS = 0.10  # a correction may cost NAME at most this share of t
 
 
 def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, label: str, origin: str = "cli",
-            models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
+            models_dir: str | os.PathLike[str] | None = None, force: bool = False,
+            also: Callable[[sqlite3.Connection, int], None] | None = None) -> Done:
     """"That wasn't NAME": the faces are kept as evidence against NAME, whose accept distance tightens
     just enough to exclude them (never looser than the gallery's rule; see enrol.recalibrate), and a
     face nearer to them than to NAME is not NAME.
@@ -267,6 +314,9 @@ def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, lab
         before = float((g.meta.get("person_thresholds") or {}).get(name, g.meta.get("threshold", 0.0)))
         named_before, n = own_photos_named(g, name)
         g.against += [(name, e / max(float(np.linalg.norm(e)), 1e-12), label, None) for e in embeddings]
+        mine = [k for k, a in enumerate(g.against) if a[0] == name]
+        dropped = set(mine[:-MAX_EVIDENCE]) if len(mine) > MAX_EVIDENCE else set()  # the oldest go: bounded
+        g.against = [a for k, a in enumerate(g.against) if k not in dropped]
         _recalibrated(g, models_dir)
         after = float(g.meta["person_thresholds"][name])
         named_after, _ = own_photos_named(g, name)
@@ -281,9 +331,23 @@ def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, lab
                    f"{named_after} of {n} enrolled photos still recognised",
                 {"name": name, "label": label, "faces": len(embeddings), "accept_before": before,
                  "accept_after": after, "own_photos_named": [named_before, named_after, n],
-                 "forced": bool(problems), "overrode": problems}, after)
+                 "forced": bool(problems), "overrode": problems, "evidence_dropped": len(dropped)}, after)
 
-    return _change(path, "correction", origin, mutate)
+    return _change(path, "correction", origin, mutate, also)
+
+
+def wrong_event(path: str | os.PathLike[str], seq: int, run: str | None = None, name: str | None = None,
+                origin: str = "cli", models_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Done:
+    """"That wasn't X" for the door's recognition ``seq`` (of ``run``; None: the newest run with that seq), any
+    of the last recent.EVENTS: accepted once per event (a replay is refused), never on an ``unknown`` one."""
+    from facepi.identity import recent
+
+    try:
+        ev = recent.addressed(Store(path), seq, run, name)
+    except GalleryError as e:
+        raise Refused(str(e)) from None
+    return correct(path, ev.person, ev.embedding[None], f"event {seq} at {ev.camera}, {ev.at}", origin, models_dir,
+                   force, lambda con, cid: recent.mark_corrected(con, ev.run, ev.seq, cid))  # once, in its change
 
 
 def wrong_last(path: str | os.PathLike[str], name: str, origin: str = "cli",

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from facepi.fileio import atomic_write_bytes
+from facepi.identity.names import invisible, lookalike, person_keys, skeleton
 
 FORMAT = "facepi-gallery/1"
 RESERVED_NAMES = ("unknown", "stranger", "nobody")  # what facepi itself says for "not enrolled"
@@ -45,7 +46,11 @@ def check_name(name: str) -> str:
     clean = unicodedata.normalize("NFC", name).strip()
     if not clean:
         raise GalleryError("person name is empty")
-    if unicodedata.normalize("NFKC", clean).casefold() in RESERVED_NAMES:  # "ｕｎｋｎｏｗｎ" too
+    hidden = [c for c in clean if invisible(c)]
+    if hidden:
+        raise GalleryError(f"person name {shown(name)}: contains invisible characters "
+                           f"({', '.join(f'U+{ord(c):04X}' for c in sorted(set(hidden)))}); type the name without them")
+    if skeleton(clean) in RESERVED_NAMES:  # "ｕｎｋｎｏｗｎ", "UNKNOWN", "unknоwn" (Cyrillic о) too
         raise GalleryError(f"person name {shown(name)} is reserved: facepi says {', '.join(RESERVED_NAMES)} "
                            f"for faces it does not know")
     bad = [c for c in clean if unicodedata.category(c).startswith("C") or c in "/\\+#"]
@@ -55,6 +60,20 @@ def check_name(name: str) -> str:
     if len(clean) > MAX_NAME:
         raise GalleryError(f"person name {shown(name)}: longer than {MAX_NAME} characters")
     return clean
+
+
+UNIT_TOLERANCE = 1e-3  # a stored embedding is unit length within this (float32 rounding is ~1e-7)
+
+
+def embedding_problem(e: np.ndarray) -> str | None:
+    """What is wrong with one embedding (not finite, not unit length), or None. One NaN row made every
+    distance NaN and everyone "unknown": such a row is refused when written and quarantined when read."""
+    if not np.all(np.isfinite(e)):
+        return f"{int((~np.isfinite(e)).sum())} value(s) not finite (NaN or infinity)"
+    norm = float(np.linalg.norm(e))
+    if abs(norm - 1.0) > UNIT_TOLERANCE:
+        return f"length {norm:.6g}, expected 1 (+-{UNIT_TOLERANCE})"
+    return None
 
 
 def db_path(path: str | os.PathLike[str]) -> Path:
@@ -69,6 +88,10 @@ def exists(path: str | os.PathLike[str]) -> bool:
 
 class GalleryError(Exception):
     pass
+
+
+class Conflict(GalleryError):
+    """The gallery changed between reading it and writing the change: redo it on the fresh one."""
 
 
 def wrong_model(path: str | os.PathLike[str], model: str, expect: str) -> GalleryError:
@@ -92,6 +115,8 @@ class Gallery:
     # "That wasn't X": faces wrongly named as a person, kept as evidence against them (person, embedding,
     # label, row id); never matched, they only tighten that person's accept distance (see classify)
     against: list[tuple[str, np.ndarray, str, int | None]] = field(default_factory=list)
+    # stored rows left out because their embedding is damaged (row id, person, what is wrong): see the store
+    quarantined: list[tuple[int, str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.embeddings.size == 0:
@@ -105,6 +130,10 @@ class Gallery:
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
             raise GalleryError(f"{name}: embeddings of shape {embeddings.shape}, expected (N, {self.dim})")
         if name not in self.people:
+            same = lookalike(name, self.people)
+            if same is not None:
+                raise GalleryError(f"person name {shown(name)} reads as {same!r}, who is enrolled: a new person "
+                                   f"must have a name that looks different (to add to {same}, use that name)")
             self.people.append(name)
         idx = self.people.index(name)
         if crops is not None and (self.crops is not None or not len(self.labels)):
@@ -170,9 +199,28 @@ class Gallery:
         if new in self.people:
             raise GalleryError(f"{new!r} is already enrolled: renaming {old} would merge two people "
                                f"(forget one of them first)")
+        same = lookalike(new, [p for p in self.people if p != old])
+        if same is not None:
+            raise GalleryError(f"person name {shown(new)} reads as {same!r}, who is enrolled: two people must "
+                               f"have names that look different")
         self.people[idx] = new
         self.against = [(new if a[0] == old else a[0], *a[1:]) for a in self.against]  # type: ignore[misc]
         return int((self.labels == idx).sum())
+
+    def keys(self) -> dict[str, str]:
+        """Each person's key for topics and Home Assistant entities (``facepi.identity.names``)."""
+        return person_keys(self.meta, self.people)
+
+    def unsound_rows(self) -> str | None:
+        """The first new row (not stored yet) whose embedding is damaged, in words; None if all are sound."""
+        for k, e in enumerate(self.embeddings):
+            if self.row_ids[k] is None and (bad := embedding_problem(e)):
+                who = self.people[int(self.labels[k])]
+                return f"a new face of {who} ({self.sources[k]}) has an embedding with {bad}"
+        for person, emb, source, rid in self.against:
+            if rid is None and (bad := embedding_problem(emb)):
+                return f"evidence against {person} ({source}) has an embedding with {bad}"
+        return None
 
     def counts(self) -> dict[str, int]:
         return {p: int((self.labels == i).sum()) for i, p in enumerate(self.people)}
@@ -222,6 +270,11 @@ class Gallery:
                                f"labels {labels.shape}, {len(people)} people)")
         if expect_model is not None and header["model"] != expect_model:
             raise wrong_model(path, header["model"], expect_model)
+        for k, e in enumerate(embeddings):
+            bad = embedding_problem(e)
+            if bad:
+                raise GalleryError(f"{path}: row {k} ({people[labels[k]]}, {header.get('sources', ['?'] * n)[k]}): "
+                                   f"its embedding has {bad}; the file is damaged")
         model, dim = header.pop("model"), header.pop("dim")
         sources = header.pop("sources", [])
         hashes = header.pop("hashes", [])

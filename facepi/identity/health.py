@@ -83,8 +83,12 @@ def check(gallery: Gallery) -> dict[str, Any]:
                        "duplicates": dup, "nearest": nearest,
                        "nearest_distance": None if nearest_d is None else round(nearest_d, 4)})
     cal = gallery.meta.get("calibration") or {}
+    damaged = [{"row": rid, "person": person, "problem": problem} for rid, person, problem in gallery.quarantined]
+    errors = [f"{d['person']}: face row {d['row']} is damaged (its embedding has {d['problem']}) and is left out of "
+              f"recognition; undo the change that wrote it (facepi gallery log) or restore a backup" for d in damaged]
     return {"model": gallery.model, "classifier": gallery.meta.get("classifier"), "threshold": t,
-            "evidence": cal.get("note", "no calibration recorded"), "people": people, "warnings": warnings}
+            "evidence": cal.get("note", "no calibration recorded"), "people": people, "warnings": warnings,
+            "damaged": damaged, "errors": errors}
 
 
 def _legend(width: int) -> np.ndarray:

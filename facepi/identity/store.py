@@ -10,7 +10,7 @@ Layout:
 - ``faces``: one row per enrolled face (embedding, 112x112 crop, source, sha256) with the
   change that added it and the change that removed it (``removed_by``). Removed rows are
   what ``undo`` brings back; they are purged (biometric data is not kept for ever) once
-  their change is more than ``UNDO_DEPTH`` changes old. ``kind = 'against'`` rows are
+  their change is more than ``UNDO_DEPTH`` changes and ``UNDO_DAYS`` days old. ``kind = 'against'`` rows are
   faces that were wrongly named as ``person`` ("that wasn't X"): evidence, never a match.
 - ``journal``: every change (enrol, forget, naming, photo removed, rename, correction,
   train, migration, undo): when, what, from where (cli / mqtt / ha / web / migration), a
@@ -34,22 +34,33 @@ an existing ``.npz`` is imported on the first change and kept as ``gallery.npz.b
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facepi.identity.gallery import FORMAT, Gallery, GalleryError, db_path, exists, wrong_model  # noqa: F401
+from facepi.identity.gallery import (  # noqa: F401 - re-exported
+    FORMAT,
+    Conflict,
+    Gallery,
+    GalleryError,
+    db_path,
+    embedding_problem,
+    exists,
+    wrong_model,
+)
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
-UNDO_DEPTH = 20  # changes that can be undone; faces removed longer ago are deleted for good
+UNDO_DEPTH = 20  # changes that can be undone, and every change of the last UNDO_DAYS days; faces removed
+UNDO_DAYS = 7  # by a change older than both are deleted for good
 CROP = 112
 VISITOR_WAIT = 600.0  # seconds a visit waits for a long change (an enrol): written off the frame loop
 ORIGINS = ("cli", "mqtt", "ha", "migration", "daemon", "household", "web")
@@ -77,10 +88,6 @@ CREATE TABLE IF NOT EXISTS household (
     person TEXT PRIMARY KEY, lamport INTEGER NOT NULL, host TEXT NOT NULL, digest TEXT NOT NULL,
     payload BLOB NOT NULL);
 """
-
-
-class Conflict(GalleryError):
-    """The gallery changed between reading it and writing the change: redo it on the fresh one."""
 
 
 def stamp(path: str | os.PathLike[str]) -> tuple[tuple[int, int], ...] | None:
@@ -222,6 +229,7 @@ class Store:
             raise GalleryError(f"{self.path}: settings 'meta' is not JSON ({e}); restore a backup") from None
         rows = con.execute("SELECT id, person, embedding, crop, source, hash FROM faces "
                            "WHERE removed_by IS NULL AND kind = 'face' ORDER BY id").fetchall()
+        rows, quarantined = self._sound(rows, dim)
         people: list[str] = []
         for r in rows:
             if r[1] not in people:
@@ -234,11 +242,27 @@ class Store:
                        if all(r[3] is not None for r in rows) else None)
         g.people, g.sources, g.hashes = people, [r[4] for r in rows], [r[5] for r in rows]
         g.row_ids = [int(r[0]) for r in rows]
-        against = con.execute("SELECT id, person, embedding, source FROM faces "
-                              "WHERE removed_by IS NULL AND kind = 'against' ORDER BY id").fetchall()
+        against, bad = self._sound(con.execute("SELECT id, person, embedding, source FROM faces "
+                                               "WHERE removed_by IS NULL AND kind = 'against' ORDER BY id").fetchall(),
+                                   dim)
+        g.quarantined = quarantined + bad
         g.against = [(str(r[1]), self._array(r[2], np.float32, (dim,), r[0], "embedding").copy(), str(r[3]),
                       int(r[0])) for r in against]
         return g
+
+    def _sound(self, rows: list[Any], dim: int) -> tuple[list[Any], list[tuple[int, str, str]]]:
+        """The rows whose embedding is sound, and the others (quarantined: left out, logged, named by
+        ``facepi gallery check``; one NaN row would make every distance NaN and everyone unknown)."""
+        good, bad = [], []
+        for r in rows:
+            problem = embedding_problem(self._array(r[2], np.float32, (dim,), r[0], "embedding"))
+            if problem is None:
+                good.append(r)
+            else:
+                bad.append((int(r[0]), str(r[1]), problem))
+                log.warning("%s: face row %d of %s left out: its embedding has %s (facepi gallery check; "
+                            "remove it with facepi gallery undo or restore a backup)", self.path, r[0], r[1], problem)
+        return good, bad
 
     def _array(self, blob: Any, dtype: Any, shape: tuple[int, ...], row: int, what: str) -> np.ndarray:
         """A stored array, or GalleryError naming the file and the row: raw numbers only, never unpickled."""
@@ -272,8 +296,10 @@ class Store:
                 con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
             live = {int(r[0]): (r[1], r[2]) for r in con.execute(
                 "SELECT id, person, kind FROM faces WHERE removed_by IS NULL")}
-            keep: set[int] = set()
+            keep = {rid for rid, person, _ in new.quarantined if rid in live and person in new.people}
             ids = list(getattr(new, "row_ids", [None] * len(new.labels)))
+            if bad := new.unsound_rows():
+                raise GalleryError(f"{self.path}: not written: {bad}")
             for k in range(len(new.labels)):
                 rid, person = ids[k], new.people[int(new.labels[k])]
                 if rid is not None and rid in live and live[rid] == (person, "face"):
@@ -308,10 +334,14 @@ class Store:
     @staticmethod
     def _oldest_undoable(con: sqlite3.Connection) -> int:
         """The id of the oldest change that can still be undone: the last UNDO_DEPTH changes, undos not
-        counted (walking back must not use up the window it walks in)."""
+        counted (walking back must not use up the window it walks in), and every change of the last UNDO_DAYS
+        (20 quick changes, e.g. repeated corrections, must not purge a forget made a minute before)."""
         ids = [int(r[0]) for r in con.execute("SELECT id FROM journal WHERE undoes IS NULL ORDER BY id DESC "
                                               "LIMIT ?", (UNDO_DEPTH,))]
-        return ids[-1] if len(ids) == UNDO_DEPTH else 0
+        by_count = ids[-1] if len(ids) == UNDO_DEPTH else 0
+        since = (datetime.now(UTC) - timedelta(days=UNDO_DAYS)).isoformat(timespec="seconds")
+        by_time = con.execute("SELECT MIN(id) FROM journal WHERE undoes IS NULL AND at >= ?", (since,)).fetchone()[0]
+        return by_count if by_time is None else min(by_count, int(by_time))
 
     def _purge(self, con: sqlite3.Connection) -> None:
         """Faces removed (and visitors named) by changes older than the undo window are deleted for good."""
@@ -344,7 +374,7 @@ class Store:
             target = self._change(con, int(row[0]))
             if target.id < self._oldest_undoable(con):
                 raise GalleryError(f"{self.path}: change {target.id} ({target.what}) is older than the last "
-                                   f"{UNDO_DEPTH} changes; its removed faces are gone for good")
+                                   f"{UNDO_DEPTH} changes and {UNDO_DAYS} days; its removed faces are gone for good")
             before, after = con.execute("SELECT meta_before, meta_after FROM journal WHERE id = ?",
                                         (target.id,)).fetchone()
             uid = self._journal(con, "undo", origin, f"undid change {target.id}: {target.summary}",
@@ -361,31 +391,10 @@ class Store:
 
     # ------------------------------------------------------------ migration and export
     def migrate(self) -> Path | None:
-        """Import an earlier ``.npz`` gallery beside the database (first use); it is kept as ``.bak``.
-        Returns the backup's path, or None when there was nothing to import."""
-        src = self.legacy
-        if src is None or src.suffix != ".npz" or not src.is_file():
-            return None
-        base = self.version()  # before looking: another facepi's import after this point is a Conflict
-        if self.has_gallery():
-            return None
-        try:
-            gallery = Gallery.load_npz(src)
-            digest = hashlib.sha256(src.read_bytes()).hexdigest()
-        except (GalleryError, FileNotFoundError):
-            if not src.is_file():  # another facepi (a second camera's instance) imported it meanwhile
-                return None
-            raise
-        gallery.row_ids = [None] * len(gallery.labels)
-        try:
-            self.commit(gallery, base, "migration", "migration",
-                        f"imported {src.name} ({len(gallery.people)} people, {len(gallery.labels)} photos)",
-                        {"from": str(src), "sha256": digest})
-        except Conflict:  # imported by another facepi first: one import, one backup
-            return None
-        backup = src.with_name(src.name + ".bak")
-        os.replace(src, backup)
-        return backup
+        """Import an earlier ``.npz`` gallery beside the database (first use); see ``facepi.identity.legacy``."""
+        from facepi.identity.legacy import migrate
+
+        return migrate(self)
 
 
 def open_store(path: str | os.PathLike[str]) -> Store:
@@ -401,6 +410,10 @@ def load(path: str | os.PathLike[str], expect_model: str | None = None) -> Galle
     p = Path(path)
     store = Store(p)
     if store.path.exists() and (store.has_gallery() or not p.is_file() or p.suffix != ".npz"):
+        if p.suffix == ".npz" and p.is_file():
+            from facepi.identity.legacy import stray_npz
+
+            stray_npz(store)
         return store.gallery(expect_model)
     if p.suffix == ".db":
         raise GalleryError(f"{p}: no such gallery (create it with 'facepi train' or 'facepi enroll')")

@@ -7,7 +7,8 @@ its side, where no detector finds it. So:
 
 - the header is read first (Pillow opens lazily: size only, no pixels), and a
   photo larger than ``MAX_PIXELS`` is refused before anything is decoded (a
-  "decompression bomb" is a small file that decodes to gigapixels);
+  "decompression bomb" is a small file that decodes to gigapixels), as is one of a
+  format decoded whole (not JPEG) over ``MAX_WHOLE_PIXELS``;
 - JPEGs are decoded reduced in the DCT (``cv2.IMREAD_REDUCED_COLOR_2/4/8``), by the
   largest factor that still leaves ``min_pixels``: a 12 MP photo decodes to 3 MP,
   a 48 MP one to 3 MP, which is plenty for a 112-160 px face crop;
@@ -41,6 +42,10 @@ READERS = {"JPEG": "opencv", "MPO": "opencv", "PNG": "opencv", "BMP": "opencv", 
 Image.init()
 IMAGE_SUFFIXES = {ext for ext, fmt in Image.registered_extensions().items() if fmt in READERS}
 MAX_PIXELS = 100_000_000  # larger than any phone's photo (a 108 MP sensor is 12000x9000)
+# Only JPEG decodes reduced (in the DCT); every other format is decoded whole (3 bytes a pixel, then cut
+# down): at most this many pixels, so a 48 MP phone HEIC (8064x6048) enrols and a 292 kB 9999x9999 PNG
+# (682 MB to enrol before) is refused from its header.
+MAX_WHOLE_PIXELS = 50_000_000
 # A photo is detected on a copy of at most DETECT_PIXELS (1000x750 at 4:3: a face of
 # minsize 20 there is 3 % of the picture, smaller than any enrolment or door face) and
 # decoded at no less than DECODE_PIXELS, where its crops are cut. MTCNN's memory grows
@@ -121,6 +126,10 @@ def read_photo(path: str | Path, min_pixels: float | None = None) -> tuple[np.nd
     if fmt not in READERS:
         raise ImageError(f"{path}: a {fmt} image; facepi reads {', '.join(sorted(READERS))} "
                          f"(files ending {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if fmt not in ("JPEG", "MPO") and w * h > MAX_WHOLE_PIXELS:
+        raise ImageError(f"{path}: a {w}x{h} {fmt} is larger than {MAX_WHOLE_PIXELS // 1_000_000} megapixels; only "
+                         f"a JPEG is decoded reduced, a {fmt} is decoded whole (refused before decoding: save it "
+                         f"smaller, or as JPEG)")
     if READERS[fmt] == "pillow":
         rgb = _pillow_decode(path, data, reduction(w * h, min_pixels) if min_pixels else 1)
         return rgb, max(rgb.shape[:2]) / max(w, h)
@@ -128,6 +137,8 @@ def read_photo(path: str | Path, min_pixels: float | None = None) -> tuple[np.nd
     image = cv2.imdecode(data, REDUCED[k])
     if image is None:
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)")
+    if image.ndim == 3 and image.shape[2] == 3:  # in place: no second full-size copy
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image), max(image.shape[:2]) / max(w, h)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), max(image.shape[:2]) / max(w, h)
 
 
