@@ -167,3 +167,33 @@ def test_junk_configs_are_never_read_and_a_huge_message_never_arrives(broker, ga
     assert all(kept.get(t, b"").startswith(b'{"name": "junk') for t in junk), "the daemon touched the junk"
     assert "mallory" not in err and "byte message" not in err, err[-3000:]
     assert rise < 16 << 20, f"peak RSS rose by {rise / 2**20:.0f} MB"
+
+
+def test_a_flood_of_home_assistant_online_is_one_republish_not_one_each(broker, gallery4, tmp_path):
+    """Anyone who may write ``homeassistant/status`` (Home Assistant's account may) sent ~20,000 ``online``
+    in 10 s, and the door re-published every discovery config for each (2.8x the messages in, a log line
+    each: the attacker review of d95f077). Now a flood is one re-publish at once and one more when
+    REDISCOVER_SECONDS have passed (the last ``online`` is never lost), and a line for each."""
+    from facepi.door.commands import REDISCOVER_SECONDS
+
+    shutil.copy(gallery4, tmp_path / "g.npz")
+    video = make_video([], tmp_path / "empty.avi", fps=8, gap=REDISCOVER_SECONDS + 25)
+    config = "homeassistant/sensor/facepi_door/last_person/config"
+    sub = Subscriber(broker.port, topics=(config,))
+    proc = run_daemon(["--source", str(video), "--classifier", str(tmp_path / "g.npz"), "--mqtt-host",
+                       "127.0.0.1", "--mqtt-port", str(broker.port)])
+    lines = Lines(proc)
+    try:
+        assert sub.wait_for(lambda: len(sub.on(config)) == 1, 30), "".join(lines.err)[-3000:]
+        time.sleep(0.5)
+        flood(broker.port, "homeassistant/status", "online", 2000, 2.0).wait(timeout=30)
+        assert sub.wait_for(lambda: len(sub.on(config)) == 3, REDISCOVER_SECONDS + 8), len(sub.on(config))
+        time.sleep(1.0)
+        assert len(sub.on(config)) == 3, len(sub.on(config))
+        proc.wait(timeout=120)
+        out, err = lines.finish()
+    finally:
+        proc.kill()
+        sub.close()
+    assert proc.returncode == 0, err[-3000:]
+    assert err.count("re-publishing discovery") == 2, err[-3000:]

@@ -380,3 +380,34 @@ def test_a_visitor_who_is_two_people_is_not_named(gallery4, tmp_path):
     assert "not one person" not in " ".join(
         __import__("facepi.identity.enrol", fromlist=["x"]).enroll_crops(
             load_gallery(g), "eve", start.embeddings[one], crops[one], ["a", "b"]).problems)
+
+
+def test_a_backups_own_threshold_is_never_restored(gallery4, faces_root, tmp_path):
+    """A backup is faces, not a rule: one whose settings were edited to accept anyone (threshold 1.6, a loose
+    target) restores the faces, and the threshold is chosen again by the model's rule (the attacker review
+    of d95f077 had every stranger named as a member after such a restore)."""
+    from facepi.identity.recognize import Recognizer
+
+    g = tmp_path / "gallery.npz"
+    g.write_bytes(gallery4.read_bytes())
+    open_store(g)
+    before = load_gallery(g).meta
+    evil = tmp_path / "evil.db"
+    src, dst = sqlite3.connect(Store(g).path), sqlite3.connect(evil)
+    src.backup(dst)
+    src.close()
+    meta = json.loads(dst.execute("SELECT value FROM settings WHERE key = 'meta'").fetchone()[0])
+    meta |= {"threshold": 1.6, "target_far": 0.45, "agree_distance": 2.0, "outlier_distance": 2.0,
+             "person_thresholds": {p: 1.6 for p in meta.get("person_thresholds", {})}}
+    dst.execute("UPDATE settings SET value = ? WHERE key = 'meta'", (json.dumps(meta),))
+    dst.commit()
+    dst.close()
+    r = cli("gallery", "restore", str(evil), "--gallery", str(g))
+    assert r.returncode == 0, r.stderr
+    after = load_gallery(g).meta
+    assert after["threshold"] == pytest.approx(before["threshold"]) and after["target_far"] == before["target_far"]
+    assert all(v < 1.0 for v in after.get("person_thresholds", {}).values())
+    rec = Recognizer(g)
+    stranger = one_face_photos(sorted((faces_root / "val" / "mindy_kaling").glob("*.jpg"))[:3], tmp_path)
+    names = [rec.predict(rec.pipeline.photo(p).embeddings)[0].name for p in stranger]
+    assert names.count("unknown") >= 2, names

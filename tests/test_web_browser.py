@@ -184,6 +184,13 @@ def test_the_household_page_in_a_real_browser_with_the_daemon(tmp_path, broker, 
         assert f"that wasn't {misnamed['name']}" in said, said
         assert lines.wait_for(lambda: reloads() > seen, 30)
         assert Store(g).log(1)[0].what == "correction"
+        driver.set_window_size(390, 844)  # a phone: nothing scrolls sideways
+        for path in ("/events", "/people", "/journal"):
+            driver.get(f"{base}{path}")
+            wide, room = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+            assert wide <= room, (path, wide, room)
+        shot("phone-journal")
+        driver.set_window_size(1000, 900)
 
         seen = reloads()
         driver.get(f"{base}/visitors")

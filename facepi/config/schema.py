@@ -193,6 +193,9 @@ class WebConfig:
                                     "e.g. behind a reverse proxy)")
     frame_ancestors: str = _f("'self'", "who may show the page in a frame (CSP frame-ancestors), e.g. "
                                         "\"'self' https://ha.example.org\" for a Home Assistant Webpage card")
+    hosts: str = _f("", "names the page answers to besides an address, localhost and this machine's own name "
+                        "(and NAME.local), comma-separated, e.g. \"door.example.org\" behind a proxy: a request "
+                        "for any other name is refused (DNS rebinding)")
 
 
 @dataclass

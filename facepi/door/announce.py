@@ -27,6 +27,8 @@ from facepi.identity import events, recent, store
 from facepi.identity.classify import UNKNOWN, Prediction
 
 log = logging.getLogger(__name__)
+RECORDS_QUEUE = 32  # event records waiting for the gallery's database (a few kB each)
+RECORDS_FLUSH_SECONDS = 2.0  # at shutdown, after the visits' 5 s, within TimeoutStopSec with the publisher's 10 s
 RECENT = 50  # recognitions a "wrong name" from the dashboard may address
 
 
@@ -46,10 +48,12 @@ def snapshot_jpeg(rgb: np.ndarray, box: np.ndarray, label: str, width: int = 640
 class Announcer:
     """Events and presence for one camera; ``recognized`` keeps the recent named events by (run, seq)."""
 
-    def __init__(self, cfg: Config, publisher: Publisher, tracker: Tracker, store_worker: Worker,
-                 run_id: str, model: str) -> None:
+    def __init__(self, cfg: Config, publisher: Publisher, tracker: Tracker, run_id: str, model: str) -> None:
         self.cfg, self.publisher, self.tracker = cfg, publisher, tracker
-        self.store_worker, self.run_id, self.model = store_worker, run_id, model
+        self.run_id, self.model = run_id, model
+        # what the gallery's database keeps of each event (recent recognitions for "wrong name", the page's
+        # door events): a queue of its own, so a locked store drops these before it could cost a visit
+        self.records = Worker("facepi-records", RECORDS_QUEUE)
         self.seq = 0
         self.latency_ms: deque[float] = deque(maxlen=300)
         self.time_to_name_ms: deque[float] = deque(maxlen=300)  # first sighting -> name, per recognized visit
@@ -140,7 +144,7 @@ class Announcer:
                 recent.remember_event(db, run, seq, name, face, camera)
                 recent.remember(db, name, face, camera)
 
-            self.store_worker.submit(remember, lambda _: None)
+            self.records.submit(remember, lambda _: None)
 
     def keep(self, event: dict, tr: Track) -> None:
         """The event with its face crop, for the page's review (``[web] events_kept``; 0: none)."""
@@ -153,6 +157,13 @@ class Announcer:
                 tr.decision is not None else None
             self.records.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days,
                                                       live), lambda _: None)
+
+    def flush(self, timeout: float = RECORDS_FLUSH_SECONDS) -> None:
+        """At shutdown, after the visits: the records still waiting get a short bounded wait, then are said."""
+        left = self.records.close(timeout)
+        if left:
+            log.warning("%d event record(s) not kept (recent recognitions, the page's door events): the gallery "
+                        "stayed locked", left)
 
     def frame_done(self, t: float) -> None:
         """A frame of time ``t`` was processed: the clock presence runs on."""

@@ -22,6 +22,7 @@ MAX_COMMAND_BYTES = 1024  # a naming or a correction is a few dozen bytes; nothi
 COMMANDS = ("command", "name_visitor", "wrong_name", "show_visitor")  # the topics facepi takes commands on
 COMMAND_INTERVAL = 5.0  # seconds: at most one command of each kind from MQTT this often
 LOG_INTERVAL = 30.0  # seconds: at most one log line per kind of refusal this often, the rest counted
+REDISCOVER_SECONDS = 10.0  # Home Assistant's "online": discovery re-published at most this often (the last one kept)
 NAMING_FORMAT = '{"visitor": "V7", "name": "alice"}'
 REFUSED = {"wrong_name": "not corrected", "name_visitor": "not named", "show_visitor": "not shown"}
 
@@ -110,6 +111,28 @@ class RateLog:
                 self.logger.warning("%d more like this in the last %.0f s, the newest: %s", count,
                                     now - self.last.get(key, now), text)
                 self.last[key] = now
+
+
+class Throttle:
+    """Something asked for at most once per ``interval`` s: ``ask`` notes the wish, ``due`` says (once) when
+    it may be done. A flood of asks is one act per interval, and the last ask is never lost. (Home
+    Assistant's ``online`` re-publishes every discovery config: anyone who may write that topic could
+    otherwise make the door send ~3 configs per message and log a line each.)"""
+
+    def __init__(self, interval: float) -> None:
+        self.interval, self.last, self.wanted = interval, float("-inf"), False
+        self.lock = threading.Lock()  # paho's thread asks, the daemon's and paho's flush
+
+    def ask(self) -> None:
+        with self.lock:
+            self.wanted = True
+
+    def due(self) -> bool:
+        with self.lock:
+            if not self.wanted or time.monotonic() - self.last < self.interval:
+                return False
+            self.wanted, self.last = False, time.monotonic()
+            return True
 
 
 class CommandGate:

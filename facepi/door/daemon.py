@@ -104,7 +104,7 @@ class Daemon:
         self.stalled: str | None = None
         self.store_worker = Worker("facepi-visitors", STORE_QUEUE)  # visitor store writes, off the frame loop
         self.gating = DetectGate(cfg, self.tracker)
-        self.announcer = Announcer(cfg, self.publisher, self.tracker, self.store_worker, self.run_id,
+        self.announcer = Announcer(cfg, self.publisher, self.tracker, self.run_id,
                                    self.pipeline.embedder.name)
         self.reloads = GalleryReload(r.gallery, lambda: self._load_recognizer(self.pipeline), self._swapped)
         # the model never changes while the daemon runs (a gallery of another model is refused): built once
@@ -211,6 +211,7 @@ class Daemon:
             self.notifier.stopping()
             self.capture.stop()
             self.learning.flush()
+            self.announcer.flush()
             self.reloads.close()
             if self.household:
                 self.household.stop()

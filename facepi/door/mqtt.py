@@ -17,7 +17,7 @@ from facepi.config import Config
 from facepi.door import homeassistant
 from facepi.door.broker import AUTH_FAILURES, mqtt_client, why_unreachable
 from facepi.door.broker import connect as connect_broker
-from facepi.door.commands import COMMANDS, CommandGate
+from facepi.door.commands import COMMANDS, REDISCOVER_SECONDS, CommandGate, Throttle
 from facepi.door.doors import Doors, door_payload, seen_payload
 from facepi.door.visitor_topics import OWNED, VisitorTopics
 
@@ -95,7 +95,7 @@ class MqttPublisher(VisitorTopics):
         self.on_name: Callable[[str, str], None] = lambda vid, name: None  # (visitor id, name)
         self.on_wrong: Callable[[str, int, str], None] = lambda name, seq, run: None  # "that wasn't X"
         self.on_show: Callable[[str], None] = lambda vid: None  # the dashboard chose a stored visitor
-        self.gate = CommandGate(cfg.learning.enabled, self.answer)
+        self.gate, self.rediscover = CommandGate(cfg.learning.enabled, self.answer), Throttle(REDISCOVER_SECONDS)
         # the household on the dashboard ([household] id with discovery on): door.doors, homeassistant.household_*
         self.house = cfg.household_topic if cfg.household.id and m.discovery else ""
         self.doors = Doors(self.house)  # this daemon's view of the household's doors (under self.lock)
@@ -154,8 +154,7 @@ class MqttPublisher(VisitorTopics):
 
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic == self.discovery_topic and msg.payload == b"online":
-            log.info("Home Assistant is online: re-publishing discovery")
-            self._publish_discovery()
+            self.rediscover.ask()  # done by flush, at most once per REDISCOVER_SECONDS however often it is said
             self.flush()
         elif self.house and self._house_message(msg):
             pass
@@ -261,6 +260,9 @@ class MqttPublisher(VisitorTopics):
         self.gate.said.tick()
         if not self.connected:
             return
+        if self.rediscover.due():
+            log.info("Home Assistant is online: re-publishing discovery")
+            self._publish_discovery()
         if self.house:
             self._anyone()
         with self.lock:

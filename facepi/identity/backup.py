@@ -73,6 +73,15 @@ def restore(path: str | os.PathLike[str], backup: str | os.PathLike[str], origin
                                f"{current.model!r}; not restored")
     gallery.row_ids = [None] * len(gallery.labels)
     gallery.against = [(p, e, s, None) for p, e, s, _ in gallery.against]
+    # The faces come from the backup; the rule that names them never does: a backup's own threshold or
+    # target (a file anyone could have edited) would let strangers in. The rule is the household's current
+    # one, chosen again by the model's measured rule as after every change.
+    from facepi.identity.classify import DEFAULT_TARGET_FAR
+    from facepi.identity.enrol import recalibrate
+
+    kept = current.meta.get("target_far") if current is not None else None
+    gallery.meta["target_far"] = float(kept) if kept else DEFAULT_TARGET_FAR
+    recalibrate(gallery)
     done = family.replace(path, gallery, "restore", origin,
                           f"restored {Path(backup).name} ({len(gallery.people)} people, {len(gallery.labels)} photos)")
     return aside + f"{done.change.summary} as change {done.change.id}; undo: facepi gallery undo"

@@ -327,7 +327,8 @@ def correct(path: str | os.PathLike[str], name: str, embeddings: np.ndarray, lab
         if problems and not force:
             raise Refused(problems[0] + ("; if it really was someone else: facepi gallery wrong --force"
                                          if origin == "cli" else ""), problems)
-        return (g, f"that wasn't {name} ({label}): {name}'s accept distance {before:.4f} -> {after:.4f}, "
+        moved = f"{before:.4f} -> {after:.4f}" if abs(after - before) >= 5e-5 else f"stays {after:.4f} (already beyond)"
+        return (g, f"that wasn't {name} ({label}): {name}'s accept distance {moved}, "
                    f"{named_after} of {n} enrolled photos still recognised",
                 {"name": name, "label": label, "faces": len(embeddings), "accept_before": before,
                  "accept_after": after, "own_photos_named": [named_before, named_after, n],

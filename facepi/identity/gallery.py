@@ -94,6 +94,10 @@ class Conflict(GalleryError):
     """The gallery changed between reading it and writing the change: redo it on the fresh one."""
 
 
+class Busy(GalleryError):
+    """Another writer held the database's write lock longer than this caller waits: nothing was changed."""
+
+
 def wrong_model(path: str | os.PathLike[str], model: str, expect: str) -> GalleryError:
     return GalleryError(f"{path}: built with embedding model {model!r}, but this facepi uses {expect!r}; "
                         f"embeddings of different models cannot be compared. Re-enrol from the original photos: "

@@ -48,6 +48,7 @@ import numpy as np
 
 from facepi.identity.gallery import (  # noqa: F401 - re-exported
     FORMAT,
+    Busy,
     Conflict,
     Gallery,
     GalleryError,
@@ -62,6 +63,7 @@ SCHEMA_VERSION = 1
 UNDO_DEPTH = 20  # changes that can be undone, and every change of the last UNDO_DAYS days; faces removed
 UNDO_DAYS = 7  # by a change older than both are deleted for good
 CROP = 112
+BUSY_WAIT = [30.0]  # seconds a connection waits for another writer (this process's; the web page's: a few)
 VISITOR_WAIT = 600.0  # seconds a visit waits for a long change (an enrol): written off the frame loop
 ORIGINS = ("cli", "mqtt", "ha", "migration", "daemon", "household", "web")
 
@@ -136,9 +138,10 @@ class Store:
 
     # ------------------------------------------------------------ connection
     @contextlib.contextmanager
-    def connect(self, write: bool = False, wait: float = 30.0) -> Iterator[sqlite3.Connection]:
+    def connect(self, write: bool = False, wait: float | None = None) -> Iterator[sqlite3.Connection]:
         """A connection; with ``write``, inside ``BEGIN IMMEDIATE`` (committed on success), waiting at most
-        ``wait`` seconds for another writer."""
+        ``wait`` seconds (default ``BUSY_WAIT``) for another writer; past it, ``Busy``."""
+        wait = BUSY_WAIT[0] if wait is None else wait
         if not self.path.exists():
             if not write:
                 raise GalleryError(f"{self.path}: no such gallery (create it with 'facepi train' or 'facepi enroll')")
@@ -160,6 +163,9 @@ class Store:
             else:
                 yield con
         except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):  # a writer
+                raise Busy(f"{self.path}: the gallery is busy (another change is being written); try again in a "
+                           f"moment") from None
             raise GalleryError(f"{self.path}: not a facepi gallery database ({e})") from None
         finally:
             con.close()
@@ -420,4 +426,4 @@ def load(path: str | os.PathLike[str], expect_model: str | None = None) -> Galle
     return Gallery.load_npz(p, expect_model)
 
 
-__all__ = ["FORMAT", "Change", "Conflict", "Store", "db_path", "exists", "load", "open_store"]
+__all__ = ["FORMAT", "Busy", "Change", "Conflict", "Store", "db_path", "exists", "load", "open_store"]

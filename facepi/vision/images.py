@@ -14,10 +14,12 @@ its side, where no detector finds it. So:
   a 48 MP one to 3 MP, which is plenty for a 112-160 px face crop;
 - OpenCV applies the EXIF orientation while decoding (every flag but
   ``IMREAD_UNCHANGED`` does), so what comes out is upright;
-- HEIC/HEIF (every iPhone's default), AVIF and GIF are decoded by Pillow (HEIF through
-  pillow-heif, the maintained libheif binding): libheif applies the photo's rotation
-  (``irot``, which an iPhone writes beside its EXIF Orientation) and ``exif_transpose``
-  any EXIF orientation left, so these come out upright too.
+- HEIC/HEIF (every iPhone's default) is decoded by pillow-heif (the maintained libheif
+  binding), which applies the photo's rotation (``irot``, which an iPhone writes beside its
+  EXIF Orientation, void then), reduced straight from libheif's buffer; AVIF and GIF by
+  Pillow, reduced before ``exif_transpose``: upright, and never a second full-size copy;
+- the formats without reduced decoding (all but JPEG) may have at most
+  ``MAX_WHOLE_PIXELS``, checked from the header before decoding.
 
 Which files count as photos is derived from the formats read here (``READERS``), so a
 folder holds exactly the photos that work one by one.
@@ -92,6 +94,12 @@ def header_size(path: Path, data: bytes | np.ndarray) -> tuple[int, int, str]:
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)") from None
 
 
+def too_large(path: Path | str, w: int, h: int, limit: int, what: str = "a photo") -> str:
+    """The words for a photo refused by its size (from its header: nothing was decoded)."""
+    return (f"{path}: too large: {w}x{h} is {w * h / 1e6:.0f} MP; {what} may have at most {limit // 1_000_000} MP "
+            f"(refused before decoding; resize it)")
+
+
 def reduction(pixels: int, min_pixels: float) -> int:
     """The largest power-of-two decode reduction (1, 2, 4, 8) that keeps at least ``min_pixels``."""
     k = 1
@@ -121,40 +129,50 @@ def read_photo(path: str | Path, min_pixels: float | None = None) -> tuple[np.nd
         raise ImageError(f"{path}: empty file")
     w, h, fmt = header_size(path, data)
     if w * h > MAX_PIXELS:
-        raise ImageError(f"{path}: {w}x{h} is larger than {MAX_PIXELS // 1_000_000} megapixels "
-                         f"(refused before decoding)")
+        raise ImageError(too_large(path, w, h, MAX_PIXELS))
     if fmt not in READERS:
         raise ImageError(f"{path}: a {fmt} image; facepi reads {', '.join(sorted(READERS))} "
                          f"(files ending {', '.join(sorted(IMAGE_SUFFIXES))})")
     if fmt not in ("JPEG", "MPO") and w * h > MAX_WHOLE_PIXELS:
-        raise ImageError(f"{path}: a {w}x{h} {fmt} is larger than {MAX_WHOLE_PIXELS // 1_000_000} megapixels; only "
-                         f"a JPEG is decoded reduced, a {fmt} is decoded whole (refused before decoding: save it "
-                         f"smaller, or as JPEG)")
+        raise ImageError(f"{path}: too large: a {w}x{h} {fmt} ({w * h / 1e6:.0f} MP) is larger than "
+                         f"{MAX_WHOLE_PIXELS // 1_000_000} megapixels; only a JPEG is decoded reduced, a {fmt} is "
+                         f"decoded whole (refused before decoding: save it smaller, or as JPEG)")
     if READERS[fmt] == "pillow":
-        rgb = _pillow_decode(path, data, reduction(w * h, min_pixels) if min_pixels else 1)
+        rgb = _pillow_decode(path, data, reduction(w * h, min_pixels) if min_pixels else 1, fmt)
         return rgb, max(rgb.shape[:2]) / max(w, h)
     k = reduction(w * h, min_pixels) if min_pixels and fmt in ("JPEG", "MPO") else 1
     image = cv2.imdecode(data, REDUCED[k])
+    del data  # the file's bytes are not needed past here
     if image is None:
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)")
+    if min_pixels and k == 1 and image.shape[0] * image.shape[1] > 4 * min_pixels:
+        image = shrink(image, 4 * min_pixels)[0]  # a large PNG/WebP/TIFF: one smaller copy, the full one freed
     if image.ndim == 3 and image.shape[2] == 3:  # in place: no second full-size copy
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image), max(image.shape[:2]) / max(w, h)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), max(image.shape[:2]) / max(w, h)
 
 
-def _pillow_decode(path: Path, data: np.ndarray, k: int) -> np.ndarray:
+def _pillow_decode(path: Path, data: np.ndarray, k: int, fmt: str = "") -> np.ndarray:
     """Decode with Pillow, upright, as RGB uint8, reduced ``k`` times in each direction (k = 1: full size).
 
-    No reduced decoding exists for these formats: the photo is decoded whole, then reduced at once
-    (a 12 MP HEIC is 36 MB of pixels for that moment)."""
+    No reduced decoding exists for these formats: the photo is decoded whole (a 48 MP HEIC is 145 MB of
+    pixels for that moment), reduced at once, and only the reduced copy is turned upright and converted:
+    never a second full-size copy."""
     try:
+        if fmt == "HEIF":  # libheif's own buffer, viewed (not copied) by numpy, then one small copy
+            # libheif has applied the photo's rotation (irot/imir); its EXIF Orientation is void then (Pillow's
+            # HEIF plugin resets it to 1 for that reason: pillow_heif.set_orientation), so no exif_transpose
+            full = np.asarray(pillow_heif.open_heif(io.BytesIO(memoryview(data)), convert_hdr_to_8bit=True))
+            return np.ascontiguousarray(to_rgb(shrink(full, full.shape[0] * full.shape[1] / k**2)[0] if k > 1
+                                               else full, str(path), bgr=False))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(memoryview(data))) as im:
-                im = ImageOps.exif_transpose(im).convert("RGB")
-                if k > 1:
-                    im = im.reduce(k)
-                return np.asarray(im, dtype=np.uint8)
+                im.load()
+                small = im.reduce(k) if k > 1 else im
+                small.info = dict(small.info) | {"exif": im.info.get("exif", b"")}
+                small = ImageOps.exif_transpose(small.convert("RGB"))
+                return np.asarray(small, dtype=np.uint8)
     except Exception:  # libheif, libavif and Pillow raise various errors on a damaged file
         raise ImageError(f"{path}: not a decodable image (corrupt, truncated or not an image)") from None
 

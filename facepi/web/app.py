@@ -29,32 +29,13 @@ from facepi.identity.visitors import VisitorError
 from facepi.redact import mask
 from facepi.web import pages, receive, uploads
 from facepi.web.auth import LoginLimit, Password, Sessions, same_token
+from facepi.web.respond import jpeg, plain, see_other, whole
 
 log = logging.getLogger(__name__)
 COOKIE, LOGIN_COOKIE = "facepi_session", "facepi_login"
 OPEN = ("/login", "/style.css", "/favicon.ico")
 FORM_LIMIT = 256 * 1024
 PROBLEMS = (GalleryError, VisitorError, ValueError, uploads.UploadError)
-
-
-def jpeg(rgb: np.ndarray) -> bytes:
-    """A face crop as JPEG, by Pillow (OpenCV stays out of the idle page: ~30 MB)."""
-    import io
-
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, np.uint8)).save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
-def see_other(location: str) -> web.Response:
-    """A redirect that keeps the cookies set on it (a raised HTTPException would not carry them here)."""
-    return web.Response(status=303, headers={"Location": location})
-
-
-def plain(status: int, text: str) -> web.Response:
-    return web.Response(status=status, text=text + "\n", content_type="text/plain")
 
 
 class Page:
@@ -66,8 +47,10 @@ class Page:
         self.store = Store(self.gallery)
         if self.gallery.suffix == ".npz" and self.gallery.is_file() and not self.store.path.exists():
             open_store(self.gallery)  # an earlier .npz gallery moves into its database (journaled), as at any change
-        self.sessions = Sessions(cfg.web.session_hours)
+        self.sessions = Sessions(cfg.web.session_hours, on_drop=lambda s: [receive.drop(p) for p in
+                                                                           s.pending.values()])
         self.limit = LoginLimit()
+        self.checking = asyncio.Lock()
         self.models = cfg.models.dir or None
 
     def app(self) -> web.Application:
@@ -85,18 +68,57 @@ class Page:
         get("/events", self.events)
         get("/visitors", self.visitors)
         get("/journal", self.journal)
-        get("/img/face/{row:\\d+}.jpg", self.face_image)
-        get("/img/event/{run:[A-Za-z0-9_-]+}/{seq:\\d+}.jpg", self.event_image)
-        get("/img/visitor/{vid:V\\d+}/{k:\\d+}.jpg", self.visitor_image)
+        get("/people/confirm", self.confirm)
+        # numbers of at most 18 digits (an SQLite integer): a longer one matches no route, 404 like any other
+        get("/img/face/{row:\\d{1,18}}.jpg", self.face_image)
+        get("/img/event/{run:[A-Za-z0-9_-]{1,100}}/{seq:\\d{1,18}}.jpg", self.event_image)
+        get("/img/visitor/{vid:V\\d{1,18}}/{k:\\d{1,18}}.jpg", self.visitor_image)
         get("/img/pending/{token:[A-Za-z0-9_-]+}.png", self.pending_image)
         post("/upload", lambda request: receive.upload(self, request))
         post("/upload/face", lambda request: receive.upload_face(self, request))
+        app.on_startup.append(self.start)
+        app.on_cleanup.append(self.stop)
         for path, verb in (("/people/remove", self.remove), ("/people/rename", self.rename),
                            ("/people/forget", self.forget), ("/undo", self.undo), ("/events/wrong", self.wrong),
                            ("/events/name", self.name_event), ("/visitors/name", self.name_visitor),
                            ("/visitors/forget", self.forget_visitor)):
             post(path, self.change(verb))
         return app
+
+    async def start(self, app: web.Application) -> None:
+        async def expire() -> None:  # an abandoned session's waiting group photos go when it expires
+            while True:
+                await asyncio.sleep(60)
+                self.sessions.expire()
+
+        self.expiring = asyncio.get_running_loop().create_task(expire())
+
+    async def stop(self, app: web.Application) -> None:
+        self.expiring.cancel()
+        self.sessions.close()  # every waiting group photo deleted when the page stops
+
+    def known_host(self, host: str) -> bool:
+        """Whether ``Host`` names this page: an address, localhost, this machine's name, or ``[web] hosts``
+        (another name is a DNS-rebinding page, which must not get the login form nor a session)."""
+        import ipaddress
+        import socket
+
+        name = urlsplit(f"//{host}").hostname or ""
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            pass
+        me = socket.gethostname().lower()
+        allowed = {"localhost", me, f"{me}.local"} | {h.strip().lower() for h in self.cfg.web.hosts.split(",")}
+        return name in allowed - {""}
+
+    def said(self, e: Exception) -> str:
+        """An error in the page's words: the server's gallery path is nobody's business."""
+        text = mask(str(e))
+        for path in {str(self.store.path), str(self.gallery)}:
+            text = text.replace(f"{path}: ", "").replace(path, "the gallery")
+        return text
 
     # ------------------------------------------------------------ every response, every route
     @web.middleware
@@ -105,6 +127,9 @@ class Page:
             resp = await handler(request)
         except web.HTTPException as ex:
             resp = web.Response(status=ex.status, text=ex.text, headers=ex.headers)
+        except Exception:  # a bug: logged here, a plain page there (with the same headers as every page)
+            log.exception("%s %s failed", request.method, request.path[:200])
+            resp = plain(500, "something went wrong on the door's page: nothing was changed (see the page's log)")
         resp.headers["Content-Security-Policy"] = (
             f"default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; base-uri 'none'; "
             f"frame-ancestors {self.cfg.web.frame_ancestors}")
@@ -117,6 +142,8 @@ class Page:
     async def guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD", "POST"):
             return plain(405, "method not allowed")
+        if not self.known_host(request.host):
+            return plain(421, "this page answers only to its own names ([web] hosts): nothing was changed")
         if request.path in OPEN:
             return await handler(request)
         session = self.sessions.get(request.cookies.get(COOKIE))
@@ -127,7 +154,8 @@ class Page:
         request["session"] = session
         if request.method == "POST":
             origin = request.headers.get("Origin")
-            if origin is not None and urlsplit(origin).netloc != request.host:
+            scheme = "https" if self.cfg.web.secure_cookie else request.scheme  # TLS ends at the proxy
+            if origin is not None and origin != f"{scheme}://{request.host}":
                 return plain(403, "a form sent from another site is refused: nothing was changed")
             if request.path != "/upload":  # the upload checks its token as the first field, before any file
                 form = await request.post()
@@ -165,10 +193,17 @@ class Page:
             return resp
         if not same_token(form.get("csrf"), request.cookies.get(LOGIN_COOKIE, "")):
             return await self.login_page(request, "The login form expired: try again", 403)
-        if not await asyncio.to_thread(self.password.check, str(form.get("password", ""))):
-            self.limit.failed(address)
+        stamp = self.limit.begin(address)  # counted before the check: parallel guesses are counted too
+        if not self.limit.allowed(address, stamp):  # parallel guesses past the address's limit: never checked
+            self.limit.succeeded(address, stamp)
+            return await self.login_page(request, "Too many failed logins: try again later", 429)
+        async with self.checking:  # one password check at a time (scrypt: ~50 ms and 16 MB each)
+            await asyncio.sleep(self.limit.delay())
+            ok = await asyncio.to_thread(self.password.check, str(form.get("password", "")))
+        if not ok:
             log.warning("failed login from %s", address)
             return await self.login_page(request, "Wrong password", 401)
+        self.limit.succeeded(address, stamp)
         sid, _ = self.sessions.new()
         resp = see_other("/people")
         resp.set_cookie(COOKIE, sid, httponly=True, samesite="Strict", secure=self.cfg.web.secure_cookie, path="/")
@@ -189,9 +224,33 @@ class Page:
         return web.Response(text=pages.layout(title, body, here, s.csrf, flash), content_type="text/html")
 
     async def people(self, request: web.Request) -> web.Response:
-        people = await asyncio.to_thread(self._people)
+        people, last = await asyncio.to_thread(lambda: (self._people(), self.last_change()))
         return self.html(request, "People", pages.people(people, request["session"].csrf,
-                                                        [p["name"] for p in people]), "/people")
+                                                        [p["name"] for p in people], last), "/people")
+
+    def last_change(self) -> Any:
+        """The change "Undo" would undo (as ``Store.undo`` picks it), or None."""
+        return next((c for c in self.store.log(200) if c.undone_by is None and c.undoes is None
+                     and c.what != "migration"), None)
+
+    async def confirm(self, request: web.Request) -> web.Response:
+        q = request.query
+        do, name = q.get("do", ""), q.get("name", "")
+        if do not in ("remove", "forget") or not name:
+            raise web.HTTPSeeOther("/people")
+        number = row = None
+        if do == "remove":
+            try:
+                number = whole(q.get("number", ""), "the photo's number")
+            except ValueError:
+                raise web.HTTPSeeOther("/people") from None
+            person = next((p for p in await asyncio.to_thread(self._people) if p["name"] == name), None)
+            face = person["faces"][number - 1] if person and 1 <= number <= len(person["faces"]) else None
+            if face is None:
+                raise web.HTTPSeeOther("/people")
+            row = face["row"]
+        title = f"Remove a photo of {name}" if do == "remove" else f"Forget {name}"
+        return self.html(request, title, pages.confirm(do, name, number, row, request["session"].csrf), "/people")
 
     def _people(self) -> list[dict]:
         from facepi.identity.health import check
@@ -218,7 +277,15 @@ class Page:
 
     async def events(self, request: web.Request) -> web.Response:
         rows = await asyncio.to_thread(door_events.recent, self.store, max(self.cfg.web.events_kept, 1))
-        return self.html(request, "Door events", pages.events(rows, request["session"].csrf), "/events")
+        done = await asyncio.to_thread(self.done_about_events)
+        return self.html(request, "Door events", pages.events(rows, request["session"].csrf, done), "/events")
+
+    def done_about_events(self) -> dict[str, str]:
+        """{event label: what was done} for the corrections still in force (not undone)."""
+        if not self.store.path.exists():
+            return {}
+        return {str(c.detail.get("label")): f"marked not {c.detail.get('name')} (change {c.id})"
+                for c in self.store.log(500) if c.what == "correction" and c.undone_by is None}
 
     def book(self) -> Any:
         from facepi.identity.visitor_book import VisitorBook
@@ -285,7 +352,7 @@ class Page:
                 text = await asyncio.to_thread(verb, {k: str(v) for k, v in form.items()})
                 session.flash.append(("ok", text))
             except PROBLEMS as e:
-                session.flash.append(("error", mask(str(e)) + " (nothing was changed)"))
+                session.flash.append(("error", self.said(e) + " (nothing was changed)"))
             except KeyError as e:
                 session.flash.append(("error", f"the form lacks {e} (nothing was changed)"))
             back = request.headers.get("Referer", "")
@@ -294,7 +361,8 @@ class Page:
         return handler
 
     def remove(self, f: dict[str, str]) -> str:
-        done = family.remove_photo(self.gallery, f["name"], int(f["number"]), "web", self.models)
+        done = family.remove_photo(self.gallery, f["name"], whole(f["number"], "the photo's number"), "web",
+                                   self.models)
         return f"Removed {f['name']}'s photo {f['number']} ({done.result})"
 
     def rename(self, f: dict[str, str]) -> str:
@@ -306,11 +374,15 @@ class Page:
         return f"Forgot {f['name']} ({done.result} photo(s))"
 
     def undo(self, f: dict[str, str]) -> str:
+        last = self.last_change()
+        if last is not None and f.get("target") and f["target"] != str(last.id):
+            raise GalleryError(f"the last change is now change {last.id} ({last.summary}), not the one the page "
+                               f"showed: look again before undoing")
         target, _ = family.undo(self.gallery, "web")
         return f"Undid change {target.id} ({target.what}, from {target.origin}): {target.summary}"
 
     def event(self, f: dict[str, str]) -> door_events.DoorEvent:
-        ev = door_events.get(self.store, f["run"], int(f["seq"]))
+        ev = door_events.get(self.store, f["run"], whole(f["seq"], "the event's number"))
         if ev is None:
             raise GalleryError(f"event {f['seq'][:12]} is no longer kept")
         return ev
@@ -319,8 +391,9 @@ class Page:
         ev = self.event(f)
         if ev.name == "unknown":
             raise GalleryError(f"event {ev.seq} named nobody")
-        done = family.correct(self.gallery, ev.name, ev.embedding[None], f"event {ev.seq} at {ev.camera}, {ev.at}",
-                              "web", self.models)
+        if pages.event_label(ev) in self.done_about_events():
+            raise GalleryError(f"event {ev.seq} was already marked as not {ev.name}")
+        done = family.correct(self.gallery, ev.name, ev.embedding[None], pages.event_label(ev), "web", self.models)
         return f"Recorded: {done.change.summary}"
 
     def name_event(self, f: dict[str, str]) -> str:
@@ -346,6 +419,9 @@ class Page:
 
 def serve(cfg: Config, password: Password, gallery: str | Path | None = None) -> int:
     """Serve until stopped (SIGTERM/SIGINT); one line on stderr says where."""
+    from facepi.identity import store
+
+    store.BUSY_WAIT[0] = uploads.BUSY_WAIT  # a change waits a few seconds for another writer, then "busy"
     host, port = listen(cfg.web.listen)
     page = Page(cfg, password, gallery)
     web.run_app(page.app(), host=host, port=port, access_log=None,

@@ -1,6 +1,6 @@
 """Who may use the page: one household password (hashed with scrypt from the standard library, the
 plain text dropped), sessions in memory (a cookie that is HttpOnly and SameSite=Strict), a CSRF token
-per session on every form, and failed logins rate-limited per address and overall."""
+per session on every form, failed logins limited per address and slowed overall, one check at a time."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,17 +60,25 @@ class Session:
 
 
 class Sessions:
-    """Random ids (32 bytes) in memory: a restart logs everyone out, and nothing about a login is on disk."""
+    """Random ids (32 bytes) in memory: a restart logs everyone out, and nothing about a login is on disk.
+    ``on_drop`` is called with every session that ends (logout, expiry, room made, the page stopping):
+    the group photos it kept waiting are deleted then."""
 
-    def __init__(self, hours: float, limit: int = 50) -> None:
-        self.ttl, self.limit = hours * 3600.0, limit
+    def __init__(self, hours: float, limit: int = 50, on_drop: Callable[[Session], None] | None = None) -> None:
+        self.ttl, self.limit, self.on_drop = hours * 3600.0, limit, on_drop
         self.by_id: dict[str, Session] = {}
+
+    def _end(self, sid: str) -> None:
+        s = self.by_id.pop(sid, None)
+        if s is not None and self.on_drop is not None:
+            self.on_drop(s)
 
     def new(self) -> tuple[str, Session]:
         now = time.monotonic()
-        self.by_id = {k: s for k, s in self.by_id.items() if s.expires > now}
+        for k in [k for k, s in self.by_id.items() if s.expires <= now]:
+            self._end(k)
         while len(self.by_id) >= self.limit:  # the oldest login makes room
-            self.by_id.pop(min(self.by_id, key=lambda k: self.by_id[k].expires))
+            self._end(min(self.by_id, key=lambda k: self.by_id[k].expires))
         sid = secrets.token_urlsafe(32)
         self.by_id[sid] = Session(secrets.token_urlsafe(32), now + self.ttl)
         return sid, self.by_id[sid]
@@ -77,12 +86,22 @@ class Sessions:
     def get(self, sid: str | None) -> Session | None:
         s = self.by_id.get(sid or "")
         if s is None or s.expires <= time.monotonic():
-            self.by_id.pop(sid or "", None)
+            self._end(sid or "")
             return None
         return s
 
     def drop(self, sid: str | None) -> None:
-        self.by_id.pop(sid or "", None)
+        self._end(sid or "")
+
+    def expire(self) -> None:
+        """End the sessions past their time (called now and then, so nothing waits for a visit)."""
+        now = time.monotonic()
+        for k in [k for k, s in self.by_id.items() if s.expires <= now]:
+            self._end(k)
+
+    def close(self) -> None:
+        for k in list(self.by_id):
+            self._end(k)
 
 
 def same_token(given: str | None, expected: str) -> bool:
@@ -90,11 +109,17 @@ def same_token(given: str | None, expected: str) -> bool:
 
 
 class LoginLimit:
-    """At most ``per_address`` failed logins per address and ``overall`` in all per ``window`` seconds;
-    beyond, logins are refused (without checking the password) until the oldest failure ages out."""
+    """At most ``per_address`` failed logins per address per ``window`` seconds; beyond, that address is
+    refused (without checking the password) until its oldest failure ages out. An attempt counts as a
+    failure from the moment it is let through (``begin``) and is refunded on success (``succeeded``), so
+    guesses sent in parallel are counted before any of them is checked.
 
-    def __init__(self, per_address: int = 5, overall: int = 30, window: float = 900.0) -> None:
-        self.per_address, self.overall, self.window = per_address, overall, window
+    Overall, past ``overall`` failures in the window every password check waits ``slow`` seconds first
+    (one check at a time: the page's lock): a spray from many addresses is slowed to one guess every
+    ``slow`` seconds, while the household's right password still gets in (no lock-out for everyone)."""
+
+    def __init__(self, per_address: int = 5, overall: int = 30, window: float = 900.0, slow: float = 2.0) -> None:
+        self.per_address, self.overall, self.window, self.slow = per_address, overall, window, slow
         self.failures: dict[str, deque[float]] = {}
         self.all: deque[float] = deque()
 
@@ -107,14 +132,29 @@ class LoginLimit:
         now = time.monotonic()
         q = self.failures.get(address, deque())
         self._age(q, now)
-        self._age(self.all, now)
-        waits = [self.window - (now - q[0])] if len(q) >= self.per_address else []
-        waits += [self.window - (now - self.all[0])] if len(self.all) >= self.overall else []
-        return max(waits, default=0.0)
+        return self.window - (now - q[0]) if len(q) >= self.per_address else 0.0
 
-    def failed(self, address: str) -> None:
+    def delay(self) -> float:
+        """Seconds every password check waits now (0 unless many failures came from anywhere)."""
+        self._age(self.all, time.monotonic())
+        return self.slow if len(self.all) >= self.overall else 0.0
+
+    def begin(self, address: str) -> float:
+        """Count one attempt from ``address`` as failed until it succeeds; returns its stamp for the refund."""
         now = time.monotonic()
         self.failures.setdefault(address, deque()).append(now)
         self.all.append(now)
         if len(self.failures) > 1000:  # a spray from many addresses must not grow this without bound
             self.failures = {a: q for a, q in self.failures.items() if q and now - q[-1] <= self.window}
+        return now
+
+    def allowed(self, address: str, stamp: float) -> bool:
+        """Whether the attempt counted at ``stamp`` is within the address's first ``per_address``."""
+        q = list(self.failures.get(address, ()))
+        return stamp in q and q.index(stamp) < self.per_address
+
+    def succeeded(self, address: str, stamp: float) -> None:
+        """Refund the attempt counted at ``stamp`` (a right password, or one never checked)."""
+        for q in (self.failures.get(address), self.all):
+            if q is not None and stamp in q:
+                q.remove(stamp)

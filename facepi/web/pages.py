@@ -21,11 +21,24 @@ form.inline{display:inline-flex;gap:.3em;margin:.2em 0}button{cursor:pointer}
 .flash{padding:.5em .8em;border-radius:4px;margin-bottom:.6em}.ok{background:#dff0d8}.error{background:#f8d7da}
 .note{background:#fff3cd}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;
 padding:.3em;text-align:left;vertical-align:top;font-size:.9em}.muted{color:#666;font-size:.85em}
-img.preview{max-width:100%;border:1px solid #ccc}"""
+img.preview{max-width:100%;border:1px solid #ccc}main{overflow-wrap:anywhere}input{max-width:100%}
+@media (max-width:600px){table,tbody,tr,td{display:block;width:auto}tr{border-bottom:1px solid #ddd;
+padding:.3em 0}td{border:0}th{display:none}}"""
 
 
 def e(text: Any) -> str:
     return escape(str(text), quote=True)
+
+
+def when(at: str) -> str:
+    """A stored UTC time (ISO 8601) as the Pi's local time, readably ("Mon 7 Dec 17:05:09")."""
+    from datetime import datetime
+
+    try:
+        t = datetime.fromisoformat(str(at)).astimezone()
+    except ValueError:
+        return str(at)
+    return f"{t:%a} {t.day} {t:%b %Y %H:%M:%S}"
 
 
 def path_part(text: str) -> str:
@@ -63,7 +76,29 @@ def login(csrf: str, message: str = "") -> str:
     return layout("Log in", body)
 
 
-def people(people: list[dict], csrf: str, names: list[str]) -> str:
+def ask(do: str, fields: str, button: str) -> str:
+    """A first press that changes nothing: it opens the confirmation page (a GET form, no script)."""
+    return (f'<form class="inline" method="get" action="/people/confirm">{hidden("do", do)}{fields}'
+            f'<button type="submit">{e(button)}</button></form>')
+
+
+def confirm(do: str, name: str, number: int | None, row: int | None, csrf: str) -> str:
+    """The second step of Remove and Forget: what will go, said plainly, and the one button that does it."""
+    if do == "remove":
+        pic = f'<img src="/img/face/{row}.jpg" alt="{e(name)} photo {number}">' if row is not None else ""
+        text = f"Remove photo {number} of {e(name)}? The door stops using it (undo can bring it back)."
+        go = form("/people/remove", csrf, hidden("name", name) + hidden("number", number),
+                  f"Yes, remove photo {number}")
+    else:
+        pic = ""
+        text = (f"Forget {e(name)}? All of {e(name)}'s photos leave the gallery and the door no longer knows them "
+                f"(undo can bring them back).")
+        go = form("/people/forget", csrf, hidden("name", name), f"Yes, forget {name}")
+    return (f'<section class="card"><div class="face">{pic}</div><p>{text}</p>{go} '
+            f'<a href="/people">No, go back</a></section>')
+
+
+def people(people: list[dict], csrf: str, names: list[str], last: Any = None) -> str:
     """Each person with their enrolled faces, numbered as ``facepi gallery remove`` counts them, the
     doubtful ones framed as on the contact sheet."""
     blocks = []
@@ -75,14 +110,14 @@ def people(people: list[dict], csrf: str, names: list[str]) -> str:
                if f["row"] is not None else f'<div class="nopic" title="{e(f["source"])}">no picture kept</div>')
             + f'{f["number"]}'
             + (f' <span class="muted">{e(f["why"])}</span>' if f["why"] else "")
-            + form("/people/remove", csrf, hidden("name", n) + hidden("number", f["number"]), "Remove") + "</div>"
+            + ask("remove", hidden("name", n) + hidden("number", f["number"]), "Remove...") + "</div>"
             for f in p["faces"])
         blocks.append(
             f'<section class="card person" data-name="{e(n)}"><h2>{e(n)} <span class="muted">{len(p["faces"])} '
             f'photo(s)</span></h2><div class="faces">{faces}</div>'
             + form("/people/rename", csrf, hidden("name", n) + '<input name="new" placeholder="new name" required>',
                    "Rename")
-            + form("/people/forget", csrf, hidden("name", n), "Forget") + "</section>")
+            + ask("forget", hidden("name", n), "Forget...") + "</section>")
     options = "".join(f'<option value="{e(n)}">' for n in names)
     upload = ('<section class="card"><h2>Add photos</h2><p class="muted">Photos from a phone (JPEG, HEIC, PNG, '
               '...) of one person, new or enrolled: the same checks as <code>facepi enroll</code>.</p>'
@@ -90,14 +125,18 @@ def people(people: list[dict], csrf: str, names: list[str]) -> str:
                      f'<datalist id="names">{options}</datalist> <input type="file" name="photos" multiple required '
                      'accept="image/*,.heic,.heif">', "Upload", "upload", ' enctype="multipart/form-data"')
               + "</section>")
-    undo = form("/undo", csrf, "", "Undo the last change")
+    undo = (form("/undo", csrf, hidden("target", last.id), f"Undo the last change: {last.summary}")
+            if last is not None else "")
     legend = ('<p class="muted">Red frame: far from the person\'s other photos (probably someone else); orange: '
               'the same shot twice. Numbers as <code>facepi gallery remove NAME N</code> counts them.</p>')
     empty = "" if people else "<p>Nobody is enrolled yet.</p>"
     return upload + undo + legend + empty + "".join(blocks)
 
 
-def events(rows: list[Any], csrf: str) -> str:
+def events(rows: list[Any], csrf: str, done: dict[str, str] | None = None) -> str:
+    """The kept door events; ``done``: what was already done about an event (by its label), shown instead of
+    offering "Wrong name" again."""
+    done = done or {}
     if not rows:
         return ('<p>No door events kept yet (the daemon keeps the last <code>[web] events_kept</code> with their '
                 'face).</p>')
@@ -106,13 +145,20 @@ def events(rows: list[Any], csrf: str) -> str:
         key = hidden("run", ev.run) + hidden("seq", ev.seq)
         img = (f'<img src="/img/event/{path_part(ev.run)}/{ev.seq}.jpg" alt="face of event {ev.seq}">'
                if ev.crop is not None else "")
-        wrong = form("/events/wrong", csrf, key, "Wrong name") if ev.name != "unknown" else ""
+        said = done.get(event_label(ev))
+        wrong = (f'<em>{e(said)}</em> ' if said else
+                 form("/events/wrong", csrf, key, "Wrong name") if ev.name != "unknown" else "")
         out.append(f'<tr class="event" data-seq="{ev.seq}"><td><div class="face">{img}</div></td>'
-                   f'<td><strong>{e(ev.name)}</strong><br><span class="muted">{e(ev.camera)}, {e(ev.at)}, '
+                   f'<td><strong>{e(ev.name)}</strong><br><span class="muted">{e(ev.camera)}, {e(when(ev.at))}, '
                    f'distance {ev.distance:.3f}</span></td><td>{wrong}'
                    + form("/events/name", csrf, key + '<input name="name" placeholder="this is ..." required>',
                           "This is") + "</td></tr>")
     return "<table>" + "".join(out) + "</table>"
+
+
+def event_label(ev: Any) -> str:
+    """How a "Wrong name" on this event is labelled in the journal."""
+    return f"event {ev.seq} at {ev.camera}, {ev.at}"
 
 
 def visitors(rows: list[tuple[Any, int]], csrf: str) -> str:
@@ -131,7 +177,7 @@ def visitors(rows: list[tuple[Any, int]], csrf: str) -> str:
 
 
 def journal(changes: list[Any]) -> str:
-    rows = "".join(f'<tr><td>{c.id}</td><td>{e(c.at)}</td><td>{e(c.origin)}</td><td>{e(c.what)}</td>'
+    rows = "".join(f'<tr><td>{c.id}</td><td>{e(when(c.at))}</td><td>{e(c.origin)}</td><td>{e(c.what)}</td>'
                    f'<td>{e(c.summary)}{" <em>(undone)</em>" if c.undone_by else ""}</td></tr>' for c in changes)
     return ("<table><tr><th>#</th><th>when</th><th>from</th><th>what</th><th>change</th></tr>" + rows + "</table>"
             if changes else "<p>No changes recorded yet.</p>")

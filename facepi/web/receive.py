@@ -12,12 +12,14 @@ from typing import Any
 from aiohttp import web
 
 from facepi.identity.gallery import check_name
-from facepi.redact import mask
 from facepi.web import pages, uploads
 from facepi.web.auth import same_token
 
 FIELD_LIMIT = 4096  # bytes of a text field of the upload form
 ONE_AT_A_TIME = asyncio.Lock()  # one enrolment process at a time: each loads the models (~100-150 MB)
+PENDING = 3  # group photos a session keeps waiting for "which face"; a newer one drops the oldest
+NO_MEMORY = ("that photo needs more memory than the page has: resize it or use facepi enroll on the Pi "
+             "(nothing was changed)")
 
 
 async def elsewhere(fn: Any, *args: Any) -> Any:
@@ -25,10 +27,14 @@ async def elsewhere(fn: Any, *args: Any) -> Any:
     the memory decoding phone photos takes) never stay in the page's process, which stays small when idle."""
     import concurrent.futures
     import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
 
     async with ONE_AT_A_TIME:
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        try:
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        except BrokenProcessPool:  # the child was killed: the unit's MemoryMax (the kernel's OOM killer)
+            raise uploads.UploadError(NO_MEMORY) from None
 
 
 async def upload(page: Any, request: web.Request) -> web.Response:
@@ -38,7 +44,6 @@ async def upload(page: Any, request: web.Request) -> web.Response:
         return _refused(request, 413, f"the upload is {request.content_length / 2**20:.0f} MB; at most "
                                       f"{w.max_photos} photos of {w.max_upload_mb:g} MB each")
     folder = uploads.private_dir()
-    keep = False
     try:
         name, photos = await _receive(request, folder, most, w.max_photos, session.csrf)
         name = check_name(name)
@@ -46,19 +51,24 @@ async def upload(page: Any, request: web.Request) -> web.Response:
             raise uploads.UploadError("no photo in the upload")
         lines, groups = await elsewhere(uploads.enrol, page.gallery, name, photos, page.cfg.models.dir,
                                         page.cfg.models.threads)
-        for g in groups:
+        for g in groups:  # only the group photo itself waits, in a folder of its own; the rest go now
             g["token"] = secrets.token_urlsafe(16)
-            session.pending[g["token"]] = {"path": g["path"], "png": g["png"], "folder": folder}
-            keep = True
+            session.pending[g["token"]] = {"path": uploads.keep_alone(g["path"]), "png": g["png"]}
+            while len(session.pending) > PENDING:
+                drop(session.pending.pop(next(iter(session.pending))))
         return page.html(request, f"Photos of {name}", pages.upload_result(name, lines, groups, session.csrf),
                          "/people")
     except _Forged:
         return _refused(request, 403, "the form's token is missing or stale (reload the page): nothing was changed")
     except page_problems() as e:
-        return _refused(request, 400, mask(str(e)))
+        return _refused(request, 400, page.said(e))
     finally:
-        if not keep:
-            uploads.clean(folder)
+        uploads.clean(folder)
+
+
+def drop(pending: dict) -> None:
+    """A waiting group photo is deleted (its own private folder)."""
+    uploads.clean(Path(pending["path"]).parent)
 
 
 class _Forged(Exception):
@@ -123,11 +133,13 @@ async def upload_face(page: Any, request: web.Request) -> web.Response:
         return _refused(request, 400, "that group photo is no longer waiting (upload it again)")
     try:
         name = check_name(str(form.get("name", "")))
+        face = str(form.get("face", "")).strip()
+        if not face.isdigit() or not 1 <= int(face[:6]) <= 999:
+            raise uploads.UploadError(f"pick a face by its number on the picture (got {face[:20]!r})")
         lines, _ = await elsewhere(uploads.enrol, page.gallery, name, [p["path"]], page.cfg.models.dir,
-                                   page.cfg.models.threads, int(str(form.get("face", "0"))))
+                                   page.cfg.models.threads, int(face[:6]))
         return page.html(request, f"Photos of {name}", pages.upload_result(name, lines, [], session.csrf), "/people")
     except page_problems() as e:
-        return _refused(request, 400, mask(str(e)))
+        return _refused(request, 400, page.said(e))
     finally:
-        if not any(q["folder"] == p["folder"] for q in session.pending.values()):
-            uploads.clean(p["folder"])
+        drop(p)

@@ -7,11 +7,14 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 from facepi.identity import family
 from facepi.identity.store import load as load_gallery
+
+BUSY_WAIT = 3.0  # seconds the page's changes wait for another writer's lock before "the gallery is busy"
 
 
 class UploadError(Exception):
@@ -32,18 +35,25 @@ def check_photos(paths: list[Path]) -> list[str]:
     """The files that are not photos facepi reads, named: refused before any model loads."""
     from PIL import Image
 
-    from facepi.vision.images import MAX_PIXELS, READERS  # registers HEIF with Pillow
+    from facepi.vision.images import MAX_PIXELS, MAX_WHOLE_PIXELS, READERS, too_large  # registers HEIF
 
     bad = []
     for p in paths:
+        shown = p.name.split('-', 1)[-1]
         try:
-            with Image.open(p) as im:
-                fmt, (w, h) = im.format, im.size
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                Image.MAX_IMAGE_PIXELS = None  # the size is judged here, from the header, in the page's words
+                with Image.open(p) as im:
+                    fmt, (w, h) = im.format, im.size
         except Exception:
-            bad.append(f"{p.name.split('-', 1)[-1]}: not a photo (expected JPEG, HEIC, PNG, WebP, ...)")
+            bad.append(f"{shown}: not a photo (expected JPEG, HEIC, PNG, WebP, ...)")
             continue
-        if fmt not in READERS or w * h > MAX_PIXELS:
-            bad.append(f"{p.name.split('-', 1)[-1]}: {fmt} {w}x{h} is not a photo facepi reads")
+        if fmt not in READERS:
+            bad.append(f"{shown}: a {fmt} image is not a photo facepi reads (JPEG, HEIC, PNG, WebP, ...)")
+        elif w * h > MAX_PIXELS or (fmt not in ("JPEG", "MPO") and w * h > MAX_WHOLE_PIXELS):
+            limit = MAX_PIXELS if w * h > MAX_PIXELS else MAX_WHOLE_PIXELS
+            bad.append(too_large(shown, w, h, limit, "a photo" if limit == MAX_PIXELS else f"a {fmt} photo"))
     return bad
 
 
@@ -60,6 +70,9 @@ def enrol(gallery: Path, name: str, photos: list[Path], models_dir: str, threads
           face: int | None = None) -> tuple[list[tuple[str, str]], list[dict]]:
     """Enrol ``photos`` as ``name`` (origin web, never forced). Returns the lines to show (kind, text)
     and the group photos waiting for "which face" (photo, faces, preview PNG, path)."""
+    from facepi.identity import store
+
+    store.BUSY_WAIT[0] = BUSY_WAIT  # another writer's lock: "busy" after a few seconds, not a page hanging for 30
     bad = check_photos(photos)  # in the upload's own process (receive.elsewhere), before any model loads
     photos = [p for p in photos if not any(b.startswith(p.name.split("-", 1)[-1] + ":") for b in bad)]
     if not photos:
@@ -73,7 +86,12 @@ def enrol(gallery: Path, name: str, photos: list[Path], models_dir: str, threads
     def plain(text: str) -> str:  # the private upload folder is nobody's business
         for path, short in shown.items():
             text = text.replace(path, short)
-        return re.sub(r"\(the faces are numbered in [^)]*\)", "(numbered below)", text)
+        text = re.sub(r"Choose one with --face N, counted from the left \([^)]*\), or --largest-face",
+                      "pick the face by its number on the picture below (counted from the left)", text)
+        if "far from" in text and "other photos" in text:  # the page never overrides a check: say where one can
+            text += (". Nothing was added: if it really is them, add it on the Pi with "
+                     "'facepi enroll --force' (recorded as forced in the journal), or upload a clearer photo")
+        return text
 
     lines += [("error", plain(f)) for f in report.failures]
     lines += [("note", plain(n)) for n in report.notes]
@@ -103,6 +121,13 @@ def _groups(pipeline: Any, skipped: list[str], photos: list[Path]) -> list[dict]
         out.append({"photo": p.name.split("-", 1)[-1], "faces": len(r.boxes), "path": p,
                     "png": preview_png(rgb, r.boxes)})
     return out
+
+
+def keep_alone(photo: Path) -> Path:
+    """``photo`` moved into a private folder of its own (the rest of its upload is deleted at once)."""
+    alone = private_dir() / photo.name
+    shutil.move(photo, alone)
+    return alone
 
 
 def clean(folder: Path | None) -> None:
