@@ -30,6 +30,7 @@ from facepi.identity.classify import UNKNOWN
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
+RECHECK_MARGIN = 1.0  # log-odds under the threshold a live track's recent scores must fall to turn it not live
 
 
 @dataclass
@@ -191,15 +192,19 @@ class DoorLiveness:
     def _recheck(self, rgb: np.ndarray, tr: Track, tracker: Tracker) -> None:
         """A member judged live stays checked for the track's whole life, one frame in ``recheck_frames``
         (member tracks only): the member swapped for a photo or a screen of themselves in the same spot keeps
-        the track and the name, so only the scores can tell. When the median of the last ``frames`` such
-        scores falls below the threshold the track is no longer live: presence drops, a spoof is said."""
+        the track and the name, so only the scores can tell. When the median of the last 2 x ``frames`` such
+        scores falls ``RECHECK_MARGIN`` below the threshold the track is no longer live: presence drops, a spoof
+        is said."""
+        from facepi.identity import liveness as rules
+
         every, frames = self.cfg.liveness.recheck_frames, self.cfg.liveness.frames
         if every <= 0 or tr.frames % every:
             return
-        tr.rechecks = (tr.rechecks + [self.score(rgb, np.append(tr.box, tr.scores[-1]))])[-frames:]
-        if len(tr.rechecks) >= frames:
+        tr.rechecks = (tr.rechecks + [self.score(rgb, np.append(tr.box, tr.scores[-1]))])[-2 * frames:]
+        if len(tr.rechecks) >= 2 * frames:
             combined = visit_score(tr.rechecks)
-            if combined < self.threshold:
+            # a live face's scores wander around the threshold over a long visit; a photo's fall far below it
+            if float(rules.log_odds(combined)) < float(rules.log_odds(self.threshold)) - RECHECK_MARGIN:
                 self.spoofs += 1
                 log.warning("liveness: track %d, judged live as %s, now scores %.3f (under %.4g): no longer live",
                             tr.id, tr.live_for, combined, self.threshold)
