@@ -186,7 +186,7 @@ def test_one_event_per_visit_and_a_new_one_after_the_gap():
     tr = Tracker(visit_gap=2.0)
     said = play(tr, [(0, 3, ALICE), (3, 3.8, None), (3.8, 5, ALICE), (5, 8, None), (8, 9, ALICE)])
     assert [n for _, n in said] == ["alice", "alice"]  # 0.8 s away: same visit; 3 s away: a new one
-    assert said[0][0] == pytest.approx(0.2)  # decided on the third frame (vote_frames)
+    assert 0.5 <= said[0][0] <= 0.6  # named once her looks agree for recognition.confirm_seconds (0.5 s)
 
 
 def test_somebody_else_in_the_same_spot_gets_a_track_of_their_own():
@@ -243,7 +243,7 @@ def test_a_stranger_whose_track_breaks_is_announced_once_per_visit():
 def test_cooldown_and_scene_cut():
     tr = Tracker(cooldown=10.0, visit_gap=1.0)
     said = play(tr, [(0, 1, ALICE), (1, 3, None), (3, 4, ALICE), (4, 12, None), (12, 13, ALICE)])
-    assert [t for t, _ in said] == [pytest.approx(0.2), pytest.approx(12.2)]
+    assert len(said) == 2 and 0.5 <= said[0][0] <= 0.6 and 12.5 <= said[1][0] <= 12.6  # confirm_seconds 0.5
     tr.cut()
     assert tr.tracks == {} and tr.names_in_view(13) == []
 
