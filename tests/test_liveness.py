@@ -139,6 +139,23 @@ def test_stored_per_camera_beside_the_gallery(tmp_path):
         decide.load(g, "front")
 
 
+@pytest.mark.parametrize("change, named", [({"threshold": 0.0}, "threshold 0.0"), ({"threshold": 1.0}, "threshold"),
+                                           ({"floor": 0.99}, "floor 0.99"), ({"anchor": -1.0}, "anchor"),
+                                           ({"target_bpcer": 0.9}, "target_bpcer"), ({"frames": 2}, "frames 2"),
+                                           ({"source": "default"}, "source 'default'")])
+def test_a_stored_row_out_of_range_is_refused_by_name(tmp_path, change, named):
+    """A row that could not come out of calibrate/freshen (a threshold of 0 passes every photo) is damaged."""
+    import dataclasses
+
+    g = str(tmp_path / "gallery.npz")
+    cal = decide.calibrate(np.linspace(0.9, 0.999, 30), "front")
+    decide.save(g, cal)
+    assert decide.load(g, "front") == cal
+    decide.save(g, dataclasses.replace(cal, **change))
+    with pytest.raises(GalleryError, match=f"camera 'front' is damaged.*{named}"):
+        decide.load(g, "front")
+
+
 @needs_data
 def test_the_cli_contract_on_real_frames(tmp_path, capsys):
     """facepi liveness calibrate + facepi classify --liveness --camera-id --json on real webcam frames."""

@@ -154,14 +154,9 @@ def test_a_photo_of_a_member_is_not_the_member(broker, door, tmp_path):
 MSU = NUAA.parent / "msu"
 
 
-def test_photos_presented_again_and_again_cannot_loosen_the_camera(tmp_path):
-    """The calibration-poisoning attack on real scores: the real models on MSU's live faces and its printed
-    photos and iPad/iPhone replays (one phone camera). The camera's threshold refuses 5 % of its live faces;
-    then for 30 days the members come (live) and every attack is presented 4 times a day, each recognised
-    as the member with margin (the attacker's best case). The threshold never falls below the calibrated
-    one, and every attack refused on day 1 is still refused after the month."""
-    from facepi import config
-    from facepi.door.liveness import DAY, DoorLiveness
+@pytest.fixture(scope="module")
+def msu() -> tuple[object, list[float], list[float]]:
+    """The real models' P(live) of MSU's 15 live faces and 45 attacks (one phone camera)."""
     from facepi.vision.images import read_rgb
     from facepi.vision.liveness import LivenessModel
     from facepi.vision.photos import load_pipeline
@@ -182,6 +177,37 @@ def test_photos_presented_again_and_again_cannot_loosen_the_camera(tmp_path):
 
     live, attacks = scores("live"), scores("attack")
     assert len(live) == 15 and len(attacks) == 45
+    return model, live, attacks
+
+
+def test_a_few_replays_among_the_calibration_frames_are_refused_not_used(msu):
+    """Calibration poisoning on the phone camera (the reviewer's attack): MSU's 15 live faces and n of its
+    attacks that score just above the outlier cut. Before, the floor and the cut were computed from the poisoned
+    set itself: +1 took the threshold from 0.9995 to 0.9942 (4 of 45 attacks live), +3 to 0.9783 (9 of 45).
+    Now a separate low cluster is refused, naming it; the clean calibration is unchanged."""
+    from facepi.identity import liveness as rules
+
+    _, live, attacks = msu
+    clean = rules.calibrate(live, "phone")
+    assert sum(a >= clean.threshold for a in attacks) == 0
+    m, s = rules._robust(rules.log_odds(np.array(live)))
+    above_cut = sorted(a for a in attacks if a >= rules.probability(m - rules.OUTLIER_K * s))
+    assert len(above_cut) >= 8
+    for n in range(1, 9):  # up to 8 of 23 frames (35 %) poisoned
+        with pytest.raises(rules.CalibrationRefused, match=f"{n} of {15 + n} faces score apart below"):
+            rules.calibrate(live + above_cut[:n], "phone")
+
+
+def test_photos_presented_again_and_again_cannot_loosen_the_camera(msu, tmp_path):
+    """The calibration-poisoning attack on real scores: the real models on MSU's live faces and its printed
+    photos and iPad/iPhone replays (one phone camera). The camera's threshold refuses 5 % of its live faces;
+    then for 30 days the members come (live) and every attack is presented 4 times a day, each recognised
+    as the member with margin (the attacker's best case). The threshold never falls below the calibrated
+    one, and every attack refused on day 1 is still refused after the month."""
+    from facepi import config
+    from facepi.door.liveness import DAY, DoorLiveness
+
+    model, live, attacks = msu
     from facepi.identity import liveness as rules
 
     cfg = config.Config()
@@ -231,3 +257,104 @@ def test_an_uncalibrated_camera_says_so_and_stays_strict(door, tmp_path):
     events = [json.loads(line) for line in out.splitlines()]
     assert not [e for e in events if e["name"] in MEMBERS and e.get("live") is not True]
     assert len([e for e in events if e.get("resembles") in MEMBERS]) == 2, events  # both photos: spoofs
+
+
+def centred_video(segments: list[tuple[list[Path], int]], out: Path) -> Path:
+    """Segments (frames, count; frames cycled) with each face moved to the same spot of the frame, as a photo
+    held where the person stood: the tracker keeps one track across the swap (IoU), as it did for the attacker."""
+    from facepi.vision.photos import load_pipeline
+
+    det = load_pipeline(threads=1).detector
+    w = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"FFV1"), FPS, (640, 480))
+    empty = np.full((480, 640, 3), 90, np.uint8)
+    for _ in range(2 * FPS):
+        w.write(empty)
+    for paths, count in segments:
+        if not paths:  # a gap
+            for _ in range(count):
+                w.write(empty)
+            continue
+        for i in range(count):
+            img = cv2.resize(cv2.imread(str(paths[i % len(paths)])), (640, 480))
+            b, _ = det.detect(np.ascontiguousarray(img[:, :, ::-1]))
+            if len(b):
+                j = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+                m = np.float32([[1, 0, 298 - (b[j, 0] + b[j, 2]) / 2], [0, 1, 217 - (b[j, 1] + b[j, 3]) / 2]])
+                img = cv2.warpAffine(img, m, (640, 480), borderMode=cv2.BORDER_REPLICATE)
+            w.write(img)
+    w.release()
+    return out
+
+
+def test_a_live_face_swapped_for_a_photo_in_the_same_spot_is_judged_again(broker, door, tmp_path):
+    """The reviewer's attacks on one track: member 0009 live, then a printed photo of member 0004 held in the
+    same spot (the track did not split: before, its 'live' verdict stayed and 0004 was announced live and
+    present); then member 0004 live, swapped for 0004's own photo (before: presence stayed ON, no spoof).
+    The verdict belongs to the name it was judged for, and a live member's track stays checked."""
+    gallery, _, _ = door
+    video = centred_video([(frames("0009", "live", "02")[:32], 32), (frames("0004", "attack", "02")[3:6], 48),
+                           ([], 3 * FPS), (frames("0004", "live", "02")[:16], 16),
+                           (frames("0004", "attack", "02")[3:6], 48), ([], 3 * FPS)], tmp_path / "swap.avi")
+    sub = Subscriber(broker.port)
+    proc = run_daemon(["--source", str(video), "--classifier", str(gallery), "--fast",
+                       "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port), "--camera-id", "door"],
+                      env={"FACEPI_LIVENESS_ENABLED": "1", "FACEPI_LIVENESS_ADAPT": "0"})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    base = "facepi/door"
+    assert sub.wait_for(lambda: sub.on(f"{base}/availability")[-1:] == [b"offline"])
+    sub.close()
+    events = sub.events(f"{base}/event")
+    said = [(e["name"], e.get("live"), e.get("resembles"), e["track_id"]) for e in events]
+    assert [e["name"] for e in events if e["name"] in ("0004", "0009")] == ["0009", "0004"], (said, err[-3000:])
+    spoofs = sub.events(f"{base}/spoof")
+    assert "0004" in [s["resembles"] for s in spoofs], (said, err[-3000:])
+    assert all(s["spoof"] is True and s["live"] is False for s in spoofs)
+    last = json.loads(sub.on(f"{base}/last")[-1])
+    assert last["name"] == "unknown" and last["spoof"] is True  # HA's Last person: a spoof, not the member
+    # presence: 0004 ON only between its live event and the second spoof; never during the first photo
+    order = [(t, p) for t, p, _ in sub.messages if t in (f"{base}/person", f"{base}/spoof", f"{base}/event")]
+    live_0004 = next(i for i, (t, p) in enumerate(order) if t.endswith("event") and json.loads(p)["name"] == "0004")
+    spoof_at = [i for i, (t, p) in enumerate(order) if t.endswith("spoof")]
+    on = [i for i, (t, p) in enumerate(order) if t.endswith("person") and "0004" in json.loads(p)]
+    after = [i for i in spoof_at if i > live_0004]  # the member's own photo: a spoof, presence OFF
+    assert on and spoof_at[0] < live_0004 <= min(on) and after and max(on) < after[0], order
+    assert json.loads([p for t, p in order if t.endswith("person")][-1]) == []
+
+
+def test_a_face_not_judged_live_is_never_offered_to_this_is_x(door, tmp_path):
+    """With liveness on and learning off a stranger is never scored: a printed photo of a non-member (0002) was
+    kept for the page with ``live`` null and could be enrolled by "this is X". Now the kept event says it was
+    not judged live, and the page refuses to enrol it, saying why; a live member's kept event says live."""
+    import shutil
+    import sqlite3
+
+    from facepi import config
+    from facepi.identity import events as door_events
+    from facepi.identity.gallery import GalleryError
+    from facepi.identity.store import Store
+    from facepi.web.app import Page
+    from facepi.web.auth import Password
+
+    gallery, _, _ = door
+    g = tmp_path / "g.npz"
+    if gallery.exists():
+        shutil.copy(gallery, g)
+    with sqlite3.connect(gallery.with_suffix(".db")) as src, sqlite3.connect(g.with_suffix(".db")) as dst:
+        src.backup(dst)
+    video = write_video([frames("0004", "live", "02")[:VISIT]] +
+                        [frames(p, "attack", "02")[:VISIT] for p in ("0002", "0005", "0007")], tmp_path / "door.avi")
+    proc = run_daemon(["--source", str(video), "--classifier", str(g), "--fast", "--camera-id", "door"],
+                      env={"FACEPI_MQTT_HOST": "", "FACEPI_LIVENESS_ENABLED": "1", "FACEPI_LIVENESS_ADAPT": "0"})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    said = [json.loads(line) for line in out.splitlines()]
+    kept = [e for e in door_events.recent(Store(g)) if e.run == said[0]["run"]]  # this run's (the copy has more)
+    assert [e.live for e in kept if e.name == "0004"] == [True], (said, kept)
+    photos = [e for e in kept if e.name == "unknown"]  # the photos not like a member (those are spoofs, not kept)
+    assert photos and all(e.live is False for e in photos), (said, kept)
+    cfg = config.Config()
+    cfg.recognition.gallery = str(g)
+    app = Page(cfg, Password("a long enough password"), g)
+    with pytest.raises(GalleryError, match="not judged live at the door"):
+        app.name_event({"run": photos[0].run, "seq": str(photos[0].seq), "name": "Eve"})

@@ -14,7 +14,8 @@ from test_homeassistant import HA_PYTHON
 
 from facepi.door.homeassistant import discovery
 from facepi.door.liveness import DAY, Freshening
-from facepi.door.track import StrangerVisits, Tracker
+from facepi.door.track import Tracker
+from facepi.door.visits import StrangerVisits
 from facepi.identity import liveness as rules
 from facepi.identity.classify import UNKNOWN, Prediction
 
@@ -176,3 +177,46 @@ def test_the_spoof_entities_pass_home_assistants_schema():
     assert [json.loads(x)["event_type"] for x in r[1:4]] == ["spoof", "recognized", "unknown"]
     assert r[4].startswith("no calibration for camera door") and json.loads(r[5])["state"] == "uncalibrated"
     assert r[6] == "off"
+
+
+def test_the_door_uses_only_a_calibration_of_its_models_and_freshens_once_a_day_across_restarts(tmp_path):
+    """The real liveness models at the door (no frames needed): a calibration made with other models is not
+    used (the door says so, like uncalibrated); and the once-per-adapt_hours limit survives a restart (the
+    freshened row says when)."""
+    import time
+
+    from facepi import config
+    from facepi.door.liveness import DoorLiveness
+    from facepi.vision.liveness import LivenessModel
+
+    try:
+        model = LivenessModel.load(threads=1)
+    except Exception as e:  # noqa: BLE001 - a checkout without the converted liveness models
+        pytest.skip(f"no liveness models: {e}")
+    cfg = config.Config()
+    cfg.camera_id, cfg.recognition.gallery = "door", str(tmp_path / "g.npz")
+    cfg.liveness.adapt_frames = 10
+    rng = np.random.default_rng(3)
+    live = prob(rng.normal(4.0, 1.0, 200))
+    rules.save(cfg.recognition.gallery, rules.calibrate(live, "door", models="other_a.tflite+other_b.tflite"))
+    door = DoorLiveness(cfg, model)
+    st = door.status()
+    assert st["state"] == "uncalibrated" and "other liveness models" in st["says"], st
+    assert door.threshold == cfg.liveness.uncalibrated_threshold
+    mine = rules.calibrate(live, "door", models="+".join(model.files))
+    rules.save(cfg.recognition.gallery, mine)
+    door.reload()
+    assert door.status()["state"] == "calibrated" and door.threshold == mine.threshold
+
+    def save(cal: rules.Calibration) -> None:
+        rules.save(cfg.recognition.gallery, cal)
+
+    brighter = [float(x) for x in prob(rng.normal(7.0, 0.3, 10))]
+    door = DoorLiveness(cfg, model, save)
+    door.judge(brighter, time.time(), True)
+    first = rules.load(cfg.recognition.gallery, "door")
+    assert first.source == "door" and first.threshold > mine.threshold  # freshened (tightened) and saved
+    again = DoorLiveness(cfg, model, save)  # the door restarts within the hour
+    assert again.threshold == first.threshold
+    again.judge(brighter, time.time(), True)
+    assert again.threshold == first.threshold and rules.load(cfg.recognition.gallery, "door") == first

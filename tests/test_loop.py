@@ -14,7 +14,8 @@ from conftest import STRANGER, Lines, hold_gallery_lock, one_face_photos, run_da
 from test_always_on import ALICE, CAROL, NONE, NotifySocket, decide, face
 
 from facepi.demo import make_video
-from facepi.door.track import StrangerVisits, Tracker
+from facepi.door.track import Tracker
+from facepi.door.visits import StrangerVisits
 from facepi.door.worker import Worker
 from facepi.identity.visitor_book import VisitorBook
 

@@ -129,6 +129,8 @@ class LivenessConfig:
                               "facepi liveness calibrate FRAMES --camera-id ID (its --bpcer: the share of live "
                               "faces refused, 1 %)")
     frames: int = _f(3, "frames of a member's visit scored before it is judged (and announced)", 1, 30)
+    recheck_frames: int = _f(3, "a member judged live is scored again on one frame in this many for as long as "
+                                "the track lasts (a swap for a photo in the same spot is caught); 0: never", 0, 100)
     uncalibrated_threshold: float = _f(0.9, "a camera without a calibration judges a visit live at P(live) >= this "
                                             "(measured on both dev cameras: NUAA refuses 32 % of live visits and "
                                             "accepts no photo, MSU refuses none and accepts 31 % of attacks); the "

@@ -116,6 +116,8 @@ class Announcer:
             event |= {"live": tr.live, "liveness": None if tr.liveness is None else round(tr.liveness, 4)}
         if withheld:
             event["resembles"] = d.name
+            if tr.live is False:  # ``last`` keeps it: Home Assistant's Last person must not read as the member
+                event["spoof"] = True
         label = f"Not live (like {d.name})" if withheld else "Stranger" if name == UNKNOWN else name
         jpeg = snapshot_jpeg(rgb, tr.box, label) if self.cfg.mqtt.snapshot and rgb is not None else None
         if jpeg is not None:  # before its event: a notification built on the event shows this face
@@ -149,8 +151,12 @@ class Announcer:
         web = self.cfg.web
         if web.events_kept > 0 and tr.embeddings and store.exists(self.cfg.recognition.gallery):
             db, face, crop = store.Store(self.cfg.recognition.gallery), vote(tr.embeddings, tr.weights), tr.crop
-            self.records.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days),
-                                     lambda _: None)
+            # with liveness on, kept with whether the face was judged live (a stranger's with [learning] off never
+            # is): the page enrols no face not judged live
+            live = (tr.live is True and tr.live_for == tr.decision.name) if self.tracker.liveness and \
+                tr.decision is not None else None
+            self.records.submit(lambda: events.record(db, event, face, crop, web.events_kept, web.events_days,
+                                                      live), lambda _: None)
 
     def flush(self, timeout: float = RECORDS_FLUSH_SECONDS) -> None:
         """At shutdown, after the visits: the records still waiting get a short bounded wait, then are said."""

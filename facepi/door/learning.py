@@ -23,7 +23,8 @@ import numpy as np
 
 from facepi.config import Config
 from facepi.door.publish import Publisher
-from facepi.door.track import Face, StrangerVisits, Track, Tracker
+from facepi.door.track import Track, Tracker
+from facepi.door.visits import Face, StrangerVisits
 from facepi.door.worker import Worker
 from facepi.identity import family, store
 from facepi.identity.classify import UNKNOWN

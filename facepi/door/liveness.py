@@ -30,6 +30,7 @@ from facepi.identity.classify import UNKNOWN
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
+RECHECK_MARGIN = 1.0  # log-odds under the threshold a live track's recent scores must fall to turn it not live
 
 
 @dataclass
@@ -109,7 +110,7 @@ class DoorLiveness:
         self.unjudged: dict[str, tuple[list[float], float]] = {}
         self.fresh = Freshening(rules.uncalibrated(self.camera), lc.adapt_frames, lc.adapt_hours * 3600,
                                 lc.adapt_floor)
-        self.running = False
+        self.running, self.other_models = False, None
         self.reload()
         self.running = True
 
@@ -125,16 +126,25 @@ class DoorLiveness:
                 log.error("liveness: %s; the calibration in use is kept", e)
                 return
             raise
+        self.other_models = None
+        if cal is not None:
+            try:  # a threshold holds for the models that scored its frames only
+                cal.check_models(list(getattr(self.model, "files", [])))
+            except ValueError as e:
+                self.other_models, cal = str(e), None
         if cal is None:
             cal = replace(rules.uncalibrated(self.camera), threshold=self.cfg.liveness.uncalibrated_threshold)
         if cal == self.fresh.cal:
             return
         self.fresh.cal, self.fresh.pool = cal, []
+        # freshened at most once per adapt_hours, across restarts too: a door-freshened row says when
+        self.fresh.last = _epoch(cal.at) if cal.source == "door" else None
         if cal.calibrated:
             log.info("liveness: %s", cal.describe())
         else:
-            log.warning("liveness: camera %s has no calibration (facepi liveness calibrate); until it has one a "
+            log.warning("liveness: camera %s has no %s (facepi liveness calibrate); until it has one a "
                         "visit is live at P(live) >= %.3f ([liveness] uncalibrated_threshold)", self.camera,
+                        f"usable calibration ({self.other_models})" if self.other_models else "calibration",
                         cal.threshold)
 
     @property
@@ -159,7 +169,14 @@ class DoorLiveness:
                 del self.unjudged[key]
         for tr in visible:
             d = tr.decision
-            if tr.live is not None or d is None:
+            if d is None:
+                continue
+            if tr.live_for != d.name:  # the verdict and its scores belong to the name they were taken for
+                tr.rejudge()
+            if tr.live is True and d.name != UNKNOWN:
+                self._recheck(rgb, tr, tracker)
+                continue
+            if tr.live is not None:
                 continue
             if d.name == UNKNOWN and not (learning and tr.announced == UNKNOWN):
                 continue
@@ -171,6 +188,27 @@ class DoorLiveness:
                 self._verdict(tr, pooled, tracker, accept)
             else:
                 self.unjudged[key] = (pooled, t)
+
+    def _recheck(self, rgb: np.ndarray, tr: Track, tracker: Tracker) -> None:
+        """A member judged live stays checked for the track's whole life, one frame in ``recheck_frames``
+        (member tracks only): the member swapped for a photo or a screen of themselves in the same spot keeps
+        the track and the name, so only the scores can tell. When the median of the last 2 x ``frames`` such
+        scores falls ``RECHECK_MARGIN`` below the threshold the track is no longer live: presence drops, a spoof
+        is said."""
+        from facepi.identity import liveness as rules
+
+        every, frames = self.cfg.liveness.recheck_frames, self.cfg.liveness.frames
+        if every <= 0 or tr.frames % every:
+            return
+        tr.rechecks = (tr.rechecks + [self.score(rgb, np.append(tr.box, tr.scores[-1]))])[-2 * frames:]
+        if len(tr.rechecks) >= 2 * frames:
+            combined = visit_score(tr.rechecks)
+            # a live face's scores wander around the threshold over a long visit; a photo's fall far below it
+            if float(rules.log_odds(combined)) < float(rules.log_odds(self.threshold)) - RECHECK_MARGIN:
+                self.spoofs += 1
+                log.warning("liveness: track %d, judged live as %s, now scores %.3f (under %.4g): no longer live",
+                            tr.id, tr.live_for, combined, self.threshold)
+                tracker.judged(tr, False, combined)
 
     def finish(self, tracks: list[Track], tracker: Tracker, accept: float) -> None:
         """The scene ends (end of a file, a cut, a stop): a visit still open is judged on the frames it has
@@ -204,12 +242,23 @@ class DoorLiveness:
         """For the status topic and Home Assistant's diagnostics: calibrated or not, and what it does meanwhile."""
         cal = self.fresh.cal
         says = (f"threshold {cal.threshold:.4g} ({cal.source} {cal.at[:10]})" if cal.calibrated
-                else f"no calibration for camera {self.camera}: live at P(live) >= {cal.threshold:.3g} meanwhile "
-                     f"(run facepi liveness calibrate)")
+                else f"no {'usable ' if self.other_models else ''}calibration for camera {self.camera}"
+                     f"{' (made with other liveness models)' if self.other_models else ''}: live at P(live) >= "
+                     f"{cal.threshold:.3g} meanwhile (run facepi liveness calibrate)")
         ms = sorted(self.ms)
         return {"state": "calibrated" if cal.calibrated else "uncalibrated", "says": says,
                 "visits_checked": self.checked, "spoofs": self.spoofs,
                 "ms_p50": round(ms[len(ms) // 2], 2) if ms else None} | self.fresh.status()
+
+
+def _epoch(iso: str) -> float | None:
+    """Wall-clock seconds of a stored ISO time (``Calibration.at``); None if it has none."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return None
 
 
 def _visit_key(tr: Track) -> str:

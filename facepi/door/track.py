@@ -69,6 +69,8 @@ class Track:
     live_scores: list[float] = field(default_factory=list)  # liveness per frame scored (door/liveness.py)
     live: bool | None = None  # the visit's liveness verdict; None: not judged (or liveness off)
     liveness: float | None = None  # the visit's combined liveness score
+    live_for: str | None = None  # the decided name ``live_scores`` and ``live`` belong to (a new name: re-judged)
+    rechecks: list[float] = field(default_factory=list)  # a live member's scores since the verdict (recent)
     crop: np.ndarray | None = None  # the aligned face of its last embedding: kept with its event (facepi web)
 
     def see(self, box: np.ndarray, landmarks: np.ndarray, t: float, frame_size: tuple[int, int] | None) -> None:
@@ -85,6 +87,12 @@ class Track:
     def weight(self) -> float:
         """This frame's say in the vote: detector score x face size (width, pixels)."""
         return max(self.scores[-1], 1e-3) * max(float(self.box[2] - self.box[0]), 1.0)
+
+    def rejudge(self) -> None:
+        """The decided name changed: the verdict and scores were another name's (a photo held where a live
+        person was), so the track is judged again, as its new name, from new frames."""
+        self.live, self.liveness, self.live_scores, self.rechecks = None, None, [], []
+        self.live_for = None if self.decision is None else self.decision.name
 
     def looks_like_a_face(self, min_score: float, max_error: float, min_inside: float, min_width: float = 0.0
                           ) -> bool:
@@ -218,12 +226,17 @@ class Tracker:
         self.rejected.append((tr.box.copy(), tr.last_t))
 
     def unproven(self, tr: Track) -> bool:
-        """A member's face not (yet) judged live, with liveness on: not named, not present."""
-        return self.liveness and tr.decision is not None and tr.decision.name != UNKNOWN and tr.live is not True
+        """A member's face not (yet) judged live *as this member*, with liveness on: not named, not present."""
+        return self.liveness and tr.decision is not None and tr.decision.name != UNKNOWN and \
+            (tr.live is not True or tr.live_for != tr.decision.name)
 
     def judged(self, tr: Track, live: bool, score: float) -> None:
         """The visit's liveness verdict: a live member is present from this frame on."""
         tr.live, tr.liveness = live, score
+        if not live:  # not present, and a name said for it (a live face's, swapped for a photo) does not stand
+            for name in {tr.decision.name if tr.decision else None, tr.named} - {None}:
+                self.present.pop(name, None)
+            tr.named = tr.announced = None  # the spoof is news (announce)
         self._in_view(tr, tr.last_t)
 
     def _in_view(self, tr: Track, t: float) -> None:
@@ -271,6 +284,8 @@ class Tracker:
         tr.last_embed_t = t
         if len(tr.embeddings) >= self.vote_frames:
             tr.decision = decide(vote(tr.embeddings, tr.weights))
+            if self.liveness and tr.live_for != tr.decision.name:
+                tr.rejudge()
             self._in_view(tr, t)
         return tr
 
@@ -315,7 +330,10 @@ class Tracker:
         return (tr.agreed or tr.decision or Prediction(UNKNOWN, 0.0, 2.0, UNKNOWN)).name
 
     def _name(self, tr: Track, name: str, t: float) -> Announcement | None:
-        """The member is sure: said once per visit (and not again within ``cooldown``)."""
+        """The member is sure: said once per visit (and not again within ``cooldown``); with liveness on, only
+        once the track is judged live as this member."""
+        if self.liveness and not (tr.live is True and tr.live_for == name):
+            return None
         tr.named = tr.announced = name
         self.present[name] = t
         if name in self.visiting:  # this person's visit was announced already
@@ -337,6 +355,8 @@ class Tracker:
         self.present.pop(was, None)
         self.visiting.pop(was, None)
         now = naming.sure_name(tr.looks, self._agreed(tr), self.confirm_seconds, final)
+        if now is not None and self.liveness and not (tr.live is True and tr.live_for == now):
+            now = None  # not judged live as the new name (a photo held where a live person was): not named
         if now is not None:
             tr.named = tr.announced = now
             self.present[now] = self.visiting[now] = t
@@ -387,44 +407,3 @@ class Tracker:
     def names_in_view(self, t: float) -> list[str]:
         """Who is in view at ``t`` (the tracker's clock; later than the last frame when frames stop)."""
         return sorted(name for name, last in self.present.items() if t - last <= self.presence_hold)
-
-
-Face = tuple[float, np.ndarray, np.ndarray]  # (quality, aligned crop, embedding): what learning keeps
-
-
-@dataclass
-class StrangerVisits:
-    """The best faces of each stranger's visit, however many tracks the visit took.
-
-    A visit is the tracker's: a stranger (``Track.visitor``) from their announcement until
-    nobody like them has been seen for ``visit_gap`` seconds. A track that breaks within it
-    (a face turned away for longer than ``track_gap``) is given the same visitor again, so
-    its faces are gathered here by visitor, not by track: keyed by track, one visit was
-    stored as two. A track's faces wait with the track (it may still turn out to be someone
-    enrolled); they join the visit only if it ends as an unknown visitor (with liveness on: one
-    judged live; a photo's faces never reach the visitor store, so naming can never enrol them).
-    """
-
-    keep: int  # the best faces kept per track and per visit
-    need_live: bool = False  # liveness on: only a visit judged live becomes a visitor (never a photo's faces)
-    tracks: dict[int, tuple[Track, list[Face]]] = field(default_factory=dict)
-    visits: dict[int, list[Face]] = field(default_factory=dict)  # visitor -> its faces so far
-
-    def add(self, tr: Track, face: Face) -> None:
-        _, faces = self.tracks.setdefault(tr.id, (tr, []))
-        self._best(faces, [face])
-
-    def ended(self, tracker: Tracker, final: bool = False) -> list[list[Face]]:
-        """The visits that are over (``final``: all of them, the scene ends): their best faces, best first."""
-        for tid in [tid for tid in self.tracks if final or tid not in tracker.tracks]:
-            tr, faces = self.tracks.pop(tid)
-            if tr.visitor is not None and tr.named is None and (tr.live is True or not self.need_live):
-                self._best(self.visits.setdefault(tr.visitor, []), faces)
-        alive = {tr.visitor for tr in tracker.tracks.values()}
-        over = [v for v in self.visits if final or (v not in tracker.strangers and v not in alive)]
-        return [self.visits.pop(v) for v in over]
-
-    def _best(self, into: list[Face], faces: list[Face]) -> None:
-        into += faces
-        into.sort(key=lambda f: -f[0])
-        del into[self.keep:]

@@ -59,6 +59,9 @@ OUTLIER_K = 4.0  # a frame below m - K s is not like this camera's live faces
 MAX_OUTLIER_SHARE = 0.02  # more outliers than this: the calibration is refused
 FLOOR_K = 2.5  # the threshold never goes below m - FLOOR_K s
 ATTACK_LIKE = 0.05  # P(live) under this looks like an attack on any camera (NUAA: no live frame, 99.8 % of photos)
+LOW_SHARE = 0.45  # a separate low cluster is looked for among the lowest 45 % of the frames
+GAP_K = 1.0  # a gap wider than this many MAD scales (of the frames above it) separates a cluster
+MIN_GAP = 1.0  # log-odds: and wider than this (a tight handful of frames has a tiny scale)
 MIN_MEDIAN = 0.5  # the typical calibration face must be live by the model's own rule
 MIN_SCALE = 0.25  # log-odds: the MAD scale is at least this (a handful of near-identical frames)
 MAX_STEP = 0.5  # log-odds a door update may move the threshold
@@ -145,6 +148,23 @@ def _robust(z: np.ndarray) -> tuple[float, float]:
     return m, max(1.4826 * float(np.median(np.abs(z - m))), MIN_SCALE)
 
 
+def _low_cluster(z: np.ndarray) -> tuple[int, float, float]:
+    """The frames of a separate low cluster: (how many, the gap above them, the lowest score above the gap).
+
+    The median and MAD of the whole set move with a poisoner's frames (measured: three iPhone replays among
+    MSU's 15 live faces took the floor from P(live) 0.9952 to 0.978), so the floor cannot be trusted to stop
+    them. Live faces of one camera form one continuous tail; frames below a gap wider than ``GAP_K`` MAD scales
+    *of the frames above the gap*, and under those frames' floor, are a cluster of their own: refused."""
+    zs = np.sort(z)
+    found = (0, 0.0, 0.0)
+    for i in range(int(LOW_SHARE * len(zs))):
+        m, s = _robust(zs[i + 1:])
+        gap = float(zs[i + 1] - zs[i])
+        if gap > max(GAP_K * s, MIN_GAP) and zs[0] < m - FLOOR_K * s:
+            found = (i + 1, gap, float(zs[i + 1]))
+    return found
+
+
 def calibrate(scores: np.ndarray | list[float], camera_id: str, bpcer: float = DEFAULT_BPCER,
               models: str = "") -> Calibration:
     """A camera's calibration from P(live) of live faces it saw (module docstring: the rule and guards)."""
@@ -168,6 +188,12 @@ def calibrate(scores: np.ndarray | list[float], camera_id: str, bpcer: float = D
             f"{outliers} of {len(z)} faces score far below the others (P(live) under "
             f"{probability(cut):.3g}, the rest around {probability(m):.3g}): photos or screens "
             f"held to the camera, or another camera's frames? Calibrate with live faces only, from this camera")
+    low, gap, above = _low_cluster(z[z >= cut])  # the outliers under the cut are guard 1's (never in the quantile)
+    if low:
+        raise CalibrationRefused(
+            f"{low} of {len(z)} faces score apart below the others (P(live) up to {probability(above - gap):.4g}, "
+            f"then a gap of {gap:.2f} log-odds up to {probability(above):.4g}), low enough to move the threshold: "
+            f"photos or screens held to the camera? Calibrate with live faces only, from this camera")
     kept = z[z >= cut]
     floor = max(m - FLOOR_K * s, float(log_odds(ATTACK_LIKE)))
     t = max(float(np.quantile(kept, bpcer)), floor)
@@ -221,12 +247,31 @@ def _from_row(store: Store, camera: str, text: str) -> Calibration:
         numbers = ("threshold", "target_bpcer", "median", "scale", "floor", "anchor", "refused_share", "gap")
         if any(type(getattr(cal, k)) not in (int, float) or not math.isfinite(getattr(cal, k)) for k in numbers):
             raise ValueError("a number is missing or not a number")
-        if not (0.0 <= cal.threshold <= 1.0) or cal.camera_id != camera:
-            raise ValueError(f"threshold {cal.threshold!r}, camera {cal.camera_id!r}")
+        if cal.camera_id != camera:
+            raise ValueError(f"camera {cal.camera_id!r} in the row of camera {camera!r}")
+        _check_ranges(cal)
     except (ValueError, TypeError, RecursionError) as e:
         raise GalleryError(f"{store.path}: the liveness calibration of camera {camera!r} is damaged ({e}); "
                            f"calibrate it again (facepi liveness calibrate)") from None
     return cal
+
+
+def _check_ranges(cal: Calibration) -> None:
+    """A stored row is used as a threshold at the door: one that could not come out of ``calibrate`` or
+    ``freshen`` (a threshold of 0 passes every photo) is refused, naming the field and what was expected."""
+    for k in ("threshold", "median", "floor", "anchor"):
+        if not 0.0 < getattr(cal, k) < 1.0:
+            raise ValueError(f"{k} {getattr(cal, k)!r}: expected a P(live) strictly between 0 and 1")
+    if cal.floor > cal.threshold or cal.floor > cal.anchor:
+        raise ValueError(f"floor {cal.floor!r} above the threshold {cal.threshold!r} or the anchor {cal.anchor!r}")
+    if not 0.0 < cal.target_bpcer < 0.5:
+        raise ValueError(f"target_bpcer {cal.target_bpcer!r}: expected a share between 0 and 0.5")
+    if not 0.0 <= cal.refused_share <= 1.0 or cal.scale < 0.0:
+        raise ValueError(f"refused_share {cal.refused_share!r} (0-1) or scale {cal.scale!r} (>= 0)")
+    if type(cal.frames) is not int or cal.frames < (MIN_FRAMES if cal.calibrated else 0):
+        raise ValueError(f"frames {cal.frames!r}: expected at least {MIN_FRAMES} faces")
+    if cal.source not in ("calibrate", "door"):
+        raise ValueError(f"source {cal.source!r}: expected 'calibrate' or 'door'")
 
 
 def load(gallery: str, camera_id: str) -> Calibration | None:

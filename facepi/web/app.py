@@ -400,6 +400,9 @@ class Page:
         ev = self.event(f)
         if ev.crop is None:
             raise GalleryError(f"event {ev.seq} kept no face to enrol")
+        if ev.live is False:  # the door's liveness check was on and did not judge this face live
+            raise GalleryError(f"event {ev.seq}: this face was not judged live at the door (it may be a photo or a "
+                               f"screen held up), so it cannot be enrolled; add this person from their photos")
         done = family.name_face(self.gallery, f["name"], ev.embedding, ev.crop,
                                 f"door-{ev.camera}-{ev.run}-{ev.seq}", "web", self.models)
         return f"Enrolled: {done.change.summary}"
