@@ -41,7 +41,11 @@ def test_convert_cli_end_to_end(tmp_path, faces_root, seed_align_dir, facenet_gr
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["models"]) == {"mtcnn_pnet.tflite", "mtcnn_rnet.tflite",
-                                       "mtcnn_onet.tflite", "facenet_dynamic.tflite"}
+                                       "mtcnn_onet.tflite", "facenet_dynamic.tflite",
+                                       # liveness: both precisions written, float32 the one shipped
+                                       *(f"minifasnet_{n}_{p}.tflite" for n in ("v2", "v1se")
+                                         for p in ("float32", "dynamic"))}
+    assert "MiniFASNet" in table and "(measured only: not shipped)" in table
     for name, entry in manifest["models"].items():
         assert entry["sha256"] == sha256_file(out / name)
         assert entry["size"] == (out / name).stat().st_size
