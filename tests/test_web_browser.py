@@ -79,6 +79,8 @@ def browser():
 
 def test_the_household_page_in_a_real_browser_with_the_daemon(tmp_path, broker, family4, faces_root):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     photos = phone_photos(tmp_path / "phone")
     g = tmp_path / "gallery.db"
@@ -132,6 +134,8 @@ def test_the_household_page_in_a_real_browser_with_the_daemon(tmp_path, broker, 
         for field, value in (fill or {}).items():
             form.find_element(By.NAME, field).send_keys(value)
         form.find_element(By.TAG_NAME, "button").click()
+        # the answer is a new page: wait for the pressed one to go, or main() may read (or lose) the old one
+        WebDriverWait(driver, 90, 0.1).until(expected_conditions.staleness_of(form))
         return main()
 
     try:
@@ -144,7 +148,7 @@ def test_the_household_page_in_a_real_browser_with_the_daemon(tmp_path, broker, 
         assert driver.current_url.endswith("/login") and "madonna" not in driver.page_source
         driver.find_element(By.NAME, "password").send_keys(PASSWORD)
         driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
-        assert driver.current_url.endswith("/people")
+        WebDriverWait(driver, 30, 0.1).until(lambda d: d.current_url.endswith("/people"))
         people = {s.get_attribute("data-name"): s for s in driver.find_elements(By.CSS_SELECTOR, "section.person")}
         assert set(people) == {"ben_afflek", "elton_john", "jerry_seinfeld", "madonna"}
         images = driver.find_elements(By.CSS_SELECTOR, "section.person img")
@@ -157,6 +161,7 @@ def test_the_household_page_in_a_real_browser_with_the_daemon(tmp_path, broker, 
         upload.find_element(By.NAME, "name").send_keys("Dana")
         upload.find_element(By.NAME, "photos").send_keys("\n".join(str(p) for p in photos))
         upload.find_element(By.TAG_NAME, "button").click()
+        WebDriverWait(driver, 90, 0.1).until(expected_conditions.staleness_of(upload))
         said = main()
         assert "Enrolled 3 photo(s) of Dana" in said, said
         shot("upload")
